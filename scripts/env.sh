@@ -1,0 +1,7 @@
+# Sourced by the scripts: offline-friendly, quiet, and the local GLUE copy when it is beside the repository.
+export DVC_NO_ANALYTICS=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TQDM_DISABLE=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1
+export TOKENIZERS_PARALLELISM=false TRANSFORMERS_NO_ADVISORY_WARNINGS=1
+if [ -z "${ALPKD_GLUE_DIR:-}" ] && [ -d "$(dirname "${BASH_SOURCE[0]}")/../../shared/glue" ]; then
+  export ALPKD_GLUE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../shared/glue" && pwd)"
+fi
+[ -n "${ALPKD_GLUE_DIR:-}" ] && export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
