@@ -116,7 +116,13 @@ def teacher_num_layers(teacher: Teacher) -> int:
         return json.loads(config_file.read_text())["num_hidden_layers"]
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(teacher.model).num_hidden_layers
+    try:
+        return AutoConfig.from_pretrained(teacher.model).num_hidden_layers
+    except Exception as err:  # noqa: BLE001 - offline, misspelt, or not a folder
+        raise ValueError(
+            f"teacher.model = {teacher.model!r}: cannot read its config ({type(err).__name__}); allowed: "
+            "'tiny', 'minilm', a folder holding a BERT-family config.json, or a hub id (needs internet)"
+        ) from None
 
 
 def _format(err: ValidationError, source: str) -> str:
