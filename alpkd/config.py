@@ -13,12 +13,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
-from .tasks import GLUE_TASKS
+from .tasks import GLUE_TASKS, Task
 
 METHODS = ("nokd", "kd", "pkd", "alp", "alp_no", "alp_po")
 Method = Literal["nokd", "kd", "pkd", "alp", "alp_no", "alp_po"]
-TaskName = Literal["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"]
-assert set(TaskName.__args__) == set(GLUE_TASKS)  # type: ignore[attr-defined]
+MetricName = Literal["accuracy", "f1", "matthews", "pearson", "spearman"]
 
 
 class ConfigError(ValueError):
@@ -27,6 +26,26 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CustomTask(_Section):
+    """A user's own task, from CSV, TSV or JSON Lines files (`.csv`, `.tsv`, `.jsonl`)."""
+
+    train: str = Field(min_length=1)  # paths relative to the repository root (or absolute)
+    validation: str = Field(min_length=1)
+    text_columns: list[str] = Field(min_length=1, max_length=2)
+    label_column: str = "label"
+    num_labels: PositiveInt  # 1 = regression (labels are floats); else labels are the ints 0..num_labels-1
+    metrics: list[MetricName] = Field(min_length=1)
+    headline: MetricName | None = None  # default: the first metric
+
+    def to_task(self, name: str, root: Path) -> Task:
+        def resolve(p: str) -> str:
+            return str(Path(p) if Path(p).is_absolute() else root / p)
+
+        return Task(name, tuple(self.text_columns), self.num_labels, tuple(self.metrics),
+                    self.headline or self.metrics[0], label_column=self.label_column,
+                    files=(("train", resolve(self.train)), ("validation", resolve(self.validation))))
 
 
 class Tiny(_Section):
@@ -39,7 +58,7 @@ class Tiny(_Section):
 
 
 class Data(_Section):
-    tasks: list[TaskName] = Field(min_length=1)
+    tasks: list[str] = Field(min_length=1)  # GLUE task names or names declared in custom_tasks
     max_length: PositiveInt
     max_train_samples: PositiveInt | None = None  # deterministic subsample (seed 0), None = all
     max_eval_samples: PositiveInt | None = None
@@ -95,6 +114,36 @@ class Params(_Section):
     student: Student
     distill: Distill
     runtime: Runtime = Runtime()
+    custom_tasks: dict[str, CustomTask] = {}
+
+    def task(self, name: str) -> Task:
+        """The task called `name`: GLUE's, or the user's own from `custom_tasks`."""
+        from .tasks import get_task
+
+        root = repo_root() if self.custom_tasks else Path.cwd()
+        return get_task(name, {k: v.to_task(k, root) for k, v in self.custom_tasks.items()})
+
+    @model_validator(mode="after")
+    def _known_tasks(self) -> "Params":
+        clash = sorted(set(self.custom_tasks) & set(GLUE_TASKS))
+        if clash:
+            raise ValueError(f"custom_tasks.{clash[0]}: the name of a GLUE task; choose another name")
+        for k, name in enumerate(self.data.tasks):
+            if name not in GLUE_TASKS and name not in self.custom_tasks:
+                allowed = ", ".join([*GLUE_TASKS, *self.custom_tasks])
+                raise ValueError(f"data.tasks.{k} = {name!r}: unknown task; allowed: {allowed} "
+                                 "(or declare it under custom_tasks)")
+            if name in self.custom_tasks:
+                ct = self.custom_tasks[name]
+                if ct.num_labels == 1 and any(m in ("accuracy", "f1", "matthews") for m in ct.metrics):
+                    raise ValueError(f"custom_tasks.{name}.metrics = {ct.metrics}: a regression task "
+                                     "(num_labels 1) allows pearson, spearman")
+                if ct.num_labels > 1 and any(m in ("pearson", "spearman") for m in ct.metrics):
+                    raise ValueError(f"custom_tasks.{name}.metrics = {ct.metrics}: a classification task "
+                                     "allows accuracy, f1 (2 labels), matthews")
+                if ct.headline and ct.headline not in ct.metrics:
+                    raise ValueError(f"custom_tasks.{name}.headline = {ct.headline!r}: must be one of {ct.metrics}")
+        return self
 
     @model_validator(mode="after")
     def _depths_below_teacher(self) -> "Params":

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import datasets
+import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
@@ -25,22 +27,97 @@ def glue_source() -> str:
 
 
 def load_task(task: Task) -> datasets.DatasetDict:
-    """The train and validation splits of a GLUE task, from `glue_source()`."""
+    """The train and validation splits of a task, checked (`check_split`) before anything trains.
+
+    GLUE tasks come from `glue_source()`; a user's own task from its CSV, TSV or JSON Lines files.
+    """
+    if task.files:
+        raw, where = _load_files(task)
+    else:
+        raw, where = _load_glue(task)
+    for split, ds in raw.items():
+        check_split(ds, task, where[split])
+    return raw
+
+
+def _load_glue(task: Task) -> tuple[datasets.DatasetDict, dict[str, str]]:
     source = glue_source()
+    splits = ("train", *task.validation_splits)
+    local = source != GLUE_HUB
+    if local:
+        folder = Path(source) / task.name
+        if not folder.is_dir():
+            found = sorted(p.name for p in Path(source).iterdir() if p.is_dir()) if Path(source).is_dir() else []
+            raise DataError(f"GLUE task {task.name!r}: no folder {folder} ({GLUE_ENV}={source}); "
+                            f"tasks found there: {found or 'none'}. Expected {task.name}/<split>-*.parquet")
+        for split in splits:
+            if not list(folder.glob(f"{split}-*")):
+                raise DataError(f"GLUE task {task.name!r}: no file {folder}/{split}-*.parquet for split "
+                                f"{split!r}; found {sorted(p.name for p in folder.iterdir())}")
     try:
-        raw = datasets.load_dataset(source, task.name)
+        if local:  # read the parquet files directly: the folder's README (hub configs) is not required
+            # one split at a time, so a file with wrong columns is reported as such, not as a schema clash
+            raw = {s: datasets.load_dataset("parquet", split="train", data_files=sorted(
+                str(f) for f in (Path(source) / task.name).glob(f"{s}-*"))) for s in splits}
+        else:
+            raw = datasets.load_dataset(source, task.name)
     except Exception as err:  # noqa: BLE001 - any failure becomes one actionable message
-        tried = f"the local folder {source} ({GLUE_ENV})" if source != GLUE_HUB else f"the hub dataset {GLUE_HUB}"
+        tried = f"the local folder {source} ({GLUE_ENV})" if local else f"the hub dataset {GLUE_HUB}"
         raise DataError(
             f"could not load GLUE task {task.name!r}: tried {tried}: {type(err).__name__}: {err}. "
             f"Set {GLUE_ENV} to a folder in the hub's layout (one folder per task, e.g. ../shared/glue) "
             f"or make the hub reachable."
         ) from None
-    splits = ("train", *task.validation_splits)
     missing = [s for s in splits if s not in raw]
     if missing:
         raise DataError(f"GLUE task {task.name!r} from {source} has no split(s) {missing}; found {list(raw)}")
-    return datasets.DatasetDict({s: raw[s] for s in splits})
+    where = {s: (f"{source}/{task.name}/{s}-*.parquet" if local else f"{GLUE_HUB}:{task.name}/{s}") for s in splits}
+    return datasets.DatasetDict({s: raw[s] for s in splits}), where
+
+
+_READERS = {".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t"}), ".jsonl": ("json", {}), ".json": ("json", {})}
+
+
+def _load_files(task: Task) -> tuple[datasets.DatasetDict, dict[str, str]]:
+    out = {}
+    for split, path in task.files:
+        suffix = Path(path).suffix.lower()
+        if suffix not in _READERS:
+            raise DataError(f"task {task.name!r}, {split} file {path}: unsupported type {suffix!r}; "
+                            f"allowed: {', '.join(_READERS)}")
+        if not Path(path).is_file():
+            raise DataError(f"task {task.name!r}: {split} file {path} not found")
+        builder, kwargs = _READERS[suffix]
+        try:
+            out[split] = datasets.load_dataset(builder, data_files=path, split="train", **kwargs)
+        except Exception as err:  # noqa: BLE001
+            raise DataError(f"task {task.name!r}: cannot read {split} file {path}: {type(err).__name__}: {err}") from None
+    return datasets.DatasetDict(out), dict(task.files)
+
+
+def check_split(ds: datasets.Dataset, task: Task, where: str) -> None:
+    """Columns, labels and texts are what the task expects; else one `DataError` naming file, column, row."""
+    expected = [*task.text_columns, task.label_column]
+    missing = [c for c in expected if c not in ds.column_names]
+    if missing:
+        raise DataError(f"{where}: column(s) {missing} missing; task {task.name!r} expects {expected}, "
+                        f"the file has {ds.column_names}")
+    if len(ds) == 0:
+        raise DataError(f"{where}: no rows")
+    labels = np.asarray(ds[task.label_column], dtype=object)
+    for row, value in enumerate(labels):
+        if task.is_regression:
+            ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and np.isfinite(value)
+            allowed = "a finite number (regression)"
+        else:
+            ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < task.num_labels
+            allowed = f"an integer in 0..{task.num_labels - 1}"
+        if not ok:
+            raise DataError(f"{where}: row {row}, column {task.label_column!r}: label {value!r}; expected {allowed}")
+    for column in task.text_columns:
+        for row, text in enumerate(ds[column]):
+            if not isinstance(text, str) or not text.strip():
+                raise DataError(f"{where}: row {row}, column {column!r}: empty or missing text ({text!r})")
 
 
 def subsample(ds: datasets.Dataset, n: int | None) -> datasets.Dataset:

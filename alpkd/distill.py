@@ -25,7 +25,7 @@ from .config import Params
 from .losses import ALP_METHODS, LAYER_METHODS, alp_allowed, alp_attention, distillation_loss, task_loss
 from .paths import Layout, run_name
 from .students import build_student, load_pretrained, load_tokenizer
-from .tasks import Task, get_task
+from .tasks import Task
 
 
 class DistillTrainer(Trainer):
@@ -53,6 +53,7 @@ class DistillTrainer(Trainer):
             loss = task_loss(outputs.logits, labels)
             if model.training:
                 self._record({"ce": loss})
+                self._check_finite(loss, {"ce": loss})
             return (loss, outputs) if return_outputs else loss
         need_states = self.method in LAYER_METHODS
         outputs = model(**inputs, output_hidden_states=need_states)
@@ -70,7 +71,16 @@ class DistillTrainer(Trainer):
         loss, terms = distillation_loss(self.method, self.distill_params, outputs.logits, labels,
                                         student_states, teacher_logits, teacher_states, mask)
         self._record(terms)
+        self._check_finite(loss, terms)
         return (loss, outputs) if return_outputs else loss
+
+    def _check_finite(self, loss, terms):
+        # stop at once: a NaN would otherwise be trained on silently and end as a meaningless score
+        if not torch.isfinite(loss.detach()).all():
+            values = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+            raise FloatingPointError(f"{self.method}: the loss became {float(loss):.4g} at step "
+                                     f"{self.state.global_step + 1} (terms: {values}); lower the learning rate "
+                                     "or check the inputs")
 
     def _record(self, terms):
         for k, v in terms.items():
@@ -200,7 +210,7 @@ def _cache_keys(layout: Layout, task: Task, tokenizer, dsets, params: Params) ->
 # --- the two steps -------------------------------------------------------------------------------------
 def train_teacher(params: Params, task_name: str, root: str | Path = ".") -> dict:
     """Fine-tune and evaluate the teacher of one task, then write its cache; returns its metrics."""
-    layout, task, tp = Layout(Path(root)), get_task(task_name), params.teacher
+    layout, task, tp = Layout(Path(root)), params.task(task_name), params.teacher
     tokenizer = load_tokenizer(tp.model)
     dsets = data.prepare(task, tokenizer, params.data)
     set_seed(tp.seed)
@@ -224,7 +234,7 @@ def train_teacher(params: Params, task_name: str, root: str | Path = ".") -> dic
 
 def write_cache(params: Params, task_name: str, root: str | Path = ".", tokenizer=None, dsets=None) -> Path:
     """(Re)build the teacher cache of a task from its saved teacher."""
-    layout, task = Layout(Path(root)), get_task(task_name)
+    layout, task = Layout(Path(root)), params.task(task_name)
     teacher_dir = layout.teacher_model(task.name)
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(teacher_dir)
     dsets = dsets or data.prepare(task, tokenizer, params.data)
@@ -239,7 +249,7 @@ def write_cache(params: Params, task_name: str, root: str | Path = ".", tokenize
 
 def distill_student(params: Params, task_name: str, depth: int, method: str, seed: int, root: str | Path = ".") -> dict:
     """Distil one student (task, depth, method, seed) from the saved teacher; returns its metrics."""
-    layout, task, dp = Layout(Path(root)), get_task(task_name), params.distill
+    layout, task, dp = Layout(Path(root)), params.task(task_name), params.distill
     run = run_name(task.name, depth, method, seed)
     teacher_dir = layout.teacher_model(task.name)
     if not (teacher_dir / "config.json").exists():
@@ -312,7 +322,7 @@ def attention_map(model, ds, tokenizer, split_cache, method: str, dp, batch_size
 
 def evaluate_saved(params: Params, task_name: str, model_dir: str | Path) -> dict[str, float]:
     """GLUE metrics of a saved model on the task's validation split(s)."""
-    task = get_task(task_name)
+    task = params.task(task_name)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     dsets = data.prepare(task, tokenizer, params.data)

@@ -13,6 +13,7 @@ class Task:
     headline: str  # the metric reported in tables
     validation_splits: tuple[str, ...] = ("validation",)
     label_column: str = "label"
+    files: tuple[tuple[str, str], ...] = ()  # (split, path) of a user's own task; empty for GLUE
 
     @property
     def is_regression(self) -> bool:
@@ -35,8 +36,10 @@ GLUE_TASKS: dict[str, Task] = {
 }
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, custom: dict[str, Task] | None = None) -> Task:
+    """A GLUE task, or one of the user's own tasks (`custom_tasks` in params.yaml)."""
+    known = {**GLUE_TASKS, **(custom or {})}
     try:
-        return GLUE_TASKS[name]
+        return known[name]
     except KeyError:
-        raise ValueError(f"unknown task {name!r}; allowed: {', '.join(GLUE_TASKS)}") from None
+        raise ValueError(f"unknown task {name!r}; allowed: {', '.join(known)}") from None

@@ -1,0 +1,119 @@
+"""Bad data is named before training starts; a user's own task loads like GLUE."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from alpkd import config, data
+from alpkd.tasks import GLUE_TASKS
+
+GLUE = Path(__file__).resolve().parents[2] / "shared" / "glue"
+ROOT = Path(__file__).resolve().parents[1]
+needs_glue = pytest.mark.skipif(not (GLUE / "rte").is_dir(), reason="needs ../shared/glue")
+
+
+def _local_glue(tmp_path: Path, frame: pd.DataFrame, split: str = "train") -> Path:
+    """A copy of ../shared/glue/rte with one split replaced by `frame`."""
+    folder = tmp_path / "glue" / "rte"
+    shutil.copytree(GLUE / "rte", folder)
+    for f in folder.glob(f"{split}-*"):
+        f.unlink()
+    frame.to_parquet(folder / f"{split}-00000-of-00001.parquet")
+    return tmp_path / "glue"
+
+
+def _rte_frame(n: int = 8) -> pd.DataFrame:
+    return pd.DataFrame({"sentence1": [f"premise {i}" for i in range(n)], "sentence2": [f"hyp {i}" for i in range(n)],
+                         "label": [i % 2 for i in range(n)], "idx": list(range(n))})
+
+
+@needs_glue
+def test_missing_task_folder_is_named(tmp_path, monkeypatch):
+    (tmp_path / "glue").mkdir()
+    monkeypatch.setenv(data.GLUE_ENV, str(tmp_path / "glue"))
+    with pytest.raises(data.DataError, match=r"no folder .*glue/rte.*ALPKD_GLUE_DIR"):
+        data.load_task(GLUE_TASKS["rte"])
+
+
+@needs_glue
+def test_missing_split_is_named(tmp_path, monkeypatch):
+    root = _local_glue(tmp_path, _rte_frame())
+    for f in (root / "rte").glob("validation-*"):
+        f.unlink()
+    monkeypatch.setenv(data.GLUE_ENV, str(root))
+    with pytest.raises(data.DataError, match=r"validation-\*\.parquet.*'validation'"):
+        data.load_task(GLUE_TASKS["rte"])
+
+
+@needs_glue
+@pytest.mark.parametrize(
+    "change, pattern",
+    [
+        (lambda f: f.rename(columns={"sentence2": "hypothesis"}), r"column\(s\) \['sentence2'\] missing"),
+        (lambda f: f.assign(label=[0, 1, 2, 0, 1, 0, 1, 0]), r"row 2, column 'label': label 2; expected an integer in 0..1"),
+        (lambda f: f.assign(label=[0, 1, -1, 0, 1, 0, 1, 0]), r"row 2, column 'label': label -1"),
+        (lambda f: f.assign(sentence1=["a", "b", "c", "  ", "e", "f", "g", "h"]), r"row 3, column 'sentence1': empty"),
+    ],
+)
+def test_bad_training_file_is_named(tmp_path, monkeypatch, change, pattern):
+    root = _local_glue(tmp_path, change(_rte_frame()))
+    monkeypatch.setenv(data.GLUE_ENV, str(root))
+    with pytest.raises(data.DataError, match=pattern) as err:
+        data.load_task(GLUE_TASKS["rte"])
+    assert "rte/train-" in str(err.value)  # the file is named
+
+
+def test_bad_regression_label_is_named(tmp_path):
+    task = GLUE_TASKS["stsb"]
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"sentence1": ["a", "b"], "sentence2": ["c", "d"], "label": [1.0, float("nan")]})
+    with pytest.raises(data.DataError, match=r"f\.csv: row 1, column 'label'.*finite number"):
+        data.check_split(ds, task, "f.csv")
+
+
+def _custom_params(tmp_path: Path, train: str, validation: str, **task) -> config.Params:
+    raw = yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text())
+    raw["custom_tasks"] = {"reviews": {"train": train, "validation": validation, "text_columns": ["text"],
+                                       "num_labels": 2, "metrics": ["accuracy", "f1"], **task}}
+    raw["data"]["tasks"] = ["reviews"]
+    return config.validate(raw)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+def test_custom_task_files_load(tmp_path, suffix):
+    frame = pd.DataFrame({"text": [f"review number {i}" for i in range(10)], "label": [i % 2 for i in range(10)]})
+    for split in ("train", "dev"):
+        path = tmp_path / f"{split}{suffix}"
+        if suffix == ".csv":
+            frame.to_csv(path, index=False)
+        elif suffix == ".tsv":
+            frame.to_csv(path, sep="\t", index=False)
+        else:
+            path.write_text("".join(json.dumps(r) + "\n" for r in frame.to_dict("records")))
+    params = _custom_params(tmp_path, str(tmp_path / f"train{suffix}"), str(tmp_path / f"dev{suffix}"))
+    task = params.task("reviews")
+    assert task.headline == "accuracy" and task.metrics == ("accuracy", "f1")
+    raw = data.load_task(task)
+    assert raw["train"]["text"] == frame["text"].tolist()
+    assert raw["validation"]["label"] == frame["label"].tolist()
+
+
+def test_custom_task_bad_declarations(tmp_path):
+    with pytest.raises(config.ConfigError, match=r"custom_tasks.reviews.metrics.*regression"):
+        _custom_params(tmp_path, "a.csv", "b.csv", num_labels=1)
+    with pytest.raises(config.ConfigError, match=r"data.tasks.0 = 'reviews': unknown task"):
+        raw = yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text())
+        raw["data"]["tasks"] = ["reviews"]
+        config.validate(raw)
+    params = _custom_params(tmp_path, str(tmp_path / "nope.csv"), str(tmp_path / "nope.csv"))
+    with pytest.raises(data.DataError, match=r"train file .*nope.csv not found"):
+        data.load_task(params.task("reviews"))
+    params = _custom_params(tmp_path, str(tmp_path / "x.xlsx"), str(tmp_path / "x.xlsx"))
+    with pytest.raises(data.DataError, match=r"unsupported type '.xlsx'; allowed: .csv, .tsv, .jsonl"):
+        data.load_task(params.task("reviews"))
