@@ -279,15 +279,12 @@ def distill_student(params: Params, task_name: str, depth: int, method: str, see
         return scores
     save_model(trainer.model, tokenizer, layout.student_model(run))
     write_log(trainer, layout.log(run))
-    # every run writes the same files (a dvc `matrix` stage declares one set of outputs for all methods):
-    # methods without attention record `weights: null`
-    split = task.validation_splits[0]
-    weights = None
     if method in ALP_METHODS:
+        split = task.validation_splits[0]
         weights = attention_map(trainer.model, dsets[split], tokenizer, caches.get(split), method, dp,
-                                params.runtime.eval_batch_size, teacher=None if caches else teacher).tolist()
-    write_json(layout.attention(run), {"task": task.name, "depth": depth, "method": method, "seed": seed,
-                                       "split": split, "scale": dp.alp_scale, "weights": weights})
+                                params.runtime.eval_batch_size, teacher=None if caches else teacher)
+        write_json(layout.attention(run), {"task": task.name, "depth": depth, "method": method, "seed": seed,
+                                           "split": split, "scale": dp.alp_scale, "weights": weights.tolist()})
     record = _record(params, task, "student", scores, timing, method=method, depth=depth, seed=seed,
                      teacher_layers=n, init=params.student.init, init_layers=student.config.alpkd_init_layers,
                      train_examples=len(dsets["train"]), teacher_cached=use_cache)
