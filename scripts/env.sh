@@ -4,4 +4,5 @@ export TOKENIZERS_PARALLELISM=false TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 if [ -z "${ALPKD_GLUE_DIR:-}" ] && [ -d "$(dirname "${BASH_SOURCE[0]}")/../../shared/glue" ]; then
   export ALPKD_GLUE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../shared/glue" && pwd)"
 fi
-[ -n "${ALPKD_GLUE_DIR:-}" ] && export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+# (an `if`, not `&&`: sourcing this from a `set -e` script must not fail when no local GLUE copy is found)
+if [ -n "${ALPKD_GLUE_DIR:-}" ]; then export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}; fi
