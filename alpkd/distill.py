@@ -130,9 +130,31 @@ def run_hash(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def last_complete_checkpoint(folder: str | Path) -> str | None:
+    """The newest checkpoint that was written to the end, removing any that a kill cut short.
+
+    The Trainer writes `trainer_state.json` last, so a checkpoint without a readable one is incomplete
+    (`get_last_checkpoint` would pick it by its step number and the resume would fail).
+    """
+    folder = Path(folder)
+    while folder.is_dir() and (last := get_last_checkpoint(str(folder))):
+        try:
+            json.loads((Path(last) / "trainer_state.json").read_text())
+            return last
+        except (OSError, ValueError):
+            shutil.rmtree(last)
+    return None
+
+
 def train(trainer: Trainer) -> dict:
     """Train, resuming from the last checkpoint of this exact run if a killed attempt left one."""
-    last = get_last_checkpoint(trainer.args.output_dir) if os.path.isdir(trainer.args.output_dir) else None
+    last = last_complete_checkpoint(trainer.args.output_dir) if trainer.is_world_process_zero() else None
+    if trainer.args.world_size > 1:  # every rank resumes from what rank 0 found
+        import torch.distributed as dist
+
+        found = [last]
+        dist.broadcast_object_list(found, src=0)
+        last = found[0]
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
     resumed = int(Path(last).name.split("-")[-1]) if last else 0

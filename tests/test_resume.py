@@ -1,0 +1,128 @@
+"""A kill loses nothing: a killed distillation resumes from its last checkpoint and ends where an
+uninterrupted run ends; it never leaves an output that looks finished. Plus 2-process DDP on CPU."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import SMOKE, TASK
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _root_with_teacher(teacher_root: Path, dest: Path) -> Path:
+    for part in ("models", "cache"):
+        shutil.copytree(teacher_root / part, dest / part)
+    return dest
+
+
+def _long_params(tmp_path: Path) -> Path:
+    """The smoke profile trained for more steps (a checkpoint every 2), so there is time to kill it."""
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["distill"]["epochs"] = 12  # 36 steps
+    raw["runtime"]["save_steps"] = 2
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _cmd(params: Path, root: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "alpkd", "--params", str(params), "--out", str(root), *extra,
+            "distill", "--task", TASK, "--depth", "1", "--method", "alp", "--seed", "42"]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _run(cmd: list[str]) -> None:
+    done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+def test_killed_run_resumes_and_matches_uninterrupted(teacher_root, tmp_path):
+    params = _long_params(tmp_path)
+    killed = _root_with_teacher(teacher_root, tmp_path / "killed")
+    clean = _root_with_teacher(teacher_root, tmp_path / "clean")
+    run = f"{TASK}-1-alp-s42"
+
+    proc = subprocess.Popen(_cmd(params, killed), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    ckpt = None
+    while time.time() < deadline and proc.poll() is None:
+        done = sorted((killed / "checkpoints").glob(f"{run}-*/checkpoint-*/trainer_state.json"))
+        if done:
+            ckpt = done[0].parent
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt is not None, "the run finished or failed before writing a checkpoint"
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+
+    # a kill in the middle of writing a checkpoint leaves one without trainer_state.json (written last)
+    (ckpt.parent / "checkpoint-35").mkdir(exist_ok=True)
+    (ckpt.parent / "checkpoint-35" / "config.json").write_text("{}")
+
+    # nothing that looks finished
+    assert not (killed / "metrics" / "students" / f"{run}.json").exists()
+    assert not (killed / "models" / TASK / run).exists()
+
+    _run(_cmd(params, killed))
+    _run(_cmd(params, clean))
+    resumed = json.loads((killed / "metrics" / "students" / f"{run}.json").read_text())
+    fresh = json.loads((clean / "metrics" / "students" / f"{run}.json").read_text())
+
+    assert 2 <= resumed["resumed_from_step"] < 35  # resumed from a complete checkpoint, not restarted
+    assert fresh["resumed_from_step"] == 0
+    assert resumed["train_steps"] == fresh["train_steps"] == 36
+    assert resumed["metrics"] == fresh["metrics"]
+    # the final weights match too, not only the (coarse) accuracy
+    from safetensors.numpy import load_file
+
+    a = load_file(killed / "models" / TASK / run / "model.safetensors")
+    b = load_file(clean / "models" / TASK / run / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert (a[key] == b[key]).all(), key
+    assert not list((killed / "checkpoints").glob(f"{run}-*")), "checkpoints are removed once the run is complete"
+
+
+def test_checkpoints_of_other_settings_are_not_resumed(teacher_root, tmp_path):
+    """A checkpoint left by a run with other parameters belongs to another run: it is not resumed."""
+    params = _long_params(tmp_path)
+    root = _root_with_teacher(teacher_root, tmp_path / "root")
+    stray = root / "checkpoints" / f"{TASK}-1-alp-s42-000000000000" / "checkpoint-30"
+    stray.mkdir(parents=True)
+    (stray / "trainer_state.json").write_text("{}")
+    _run(_cmd(params, root))
+    record = json.loads((root / "metrics" / "students" / f"{TASK}-1-alp-s42.json").read_text())
+    assert record["resumed_from_step"] == 0
+
+
+def test_ddp_two_processes_on_cpu(teacher_root, tmp_path):
+    root = _root_with_teacher(teacher_root, tmp_path / "ddp")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "alpkd", "--params", str(SMOKE), "--out", str(root), "distill", "--task", TASK, "--depth", "1",
+           "--method", "alp", "--seed", "42"]
+    done = subprocess.run(cmd, cwd=ROOT, env={**_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    files = list((root / "metrics" / "students").glob("*.json"))
+    assert [f.name for f in files] == [f"{TASK}-1-alp-s42.json"]  # one metrics file: rank 0 writes
+    record = json.loads(files[0].read_text())
+    assert 0.0 <= record["score"] <= 1.0
+    # each process saw half of each global batch: 48 examples, 16 per device and step, 2 devices
+    assert record["train_steps"] == 2
+    assert not list(root.rglob("*.tmp-*"))
