@@ -97,6 +97,7 @@ class Distill(Training):
     alp_scale: bool = False  # divide ALP scores by sqrt(d); the paper's formula is unscaled
     alp_overlap: PositiveInt = 1  # ALP-PO: layers each bucket shares with each neighbour
     states: Literal["cls", "tokens"] = "cls"
+    teacher_cache: bool = True  # read teacher outputs from the cache (`states: cls`); false runs it online
 
 
 class Runtime(_Section):

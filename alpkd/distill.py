@@ -280,12 +280,11 @@ def distill_student(params: Params, task_name: str, depth: int, method: str, see
     dsets = data.prepare(task, tokenizer, params.data)
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     n = teacher.config.num_hidden_layers
-    use_cache = method != "nokd" and dp.states == "cls"
+    use_cache = method != "nokd" and dp.states == "cls" and dp.teacher_cache
     caches = {}
-    if use_cache or method in ALP_METHODS:  # ALP's attention map on validation also reads the cache
-        if dp.states == "cls":
-            keys = _cache_keys(layout, task, tokenizer, dsets, params)
-            caches = {s: cache_lib.load(layout.cache(task.name), s, k) for s, k in keys.items()}
+    if use_cache or (method in ALP_METHODS and dp.states == "cls" and dp.teacher_cache):
+        keys = _cache_keys(layout, task, tokenizer, dsets, params)  # ALP's attention map reads it too
+        caches = {s: cache_lib.load(layout.cache(task.name), s, k) for s, k in keys.items()}
     student = build_student(teacher, depth, params.student.init, seed)
     online = teacher if (method != "nokd" and not use_cache) else None
     ckpt = layout.checkpoints(f"{run}-{run_hash(params.distill, params.data, params.student, cache_lib.model_fingerprint(teacher_dir))}")
