@@ -172,6 +172,8 @@ def distillation_loss(
     if method == "pkd":
         layers = pkd_layers(n, m, p.pkd_exclude_last)
         if layers:
+            if student_states.dim() == 4:  # `states: tokens` is an ALP option; PKD matches the [CLS] vectors
+                student_states, teacher_states = student_states[:, 0], teacher_states[:, 0]
             terms["pkd"] = pkd_loss(student_states, teacher_states, layers)
             total = total + p.pkd_beta * terms["pkd"]
     elif method in ALP_METHODS:
