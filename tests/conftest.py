@@ -1,0 +1,37 @@
+"""Shared fixtures: the smoke profile and a trained smoke teacher (helpers in helpers.py).
+
+Every check in this suite compares the library with an independent computation (plain loops in numpy,
+scikit-learn, SciPy, a fresh model forward), never with the library itself.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import SMOKE, TASK  # also makes the checkout importable and the environment offline
+
+
+@pytest.fixture
+def smoke_raw() -> dict:
+    """profiles/smoke.yaml as a plain dict (a fresh copy per test, free to modify)."""
+    return copy.deepcopy(yaml.safe_load(SMOKE.read_text()))
+
+
+@pytest.fixture(scope="session")
+def smoke_params():
+    from alpkd import config
+
+    return config.load(SMOKE.resolve())
+
+
+@pytest.fixture(scope="session")
+def teacher_root(tmp_path_factory, smoke_params) -> Path:
+    """An output root with the smoke teacher of RTE trained (once per session) and its cache written."""
+    from alpkd import distill
+
+    root = tmp_path_factory.mktemp("teacher_root")
+    distill.train_teacher(smoke_params, TASK, root=root)
+    return root

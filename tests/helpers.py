@@ -1,0 +1,70 @@
+"""Test helpers: the checkout on sys.path, offline settings, independent readers of the local GLUE copy."""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "profiles" / "smoke.yaml"
+TASK = "rte"
+
+# Offline and quiet, whether or not scripts/env.sh was sourced; nothing may download.
+_glue = REPO.parent / "shared" / "glue"
+if not os.environ.get("ALPKD_GLUE_DIR") and _glue.is_dir():
+    os.environ["ALPKD_GLUE_DIR"] = str(_glue)
+for _var, _val in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1",
+                   "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+                   "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}.items():
+    os.environ.setdefault(_var, _val)
+# the package is used from the checkout (it need not be installed)
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def run_cli(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m alpkd ARGS` in a fresh interpreter, with the checkout importable."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    return subprocess.run([sys.executable, "-m", "alpkd", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def distill_params(**overrides) -> types.SimpleNamespace:
+    """The weights `distillation_loss` reads, with values unlike the defaults so that mix-ups show."""
+    base = dict(temperature=3.0, kd_alpha=0.3, pkd_beta=7.0, pkd_exclude_last=True, alp_lambda=2.5,
+                alp_scale=False, alp_overlap=1)
+    base.update(overrides)
+    return types.SimpleNamespace(**base)
+
+
+def glue_frame(task: str, split: str) -> pd.DataFrame:
+    """A GLUE split read straight from the local parquet files (not through `datasets`)."""
+    files = sorted(glob.glob(os.path.join(os.environ["ALPKD_GLUE_DIR"], task, f"{split}-*.parquet")))
+    assert files, f"no local GLUE parquet for {task}/{split}"
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def subsample_rows(n_total: int, n: int | None) -> np.ndarray:
+    """Positions of the documented subsample: the first n of a permutation with seed 0."""
+    if n is None or n >= n_total:
+        return np.arange(n_total)
+    return np.random.default_rng(0).permutation(n_total)[:n]
+
+
+def clone_teacher(src: Path, dst: Path, task: str = TASK) -> Path:
+    """A fresh output root holding only the trained teacher and its cache from `src`."""
+    from alpkd.paths import Layout
+
+    a, b = Layout(Path(src)), Layout(Path(dst))
+    shutil.copytree(a.teacher_model(task), b.teacher_model(task))
+    shutil.copytree(a.cache(task), b.cache(task))
+    return Path(dst)
+
+

