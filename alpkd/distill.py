@@ -162,13 +162,20 @@ def train(trainer: Trainer) -> dict:
             "train_steps": trainer.state.global_step}
 
 
-def evaluate(trainer: Trainer, task: Task, dsets) -> dict[str, float]:
-    """GLUE metrics on every validation split (MNLI: suffixed `_matched` and `_mismatched`)."""
+def evaluate(trainer: Trainer, task: Task, dsets, predictions: dict | None = None) -> dict[str, float]:
+    """GLUE metrics on every validation split (MNLI: suffixed `_matched` and `_mismatched`).
+
+    If `predictions` is a dict, each split's per-example predictions and labels are stored in it (for the
+    report's paired significance tests).
+    """
     out = {}
     for split in task.validation_splits:
         pred = trainer.predict(dsets[split].remove_columns("cache_row"))
         suffix = "" if split == "validation" else "_" + split.removeprefix("validation_")
         out.update({k + suffix: v for k, v in metrics.compute(task, pred.predictions, pred.label_ids).items()})
+        if predictions is not None:
+            predictions[split] = {"predictions": metrics.predictions(task, pred.predictions).tolist(),
+                                  "labels": np.asarray(pred.label_ids).tolist()}
     return out
 
 
@@ -241,10 +248,11 @@ def train_teacher(params: Params, task_name: str, root: str | Path = ".") -> dic
     trainer = DistillTrainer(model=model, args=training_args(tp, params.runtime, ckpt, tp.seed),
                              train_dataset=dsets["train"], data_collator=data.Collator(tokenizer))
     timing = train(trainer)
-    scores = evaluate(trainer, task, dsets)
+    scores = evaluate(trainer, task, dsets, preds := {})
     if not trainer.is_world_process_zero():
         return scores
     save_model(trainer.model, tokenizer, layout.teacher_model(task.name))
+    write_json(layout.predictions(f"teacher-{task.name}"), {"task": task.name, "method": "teacher", **preds})
     write_cache(params, task.name, root, tokenizer=tokenizer, dsets=dsets)
     write_log(trainer, layout.log(f"teacher-{task.name}"))
     record = _record(params, task, "teacher", scores, timing, method="teacher", depth=model.config.num_hidden_layers,
@@ -295,10 +303,11 @@ def distill_student(params: Params, task_name: str, depth: int, method: str, see
         method=method, distill_params=dp, teacher=online, states=dp.states,
     )
     timing = train(trainer)
-    scores = evaluate(trainer, task, dsets)
+    scores = evaluate(trainer, task, dsets, preds := {})
     if not trainer.is_world_process_zero():
         return scores
     save_model(trainer.model, tokenizer, layout.student_model(run))
+    write_json(layout.predictions(run), {"task": task.name, "method": method, "depth": depth, "seed": seed, **preds})
     write_log(trainer, layout.log(run))
     if method in ALP_METHODS:
         split = task.validation_splits[0]

@@ -31,6 +31,10 @@ class Layout:
     def attention(self, run: str) -> Path:
         return self.root / "attention" / f"{run}.json"
 
+    def predictions(self, name: str) -> Path:
+        """Per-example validation predictions and labels of a teacher (`teacher-<task>`) or student run."""
+        return self.root / "predictions" / f"{name}.json"
+
     def log(self, name: str) -> Path:
         """Training curve (CSV) of a teacher (`teacher-<task>`) or a student run."""
         return self.root / "logs" / f"{name}.csv"
