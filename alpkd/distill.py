@@ -290,8 +290,8 @@ def distill_student(params: Params, task_name: str, depth: int, method: str, see
     n = teacher.config.num_hidden_layers
     use_cache = method != "nokd" and dp.states == "cls" and dp.teacher_cache
     caches = {}
-    if use_cache or (method in ALP_METHODS and dp.states == "cls" and dp.teacher_cache):
-        keys = _cache_keys(layout, task, tokenizer, dsets, params)  # ALP's attention map reads it too
+    if use_cache:  # train split for the loss, validation split for ALP's attention map
+        keys = _cache_keys(layout, task, tokenizer, dsets, params)
         caches = {s: cache_lib.load(layout.cache(task.name), s, k) for s, k in keys.items()}
     student = build_student(teacher, depth, params.student.init, seed)
     online = teacher if (method != "nokd" and not use_cache) else None
