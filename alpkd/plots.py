@@ -1,0 +1,178 @@
+"""Figures of the replication (matplotlib): score vs depth, ALP attention maps, training curves.
+
+Every function returns a `matplotlib.figure.Figure` and draws nothing else; `save` writes one atomically.
+Inputs are plain tables (pandas) and arrays, so the figures can be redrawn from `report/results.csv`,
+`attention/*.json` and `logs/*.csv` without the library's training code.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt  # headless, pyplot falls back to Agg; in Jupyter it draws inline
+import numpy as np
+import pandas as pd
+
+METHOD_LABELS = {"nokd": "NO-KD", "kd": "KD", "pkd": "PKD", "alp": "ALP", "alp_no": "ALP-NO", "alp_po": "ALP-PO"}
+METHOD_STYLES = {  # the ALP family solid, the baselines dashed
+    "nokd": dict(color="0.45", linestyle=":", marker="x"),
+    "kd": dict(color="tab:blue", linestyle="--", marker="s"),
+    "pkd": dict(color="tab:green", linestyle="--", marker="^"),
+    "alp": dict(color="tab:red", linestyle="-", marker="o"),
+    "alp_no": dict(color="tab:orange", linestyle="-", marker="D"),
+    "alp_po": dict(color="tab:purple", linestyle="-", marker="v"),
+}
+
+
+def method_label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
+def _grid(panels: int, width: float = 3.6, height: float = 3.0, cols: int | None = None):
+    cols = cols or min(panels, 3)
+    rows = math.ceil(panels / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[panels:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:panels])
+
+
+def score_vs_depth(scores: pd.DataFrame, teacher: dict[str, float] | None = None,
+                   panels: list[str] | None = None, headline: dict[str, str] | None = None):
+    """One panel per task (and `average`): headline score (x100) against student depth, a line per method.
+
+    `scores` has columns task, depth, method, mean and std (std NaN with one seed); `teacher` maps a panel
+    to the teacher's score, drawn as a horizontal line.
+    """
+    panels = panels or list(dict.fromkeys(scores["task"]))
+    fig, axes = _grid(len(panels))
+    for ax, panel in zip(axes, panels):
+        rows = scores[scores["task"] == panel]
+        for method, group in rows.groupby("method", sort=False):
+            group = group.sort_values("depth")
+            std = group["std"].fillna(0.0).to_numpy()
+            ax.errorbar(group["depth"], group["mean"], yerr=std if std.any() else None, capsize=3,
+                        label=method_label(method), **METHOD_STYLES.get(method, {}))
+        if teacher and panel in teacher and teacher[panel] is not None and not pd.isna(teacher[panel]):
+            ax.axhline(teacher[panel], color="black", linewidth=1, label="teacher")
+        depths = sorted(set(rows["depth"]))
+        ax.set_xticks(depths)
+        ax.set_xlabel("student layers")
+        metric = (headline or {}).get(panel, "score")
+        ax.set_ylabel(f"{metric} x100")
+        ax.set_title(panel)
+        ax.grid(alpha=0.3)
+    handles, labels = {}, []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in handles:
+                handles[lab] = h
+                labels.append(lab)
+    if handles:
+        fig.legend([handles[lab] for lab in labels], labels, loc="lower center", ncol=min(len(labels), 7),
+                   frameon=False)
+    fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 1))
+    return fig
+
+
+def attention_heatmap(weights, ax=None, title: str | None = None, annotate: bool = True, colorbar: bool = True):
+    """ALP attention weights as a heatmap: student layer (rows) x teacher layer (columns), 1-based labels."""
+    weights = np.asarray(weights, dtype=float)
+    m, n = weights.shape
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(0.6 * n + 1.8, 0.5 * m + 1.4))
+    image = ax.imshow(weights, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(n), [str(j + 1) for j in range(n)])
+    ax.set_yticks(range(m), [str(i + 1) for i in range(m)])
+    ax.set_xlabel("teacher layer")
+    ax.set_ylabel("student layer")
+    if title:
+        ax.set_title(title)
+    if annotate and m * n <= 160:
+        for i in range(m):
+            for j in range(n):
+                w = weights[i, j]
+                ax.text(j, i, f"{w:.2f}", ha="center", va="center", fontsize=7,
+                        color="black" if w > 0.6 else "white")
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    if own:
+        ax.figure.tight_layout()
+    return ax.figure
+
+
+def attention_grid(maps: dict[tuple[int, str], np.ndarray], depths: list[int], methods: list[str], title: str = ""):
+    """Heatmaps of several runs: a row per student depth, a column per ALP method (absent runs left blank)."""
+    n = max(np.asarray(w).shape[1] for w in maps.values())
+    fig, axes = plt.subplots(len(depths), len(methods), squeeze=False,
+                             figsize=(max(3.0, 0.45 * n + 1.6) * len(methods), sum(0.4 * d + 1.4 for d in depths)),
+                             gridspec_kw={"height_ratios": [d + 2 for d in depths]})
+    for r, depth in enumerate(depths):
+        for c, method in enumerate(methods):
+            ax = axes[r][c]
+            if (depth, method) in maps:
+                attention_heatmap(maps[(depth, method)], ax=ax, title=f"{method_label(method)}, {depth} layer(s)",
+                                  annotate=n <= 12, colorbar=False)
+            else:
+                ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(curves: dict[str, pd.DataFrame], panels: dict[str, list[str]], y: str = "loss",
+                    method_of: dict[str, str] | None = None):
+    """Loss against step: one panel per entry of `panels` (panel title -> run names), a line per run.
+
+    `curves` maps a run name to its log (columns `step` and `y`); runs of the same method share a colour.
+    """
+    fig, axes = _grid(len(panels))
+    for ax, (title, runs) in zip(axes, panels.items()):
+        seen = set()
+        for run in runs:
+            log = curves.get(run)
+            if log is None or y not in log or log.empty:
+                continue
+            method = (method_of or {}).get(run, run)
+            style = dict(METHOD_STYLES.get(method, {}))
+            style.pop("marker", None)
+            ax.plot(log["step"], log[y], label=None if method in seen else method_label(method), **style)
+            seen.add(method)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.set_ylabel(y)
+        ax.grid(alpha=0.3)
+        if seen:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def training_curve(log: str | Path | pd.DataFrame, title: str = "", y: str = "loss"):
+    """One run's training curve: `y` (total loss) and every `loss_*` term the log holds, against step."""
+    log = pd.read_csv(log) if not isinstance(log, pd.DataFrame) else log
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for column in [y] + [c for c in log.columns if c.startswith("loss_")]:
+        if column in log:
+            ax.plot(log["step"], log[column], label=column, linewidth=2 if column == y else 1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Write `fig` as PNG atomically (a temporary file renamed into place) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=dpi, format="png", metadata={"Software": None})
+    os.replace(tmp, path)
+    plt.close(fig)
+    return path

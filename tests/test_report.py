@@ -1,0 +1,291 @@
+"""alpkd.report: the results table against metrics files written by hand, numbers recomputed with numpy."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import REPO  # noqa: F401 - makes the checkout importable, offline settings
+
+TASKS = {"rte": "accuracy", "mrpc": "f1"}
+DEPTHS = [2, 1]
+METHODS = ["kd", "alp", "alp_no"]
+SEEDS = [1, 2, 3]
+MISSING = ("mrpc", 1, "alp_no", 3)  # one run of the grid has no metrics file
+TEACHER = {"rte": 0.6534, "mrpc": 0.8812}
+PLUS_MINUS = "\u00b1"
+N_EVAL = 40  # validation examples per task in the hand-written predictions
+RESAMPLES = 50  # bootstrap resamples: enough to exercise the code, fast
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def record(task, depth, method, seed, score, role="student"):
+    rec = {"task": task, "role": role, "method": method, "depth": depth, "seed": seed, "headline": TASKS.get(task, "x"),
+           "score": score, "metrics": {TASKS.get(task, "x"): score}, "profile": "handmade",
+           "data_source": "/data/glue-copy"}
+    if role == "teacher":
+        rec["model"] = "tiny"
+    else:
+        rec["teacher_layers"] = 4
+    return rec
+
+
+@pytest.fixture
+def params(smoke_raw):
+    from alpkd import config
+
+    smoke_raw["profile"] = "handmade"
+    smoke_raw["data"]["tasks"] = list(TASKS)
+    smoke_raw["student"]["depths"] = DEPTHS
+    smoke_raw["distill"]["methods"] = METHODS
+    smoke_raw["distill"]["seeds"] = SEEDS
+    return config.validate(smoke_raw)
+
+
+@pytest.fixture
+def root(tmp_path):
+    """Metrics, attention maps and logs of a 2-task grid, plus files the report must ignore."""
+    rng = np.random.default_rng(0)
+    scores = {}
+    (tmp_path / "logs").mkdir()
+    labels = {task: rng.integers(0, 2, N_EVAL) for task in TASKS}
+    for task in TASKS:
+        write_json(tmp_path / "metrics" / "teacher" / f"{task}.json",
+                   record(task, 4, "teacher", 42, TEACHER[task], role="teacher"))
+        for depth in DEPTHS:
+            for method in METHODS:
+                for seed in SEEDS:
+                    if (task, depth, method, seed) == MISSING:
+                        continue
+                    score = float(rng.uniform(0.4, 0.9))
+                    scores[(task, depth, method, seed)] = score
+                    run = f"{task}-{depth}-{method}-s{seed}"
+                    write_json(tmp_path / "metrics" / "students" / f"{run}.json", record(task, depth, method, seed, score))
+                    weights = None
+                    if method.startswith("alp"):
+                        w = rng.uniform(size=(depth, 4))
+                        weights = (w / w.sum(axis=1, keepdims=True)).tolist()
+                    write_json(tmp_path / "attention" / f"{run}.json", {"task": task, "depth": depth, "method": method,
+                                                                          "seed": seed, "weights": weights})
+                    pd.DataFrame({"step": [1, 2, 3], "loss": rng.uniform(size=3)}).to_csv(
+                        tmp_path / "logs" / f"{run}.csv", index=False)
+                    preds = np.where(rng.random(N_EVAL) < score, labels[task], 1 - labels[task])
+                    write_json(tmp_path / "predictions" / f"{run}.json",
+                               {"task": task, "validation": {"labels": labels[task].tolist(),
+                                                             "predictions": preds.tolist()}})
+    # outside the configured grid: another task, another seed, another method; and a damaged file
+    write_json(tmp_path / "metrics" / "students" / "cola-1-kd-s1.json", record("cola", 1, "kd", 1, 0.01))
+    write_json(tmp_path / "metrics" / "students" / "rte-1-kd-s99.json", record("rte", 1, "kd", 99, 0.01))
+    write_json(tmp_path / "metrics" / "students" / "rte-1-pkd-s1.json", record("rte", 1, "pkd", 1, 0.01))
+    (tmp_path / "metrics" / "students" / "rte-2-kd-s7.json").write_text('{"task": "rte", "sco')
+    return Grid(tmp_path, scores)
+
+
+class Grid(type(Path())):
+    """The output root, carrying the scores written into it."""
+
+    def __new__(cls, path, scores):
+        self = super().__new__(cls, path)
+        self.scores = scores
+        return self
+
+
+def expected_cell(values) -> str:
+    values = np.asarray(values, dtype=float) * 100
+    if len(values) == 1:
+        return f"{values.mean():.1f}"
+    return f"{values.mean():.1f} {PLUS_MINUS} {values.std(ddof=1):.1f}"
+
+
+def table_rows(md: str) -> dict[tuple[str, str], list[str]]:
+    """The markdown table as {(layers, method): [cells]} (independent of the library's parser)."""
+    rows = {}
+    table = md.split("| layers |", 1)[1].split("\n\n", 1)[0]  # the first table
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[(cells[0], cells[1])] = cells[2:]
+    return rows
+
+
+LABEL = {"kd": "KD", "alp": "ALP", "alp_no": "ALP-NO"}
+
+
+def test_table_matches_numpy(params, root):
+    from alpkd import report
+
+    report.write_report(params, root, resamples=RESAMPLES)
+    md = (root / "report" / "results.md").read_text()
+    rows = table_rows(md)
+    scores = root.scores
+    assert list(rows) == [("4", "teacher")] + [(str(d), LABEL[m]) for d in DEPTHS for m in METHODS]
+    teacher = rows[("4", "teacher")]
+    assert teacher == [expected_cell([TEACHER["rte"]]), expected_cell([TEACHER["mrpc"]]),
+                       expected_cell([np.mean(list(TEACHER.values()))])]
+    for depth in DEPTHS:
+        for method in METHODS:
+            cells = rows[(str(depth), LABEL[method])]
+            for k, task in enumerate(TASKS):
+                values = [scores[(task, depth, method, s)] for s in SEEDS if (task, depth, method, s) in scores]
+                assert cells[k] == expected_cell(values), (depth, method, task)
+            # average over tasks: per seed (seeds having every task), then over seeds
+            per_seed = [np.mean([scores[(t, depth, method, s)] for t in TASKS]) for s in SEEDS
+                        if all((t, depth, method, s) in scores for t in TASKS)]
+            assert cells[-1] == expected_cell(per_seed), (depth, method, "average")
+
+
+def test_header_names_what_produced_it(params, root):
+    from alpkd import report
+
+    result = report.write_report(params, root, resamples=RESAMPLES)
+    md = (root / "report" / "results.md").read_text()
+    assert "`handmade`" in md and "stale" not in md
+    assert "/data/glue-copy" in md
+    assert "tiny (4 layers)" in md
+    assert "Student seeds: 1, 2, 3" in md
+    assert "rte (acc)" in md and "mrpc (F1)" in md
+    assert result["missing"] == ["mrpc-1-alp_no-s3"]
+    assert "`mrpc-1-alp_no-s3`" in md
+    assert "cola" not in md and "PKD" not in md  # outside the grid (test_table_matches_numpy: not in any cell)
+
+
+def test_numbers_files(params, root):
+    from alpkd import report
+
+    report.write_report(params, root, resamples=RESAMPLES)
+    out = root / "report"
+    scores = root.scores
+    csv = pd.read_csv(out / "results.csv")
+    assert list(csv.columns) == ["role", "layers", "method", "task", "mean", "std", "n_seeds"]
+    row = csv[(csv.layers == 2) & (csv.method == "alp") & (csv.task == "mrpc")].iloc[0]
+    values = np.array([scores[("mrpc", 2, "alp", s)] for s in SEEDS]) * 100
+    assert row["mean"] == pytest.approx(values.mean(), abs=1e-4)
+    assert row["std"] == pytest.approx(values.std(ddof=1), abs=1e-4)
+    assert row["n_seeds"] == 3
+    missing_row = csv[(csv.layers == 1) & (csv.method == "alp_no") & (csv.task == "mrpc")].iloc[0]
+    assert missing_row["n_seeds"] == 2
+
+    long = pd.read_csv(out / "scores.csv")
+    assert list(long.columns) == ["task", "depth", "method", "score"]
+    assert set(long.task) == {"rte", "mrpc", "average"}
+    assert len(long) == len(DEPTHS) * len(METHODS) * 3
+    wide = pd.read_csv(out / "scores_by_depth.csv")
+    assert list(wide.columns) == ["depth", *METHODS]
+    assert sorted(wide.depth) == sorted(DEPTHS)
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["teacher"]["rte"] == pytest.approx(TEACHER["rte"] * 100, abs=1e-4)
+    assert summary["students_2L"]["kd"]["rte"] == pytest.approx(
+        np.mean([scores[("rte", 2, "kd", s)] for s in SEEDS]) * 100, abs=1e-4)
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]  # atomic writes leave no temporary file
+
+
+def test_figures(params, root):
+    from alpkd import report
+
+    (root / "report" / "figures").mkdir(parents=True)
+    (root / "report" / "figures" / "attention_cola.png").write_bytes(b"stale")
+    result = report.write_report(params, root, resamples=RESAMPLES)
+    figures = sorted(p.name for p in (root / "report" / "figures").iterdir())
+    assert figures == ["attention_mrpc.png", "attention_rte.png", "curves_mrpc.png", "curves_rte.png",
+                       "scores_vs_depth.png"]
+    for name in figures:
+        assert (root / "report" / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(p.exists() for p in result["files"].values())
+
+
+def test_single_seed_has_no_std(params, root, smoke_raw):
+    from alpkd import config, report
+
+    smoke_raw["profile"] = "handmade"
+    smoke_raw["data"]["tasks"] = ["rte"]
+    smoke_raw["student"]["depths"] = [2]
+    smoke_raw["distill"]["methods"] = ["kd"]
+    smoke_raw["distill"]["seeds"] = [2]
+    result = report.write_report(config.validate(smoke_raw), root, resamples=RESAMPLES)
+    cells = table_rows((root / "report" / "results.md").read_text())[("2", "KD")]
+    assert cells == [expected_cell([root.scores[("rte", 2, "kd", 2)]])] * 2
+    assert PLUS_MINUS not in cells[0]
+    assert result["missing"] == []
+
+
+def test_stale_profile_is_flagged(params, root):
+    from alpkd import report
+
+    report.write_report(params.model_copy(update={"profile": "mini"}), root, resamples=RESAMPLES)
+    assert "these results are stale" in (root / "report" / "results.md").read_text()
+
+
+def test_mark_no_attention(tmp_path):
+    from alpkd import report
+
+    rec = record("rte", 1, "kd", 42, 0.5)
+    path = report.mark_no_attention(tmp_path, rec)
+    assert path == tmp_path / "attention" / "rte-1-kd-s42.json"
+    assert json.loads(path.read_text())["weights"] is None
+    path.write_text(json.dumps({"weights": [[1.0]]}))
+    report.mark_no_attention(tmp_path, rec)  # an existing map is kept
+    assert json.loads(path.read_text())["weights"] == [[1.0]]
+    assert report.load_attention(tmp_path, ["rte-1-kd-s42"])["rte-1-kd-s42"].tolist() == [[1.0]]
+
+
+def test_empty_root(params, tmp_path):
+    from alpkd import report
+
+    result = report.write_report(params, tmp_path, resamples=RESAMPLES)
+    md = (tmp_path / "report" / "results.md").read_text()
+    assert "Teacher: none found" in md
+    assert len(result["missing"]) == len(TASKS) * (1 + len(DEPTHS) * len(METHODS) * len(SEEDS))
+
+
+def headline(metric: str, labels: np.ndarray, preds: np.ndarray) -> float:
+    """Accuracy or F1 of the positive class, by hand."""
+    if metric == "accuracy":
+        return float(np.mean(preds == labels))
+    tp = np.sum((preds == 1) & (labels == 1))
+    return float(2 * tp / (2 * tp + np.sum((preds == 1) & (labels == 0)) + np.sum((preds == 0) & (labels == 1))))
+
+
+def test_significance_gaps(params, root):
+    from alpkd import report
+
+    result = report.write_report(params, root, resamples=RESAMPLES)
+    sig = pd.read_csv(root / "report" / "significance.csv")
+    assert len(sig) == len(DEPTHS) * 2  # ALP and ALP-NO, each against KD (PKD is not in the grid)
+    assert set(sig.baseline) == {"kd"} and set(sig.method) == {"alp", "alp_no"}
+
+    def task_score(task, depth, method):
+        values = []
+        for seed in SEEDS:
+            path = root / "predictions" / f"{task}-{depth}-{method}-s{seed}.json"
+            if path.exists():
+                rec = json.loads(path.read_text())["validation"]
+                values.append(headline(TASKS[task], np.array(rec["labels"]), np.array(rec["predictions"])))
+        return np.mean(values)
+
+    for row in sig.itertuples():
+        expected = np.mean([task_score(t, row.layers, row.method) - task_score(t, row.layers, "kd") for t in TASKS])
+        assert row.gap == pytest.approx(100 * expected, abs=1e-3), row
+        assert 0.0 <= row.p_value <= 1.0 and row.low <= row.high
+        assert row.n_tasks == 2
+        assert row.n_seeds == (2 if (row.layers, row.method) == (1, "alp_no") else 3)
+    md = (root / "report" / "results.md").read_text()
+    assert "ALP − KD" in md and "ALP-NO − KD" in md and f"{RESAMPLES} paired bootstrap" in md
+    assert len(result["significance"]) == len(sig)
+
+
+def test_no_predictions_no_significance(params, root):
+    import shutil
+
+    from alpkd import report
+
+    shutil.rmtree(root / "predictions")
+    result = report.write_report(params, root, resamples=RESAMPLES)
+    assert result["significance"].empty
+    assert "more than noise" not in (root / "report" / "results.md").read_text()
