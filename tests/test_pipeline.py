@@ -1,0 +1,150 @@
+"""The DVC pipeline end to end on the smoke profile, in a fresh git repository (about 2 minutes).
+
+Checks what a user of `dvc repro` relies on: it runs from a clean checkout, leaves `dvc status` clean, a second
+`dvc repro` runs nothing, and a distillation-only parameter re-runs the students and the report, never the
+teacher. Also checks the committed notebooks are clean (fast).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import REPO
+
+# pipeline outputs (and scratch) of the checkout are not part of a fresh clone
+OUTPUT_DIRS = {"models", "cache", "metrics", "attention", "logs", "report", "runs", "checkpoints", "scratch"}
+METHODS = ["nokd", "alp"]  # one method without and one with layer attention keeps the test short
+RUNS = [f"rte-1-{m}-s42" for m in METHODS]
+DISTILL_STAGES = {f"distill@rte-1-{m}-42" for m in METHODS}
+
+
+def source_files() -> list[str]:
+    """The checkout as it would be committed: tracked and not-ignored files, without pipeline outputs."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    files = [f for f in out.split("\0") if f]
+    return [f for f in files if f.split("/")[0] not in OUTPUT_DIRS and f != "dvc.lock" and (REPO / f).is_file()]
+
+
+def sh(cmd: list[str], cwd: Path, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def changed_stages(repo: Path, env: dict) -> dict:
+    return json.loads(sh(["dvc", "status", "--json"], repo, env).stdout or "{}")
+
+
+@pytest.fixture(scope="module")
+def env() -> dict:
+    if not os.environ.get("ALPKD_GLUE_DIR"):
+        pytest.skip("needs a local GLUE copy (ALPKD_GLUE_DIR or ../shared/glue)")
+    if shutil.which("dvc", path=str(Path(sys.executable).parent)) is None:
+        pytest.skip("needs dvc and papermill (pip install -e '.[pipeline]')")
+    return dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+                DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
+                GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com")
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, env) -> Path:
+    """A fresh git repository holding the checkout, params.yaml set to the smoke profile (two methods)."""
+    repo = tmp_path_factory.mktemp("pipeline")
+    for f in source_files():
+        (repo / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / f, repo / f)
+    params = yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text())
+    params["distill"]["methods"] = METHODS
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(["git", "init", "-q"], repo, env)
+    sh(["git", "add", "-A"], repo, env)
+    sh(["git", "commit", "-q", "-m", "checkout"], repo, env)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def first_repro(repo, env) -> subprocess.CompletedProcess:
+    return sh(["dvc", "repro"], repo, env)
+
+
+@pytest.mark.slow
+def test_repro_from_a_fresh_checkout(repo, first_repro):
+    assert ran_stages(first_repro.stdout) == {"teacher@rte", "report", *DISTILL_STAGES}
+    assert (repo / "dvc.lock").exists()
+    assert json.loads((repo / "metrics" / "teacher" / "rte.json").read_text())["profile"] == "smoke"
+    for run in RUNS:
+        assert json.loads((repo / "metrics" / "students" / f"{run}.json").read_text())["method"] in METHODS
+        assert (repo / "models" / "rte" / run / "config.json").exists()
+        assert (repo / "predictions" / f"{run}.json").exists()
+        assert (repo / "logs" / f"{run}.csv").exists() and (repo / "runs" / f"distill-{run}.ipynb").exists()
+    attention = json.loads((repo / "attention" / "rte-1-alp-s42.json").read_text())
+    assert len(attention["weights"]) == 1 and len(attention["weights"][0]) == 4
+    assert json.loads((repo / "attention" / "rte-1-nokd-s42.json").read_text())["weights"] is None
+    md = (repo / "report" / "results.md").read_text()
+    assert "`smoke`" in md and "tiny (4 layers)" in md and "| 1 | ALP |" in md
+    assert {p.name for p in (repo / "report" / "figures").iterdir()} == {
+        "scores_vs_depth.png", "attention_rte.png", "curves_rte.png"}
+    # executed notebooks go to runs/, the sources stay clean
+    assert not subprocess.run(["git", "status", "--porcelain", "notebooks"], cwd=repo, capture_output=True,
+                              text=True).stdout
+
+
+@pytest.mark.slow
+def test_status_clean_and_second_repro_runs_nothing(repo, env, first_repro):
+    assert changed_stages(repo, env) == {}
+    again = sh(["dvc", "repro"], repo, env)
+    assert ran_stages(again.stdout) == set()
+    assert "didn't change" in again.stdout
+    shown = sh(["dvc", "metrics", "show", "--json"], repo, env).stdout
+    assert "report/summary.json" in shown and "metrics/teacher/rte.json" in shown
+
+
+@pytest.mark.slow
+def test_distill_parameter_reruns_students_and_report_only(repo, env, first_repro):
+    sh(["dvc", "repro"], repo, env)  # order-independent: start from an up-to-date pipeline
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["distill"]["temperature"] = 4.0
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = changed_stages(repo, env)
+    assert set(status) == DISTILL_STAGES  # the report follows once their outputs change
+    for entries in status.values():  # e.g. [{"changed deps": {"params.yaml": {"distill.temperature": "modified"}}}]
+        changed = [kind["params.yaml"] for e in entries for kind in e.values() if "params.yaml" in kind]
+        assert [list(c) for c in changed] == [["distill.temperature"]], entries
+    assert "distill.temperature" in sh(["dvc", "params", "diff"], repo, env).stdout
+    rerun = sh(["dvc", "repro"], repo, env)
+    assert ran_stages(rerun.stdout) == {*DISTILL_STAGES, "report"}
+    assert "Stage 'teacher@rte' didn't change" in rerun.stdout
+    assert changed_stages(repo, env) == {}
+
+
+def test_committed_notebooks_are_clean():
+    """Outputs only on `# NBVAL_CHECK_OUTPUT` cells, a `parameters` cell in each (scripts/notebooks.py check)."""
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "notebooks.py"), "check"], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_stage_params_exist_in_every_profile():
+    """Every parameter a stage lists is present in each profile (dvc refuses to run on a missing one)."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    listed = {p for stage in stages.values() for p in (stage.get("do") or stage).get("params", [])}
+    for profile in sorted((REPO / "profiles").glob("*.yaml")):
+        raw = yaml.safe_load(profile.read_text())
+        for key in listed:
+            node = raw
+            for part in key.split("."):
+                assert isinstance(node, dict) and part in node, f"{profile.name} has no {key} (listed in dvc.yaml)"
+                node = node[part]
