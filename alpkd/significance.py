@@ -32,6 +32,24 @@ class Comparison:
         return self.p_value < 0.05
 
 
+def _resampled(metric: str, labels: np.ndarray, preds: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """`metric` on every resample (rows of `idx`) at once; counting formulas for the classification metrics."""
+    y, p = labels[idx], preds[idx]  # (R, N)
+    if metric == "accuracy":
+        return (y == p).mean(axis=1)
+    if metric in ("f1", "matthews") and set(np.unique(labels)) | set(np.unique(preds)) <= {0, 1}:
+        tp = ((p == 1) & (y == 1)).sum(1).astype(float)
+        fp = ((p == 1) & (y == 0)).sum(1).astype(float)
+        fn = ((p == 0) & (y == 1)).sum(1).astype(float)
+        tn = ((p == 0) & (y == 0)).sum(1).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if metric == "f1":  # sklearn's convention: 0 when there is no positive at all
+                return np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+            den = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+            return np.where(den > 0, (tp * tn - fp * fn) / den, 0.0)
+    return np.array([_metric(metric, y[r], p[r]) for r in range(len(idx))])  # correlations, multiclass MCC
+
+
 def paired_bootstrap(
     tasks: list[dict],
     resamples: int = 1000,
@@ -50,14 +68,15 @@ def paired_bootstrap(
         n = len(labels)
         if a.shape[-1] != n or b.shape[-1] != n:
             raise ValueError(f"task {t}: predictions and labels differ in length")
+        full = np.arange(n)[None]
+        idx = rng.integers(0, n, (resamples, n))
 
-        def gap(idx):
-            score = lambda preds: np.mean([_metric(item["metric"], labels[idx], p[idx]) for p in preds])  # noqa: E731
+        def gap(rows):
+            score = lambda preds: np.mean([_resampled(item["metric"], labels, p, rows) for p in preds], axis=0)  # noqa: E731
             return score(a) - score(b)
 
-        observed.append(gap(np.arange(n)))
-        for r in range(resamples):
-            boot[r, t] = gap(rng.integers(0, n, n))
+        observed.append(float(gap(full)[0]))
+        boot[:, t] = gap(idx)
     gaps = np.nan_to_num(boot.mean(axis=1))  # a degenerate resample (constant predictions) counts as no gap
     p = min(1.0, 2 * min(np.mean(gaps <= 0), np.mean(gaps >= 0)))
     low, high = np.percentile(gaps, [2.5, 97.5])

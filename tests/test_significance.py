@@ -72,3 +72,19 @@ def test_small_gap_on_rte_sized_data_is_noise():
 def test_lengths_are_checked():
     with pytest.raises(ValueError, match="differ in length"):
         paired_bootstrap([{"metric": "accuracy", "labels": [0, 1], "a": [[0, 1, 1]], "b": [[0, 1]]}])
+
+
+@pytest.mark.parametrize("metric", ["f1", "matthews", "accuracy"])
+def test_counting_formulas_equal_sklearn_on_every_resample(metric):
+    from sklearn.metrics import accuracy_score, matthews_corrcoef
+
+    from alpkd.significance import _resampled
+
+    ref = {"f1": f1_score, "matthews": matthews_corrcoef, "accuracy": accuracy_score}[metric]
+    rng = np.random.default_rng(5)
+    labels, preds = rng.integers(0, 2, 60), rng.integers(0, 2, 60)
+    idx = rng.integers(0, 60, (200, 60))
+    idx[0] = np.flatnonzero(labels == 0)[0]  # a degenerate resample: one class only
+    with np.errstate(all="ignore"):
+        expected = [ref(labels[r], preds[r]) for r in idx]
+    np.testing.assert_allclose(_resampled(metric, labels, preds, idx), expected, atol=1e-12)
