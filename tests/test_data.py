@@ -117,3 +117,34 @@ def test_custom_task_bad_declarations(tmp_path):
     params = _custom_params(tmp_path, str(tmp_path / "x.xlsx"), str(tmp_path / "x.xlsx"))
     with pytest.raises(data.DataError, match=r"unsupported type '.xlsx'; allowed: .csv, .tsv, .jsonl"):
         data.load_task(params.task("reviews"))
+
+
+@pytest.mark.slow
+def test_custom_task_end_to_end(tmp_path):
+    """A user's own TSV task goes through teacher, cache and ALP distillation like a GLUE task."""
+    import numpy as np
+
+    from alpkd import distill
+    from alpkd.paths import Layout
+
+    rng = np.random.default_rng(0)
+    words = ["good", "great", "fine", "bad", "awful", "poor"]
+    for split, n in (("train", 40), ("dev", 16)):
+        labels = rng.integers(0, 2, n)
+        text = [" ".join(rng.choice(words[:3] if y else words[3:], 4)) for y in labels]
+        pd.DataFrame({"text": text, "label": labels}).to_csv(tmp_path / f"{split}.tsv", sep="\t", index=False)
+    params = _custom_params(tmp_path, str(tmp_path / "train.tsv"), str(tmp_path / "dev.tsv"),
+                            metrics=["f1", "accuracy"])
+    out = tmp_path / "out"
+    teacher = distill.train_teacher(params, "reviews", out)
+    student = distill.distill_student(params, "reviews", 1, "alp", 42, out)
+    layout = Layout(out)
+    for record in (teacher, student):
+        assert record["task"] == "reviews" and record["headline"] == "f1"
+        assert set(record["metrics"]) == {"f1", "accuracy"}
+        assert record["score"] == record["metrics"]["f1"]
+    assert student["teacher_cached"] is True
+    assert json.loads(layout.student_metrics("reviews-1-alp-s42").read_text())["score"] == student["score"]
+    assert (layout.cache("reviews") / "validation" / "meta.json").exists()
+    predictions = json.loads(layout.predictions("reviews-1-alp-s42").read_text())["validation"]
+    assert len(predictions["predictions"]) == 16
