@@ -209,7 +209,7 @@ def load_predictions(root: str | Path, run: str, split: str) -> tuple[np.ndarray
     return np.asarray(rec[split]["labels"]), np.asarray(rec[split]["predictions"])
 
 
-BASELINES = ("kd", "pkd")  # what each ALP method is compared with
+BASELINES = ("nokd", "kd", "pkd")  # what each ALP method is compared with
 
 
 def significance(params, root: str | Path, records: pd.DataFrame, resamples: int = 1000) -> pd.DataFrame:
@@ -261,6 +261,8 @@ def significance_table(sig: pd.DataFrame) -> pd.DataFrame:
         "p": [f"{p:.3f}" for p in sig["p_value"]],
         "tasks": sig["n_tasks"],
         "seeds": sig["n_seeds"],
+        "verdict": [("within noise" if p >= 0.05 else ("ALP better" if g > 0 else "ALP worse"))
+                    for g, p in zip(sig["gap"], sig["p_value"])],
     })
 
 
@@ -380,6 +382,12 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
             "(`alpkd.significance`).",
             "",
             markdown_table(significance_table(sig)),
+            "",
+            f"{int((sig['p_value'] >= 0.05).sum())} of {len(sig)} gaps are within noise (p >= 0.05); "
+            "a gap within noise is no evidence that one method is better than the other."
+            + (" These runs have one seed per cell, so the intervals cover the validation sample only, not "
+               "the variation between training seeds; five seeds: `dvc exp run -S 'distill.seeds=[1,2,3,4,5]'` "
+               "(five times the distill stages' time)." if int(sig["n_seeds"].max()) == 1 else ""),
             "",
         ]
     if missing:
