@@ -88,6 +88,8 @@ class Student(_Section):
 
 class Distill(Training):
     methods: list[Method] = Field(min_length=1)
+    # students train on a fixed subsample (seed 0) of the teacher's training set; None = all of it
+    max_train_samples: PositiveInt | None = None
     seeds: list[int] = Field(min_length=1)
     temperature: PositiveFloat
     kd_alpha: float = Field(ge=0, le=1)  # weight of the soft KD term; the gold-label term gets 1 - kd_alpha

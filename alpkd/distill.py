@@ -296,9 +296,11 @@ def distill_student(params: Params, task_name: str, depth: int, method: str, see
     student = build_student(teacher, depth, params.student.init, seed)
     online = teacher if (method != "nokd" and not use_cache) else None
     ckpt = layout.checkpoints(f"{run}-{run_hash(params.distill, params.data, params.student, cache_lib.model_fingerprint(teacher_dir))}")
+    # a subsample of the teacher's training rows; `cache_row` still points at each row's cached outputs
+    train_ds = data.subsample(dsets["train"], dp.max_train_samples)
     set_seed(seed)
     trainer = DistillTrainer(
-        model=student, args=training_args(dp, params.runtime, ckpt, seed), train_dataset=dsets["train"],
+        model=student, args=training_args(dp, params.runtime, ckpt, seed), train_dataset=train_ds,
         data_collator=data.Collator(tokenizer, caches.get("train") if use_cache else None),
         method=method, distill_params=dp, teacher=online, states=dp.states,
     )
@@ -317,7 +319,7 @@ def distill_student(params: Params, task_name: str, depth: int, method: str, see
                                            "split": split, "scale": dp.alp_scale, "weights": weights.tolist()})
     record = _record(params, task, "student", scores, timing, method=method, depth=depth, seed=seed,
                      teacher_layers=n, init=params.student.init, init_layers=student.config.alpkd_init_layers,
-                     train_examples=len(dsets["train"]), teacher_cached=use_cache)
+                     train_examples=len(train_ds), teacher_cached=use_cache)
     write_json(layout.student_metrics(run), record)
     shutil.rmtree(ckpt, ignore_errors=True)
     return record

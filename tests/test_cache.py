@@ -136,3 +136,20 @@ def test_write_is_atomic_and_round_trips(tmp_path):
     got_logits, got_states = loaded.rows([4, 0, 2])
     np.testing.assert_array_equal(got_logits.numpy(), logits[[4, 0, 2]])
     np.testing.assert_array_equal(got_states.numpy(), states[[4, 0, 2]].astype(np.float32))
+
+
+def test_student_subsample_reads_its_own_rows(layout, smoke_params, keys):
+    """`distill.max_train_samples`: the student's subsample still meets each example's own teacher outputs."""
+    loaded = cache.load(layout.cache(TASK), "train", keys["train"])
+    teacher_dir = layout.teacher_model(TASK)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    full = data.prepare(get_task(TASK), tokenizer, smoke_params.data)["train"]
+    part = data.subsample(full, 16)
+    assert len(part) == 16 and sorted(part["cache_row"]) != list(range(16))  # a shuffled subset, not a prefix
+    batch = data.Collator(tokenizer, loaded)([part[i] for i in range(len(part))])
+    model = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
+    with torch.no_grad():
+        out = model(**{k: batch[k] for k in data.MODEL_INPUTS if k in batch}, output_hidden_states=True)
+    cls = torch.stack(out.hidden_states[1:], dim=1)[:, :, 0]
+    np.testing.assert_allclose(batch["teacher_states"].numpy(), cls.numpy(), rtol=3e-3, atol=3e-3)
+    np.testing.assert_allclose(batch["teacher_logits"].numpy(), out.logits.numpy(), rtol=1e-3, atol=1e-4)
