@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 OUT=${OUT:-/tmp/alpkd-full}
 P=benchmarks/mini-full.yaml
-for task in rte mrpc; do python -m alpkd --params $P --out "$OUT" teacher --task $task > "$OUT.teacher-$task.log" 2>&1 || { mkdir -p "$OUT"; python -m alpkd --params $P --out "$OUT" teacher --task $task; }; done
+for task in rte mrpc; do python -m alpkd --params $P --out "$OUT" teacher --task $task > "$OUT.teacher-$task.log" 2>&1; done
 for m in nokd kd pkd alp alp_no alp_po; do python -m alpkd --params $P --out "$OUT" distill --task rte --depth 2 --method $m > "$OUT.distill-$m.log" 2>&1; done
 python - "$OUT" <<'PY'
 import json, sys, glob
