@@ -72,11 +72,23 @@ class Config:
             self.inputs["teacher_logits"] = out.logits.clone()
             self.inputs["teacher_states"] = torch.stack(out.hidden_states[1:], dim=1)[:, :, 0].half().float().clone()
         self.student.to(args.device).train()
+        self.precision = params.runtime.precision
         self.times: list[float] = []
+
+    def flops(self, teacher, tokens: int) -> float:
+        """Approximate FLOPs of one step: 6 N T for the student's forward and backward (N: parameters outside
+        the embeddings), plus 2 N T for an online teacher's forward."""
+        def n(model):
+            return sum(p.numel() for name, p in model.named_parameters() if "embeddings" not in name)
+
+        online = self.trainer.teacher is not None
+        return 6 * n(self.student) * tokens + (2 * n(teacher) * tokens if online else 0)
 
     def step(self, sync) -> None:
         start = time.perf_counter()
-        self.trainer.training_step(self.student, dict(self.inputs))
+        with torch.autocast(self.student.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16,
+                            enabled=self.precision != "fp32"):
+            self.trainer.training_step(self.student, dict(self.inputs))
         self.trainer.optimizer.step()
         self.trainer.optimizer.zero_grad()
         sync()
@@ -104,6 +116,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=10, help="timed rounds (after 2 warm-up rounds)")
     ap.add_argument("--depths", type=int, nargs="*")
     ap.add_argument("--out", default=str(ROOT / "docs" / "PERFORMANCE.md"))
+    ap.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s at this precision (e.g. 989 "
+                    "for an H100 SXM in bf16, dense), to report the fraction reached")
     args = ap.parse_args(argv)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -122,11 +136,14 @@ def main(argv=None) -> None:
     median = {c.name: statistics.median(c.times[2:]) for c in configs}
 
     rows = []
+    tokens = args.batch_size * args.length
     for c in configs:
         d, m, mode = c.name
         base = median[(d, "nokd", "cached")]
+        tflops = c.flops(teacher, tokens) / median[c.name] / 1e12
+        peak = f" {100 * tflops / args.peak_tflops:.1f}% |" if args.peak_tflops else ""
         rows.append(f"| {d} | {m} | {mode if m != 'nokd' else '(no teacher)'} | {1000 * median[c.name]:.0f} | "
-                    f"{median[c.name] / base:.3f} | {args.batch_size / median[c.name]:.0f} |")
+                    f"{median[c.name] / base:.3f} | {args.batch_size / median[c.name]:.0f} | {tflops:.2f} |{peak}")
     eval_rows = [f"| teacher ({teacher.config.num_hidden_layers} layers) | "
                  f"{eval_throughput(teacher, inputs, args.rounds, sync):.0f} |"]
     for d in depths:
@@ -139,13 +156,15 @@ def main(argv=None) -> None:
     cmd = "python benchmarks/bench_distill.py" + (f" --shapes {args.shapes}" if args.shapes != "mini" else "")
     text = f"""## Step time: `{args.shapes}` shapes on {device.type}
 
-Machine: {machine}; torch {torch.__version__}; precision fp32; batch {args.batch_size} x length {args.length}
+Machine: {machine}; torch {torch.__version__}; precision {params.runtime.precision}; batch {args.batch_size} x length {args.length}
 (fixed, no padding); teacher: {teacher.config.num_hidden_layers} layers, d={teacher.config.hidden_size}.
 Median of {args.rounds} interleaved rounds after 2 warm-up rounds. `ratio` is the step time over the
 NO-KD (student alone) step at the same depth, in this same run. Command: `{cmd}`.
 
-| depth | method | teacher | step (ms) | ratio to NO-KD | train examples/s |
-|---|---|---|---|---|---|
+`TFLOP/s`: approximate model FLOPs (6 N T student + 2 N T online teacher, N without embeddings) per second.
+
+| depth | method | teacher | step (ms) | ratio to NO-KD | train examples/s | TFLOP/s |{" of peak |" if args.peak_tflops else ""}
+|---|---|---|---|---|---|---|{"---|" if args.peak_tflops else ""}
 """ + "\n".join(rows) + f"""
 
 Evaluation (inference_mode, batch {args.batch_size} x {args.length}):
