@@ -372,7 +372,9 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
         "",
     ]
     if len(sig):
-        against = " and ".join(m.upper() for m in BASELINES if m in set(sig["baseline"]))
+        from .plots import method_label
+
+        against = ", ".join(method_label(m) for m in BASELINES if m in set(sig["baseline"]))
         lines += [
             "## Is the gap more than noise?",
             "",
