@@ -115,7 +115,9 @@ def alp_loss(
     """ALP: `sum_i MSE(h_S^i, f_i)` with the fused teacher vector `f_i = sum_j alpha_ij h_T^j`.
 
     Returns the loss and the attention weights (..., m, n). The MSE averages over the d features and
-    over the examples (or, for `states: tokens`, over the real tokens given by `mask`).
+    over the examples (or, for `states: tokens`, over the real tokens given by `mask`). The student's
+    gradient flows both through the MSE and through the weights alpha (which depend on h_S): the paper
+    gives the loss, not a stop-gradient, so none is added.
     """
     weights = alp_attention(student_states, teacher_states, allowed, scale)
     fused = weights @ teacher_states.detach().to(student_states.dtype)
