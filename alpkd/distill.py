@@ -77,8 +77,8 @@ class DistillTrainer(Trainer):
     def _check_finite(self, loss, terms):
         # stop at once: a NaN would otherwise be trained on silently and end as a meaningless score
         if not torch.isfinite(loss.detach()).all():
-            values = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-            raise FloatingPointError(f"{self.method}: the loss became {float(loss):.4g} at step "
+            values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+            raise FloatingPointError(f"{self.method}: the loss became {float(loss.detach()):.4g} at step "
                                      f"{self.state.global_step + 1} (terms: {values}); lower the learning rate "
                                      "or check the inputs")
 
