@@ -58,10 +58,12 @@ def data_fingerprint(ds) -> str:
     return h.hexdigest()
 
 
-def cache_key(teacher_dir, tokenizer, ds, split: str, max_length: int, subsample: int | None) -> dict:
+def cache_key(teacher_dir, tokenizer, ds, split: str, max_length: int, subsample: int | None,
+              teacher_fingerprint: str | None = None) -> dict:
+    """The key of one split's cache; pass `teacher_fingerprint` when it is already known (hashing is I/O)."""
     return {
         "format": FORMAT,
-        "teacher": model_fingerprint(teacher_dir),
+        "teacher": teacher_fingerprint or model_fingerprint(teacher_dir),
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "max_length": max_length,
         "split": split,

@@ -58,7 +58,7 @@ def _load_glue(task: Task) -> tuple[datasets.DatasetDict, dict[str, str]]:
         if local:  # read the parquet files directly: the folder's README (hub configs) is not required
             # one split at a time, so a file with wrong columns is reported as such, not as a schema clash
             raw = {s: datasets.load_dataset("parquet", split="train", data_files=sorted(
-                str(f) for f in (Path(source) / task.name).glob(f"{s}-*"))) for s in splits}
+                str(f) for f in folder.glob(f"{s}-*"))) for s in splits}
         else:
             raw = datasets.load_dataset(source, task.name)
     except Exception as err:  # noqa: BLE001 - any failure becomes one actionable message

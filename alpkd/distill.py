@@ -229,10 +229,13 @@ def _record(params: Params, task: Task, role: str, scores: dict, timing: dict, *
             **timing, "profile": params.profile, "data_source": data.glue_source(), "environment": environment()}
 
 
-def _cache_keys(layout: Layout, task: Task, tokenizer, dsets, params: Params) -> dict[str, dict]:
+def _cache_keys(layout: Layout, task: Task, tokenizer, dsets, params: Params,
+                teacher_fingerprint: str | None = None) -> dict[str, dict]:
+    teacher_dir = layout.teacher_model(task.name)
+    teacher_fingerprint = teacher_fingerprint or cache_lib.model_fingerprint(teacher_dir)  # hashed once
     sizes = {"train": params.data.max_train_samples}
-    return {split: cache_lib.cache_key(layout.teacher_model(task.name), tokenizer, ds, split, params.data.max_length,
-                                       sizes.get(split, params.data.max_eval_samples))
+    return {split: cache_lib.cache_key(teacher_dir, tokenizer, ds, split, params.data.max_length,
+                                       sizes.get(split, params.data.max_eval_samples), teacher_fingerprint)
             for split, ds in dsets.items()}
 
 
@@ -288,14 +291,15 @@ def distill_student(params: Params, task_name: str, depth: int, method: str, see
     dsets = data.prepare(task, tokenizer, params.data)
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     n = teacher.config.num_hidden_layers
+    teacher_fingerprint = cache_lib.model_fingerprint(teacher_dir)
     use_cache = method != "nokd" and dp.states == "cls" and dp.teacher_cache
     caches = {}
     if use_cache:  # train split for the loss, validation split for ALP's attention map
-        keys = _cache_keys(layout, task, tokenizer, dsets, params)
+        keys = _cache_keys(layout, task, tokenizer, dsets, params, teacher_fingerprint)
         caches = {s: cache_lib.load(layout.cache(task.name), s, k) for s, k in keys.items()}
     student = build_student(teacher, depth, params.student.init, seed)
     online = teacher if (method != "nokd" and not use_cache) else None
-    ckpt = layout.checkpoints(f"{run}-{run_hash(params.distill, params.data, params.student, cache_lib.model_fingerprint(teacher_dir))}")
+    ckpt = layout.checkpoints(f"{run}-{run_hash(params.distill, params.data, params.student, teacher_fingerprint)}")
     # a subsample of the teacher's training rows; `cache_row` still points at each row's cached outputs
     train_ds = data.subsample(dsets["train"], dp.max_train_samples)
     set_seed(seed)
