@@ -26,11 +26,14 @@ def _root_with_teacher(teacher_root: Path, dest: Path) -> Path:
     return dest
 
 
-def _long_params(tmp_path: Path) -> Path:
+def _long_params(tmp_path: Path, group_by_length: bool = False) -> Path:
     """The smoke profile trained for more steps (a checkpoint every 2), so there is time to kill it."""
     raw = yaml.safe_load(SMOKE.read_text())
     raw["distill"]["epochs"] = 12  # 36 steps
     raw["runtime"]["save_steps"] = 2
+    # the Trainer's length-grouped sampler draws each epoch's order from the global RNG, which a resume
+    # after the first epoch does not restore: exact only with random sampling (see the xfail test below)
+    raw["runtime"]["group_by_length"] = group_by_length
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -43,6 +46,15 @@ def _cmd(params: Path, root: Path, *extra: str) -> list[str]:
 
 def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _complete(state_file: Path) -> bool:
+    """trainer_state.json is written last: a checkpoint counts once that file is whole (parses)."""
+    try:
+        json.loads(state_file.read_text())
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def _run(cmd: list[str]) -> None:
@@ -61,9 +73,9 @@ def test_killed_run_resumes_and_matches_uninterrupted(teacher_root, tmp_path):
     deadline = time.time() + 120
     ckpt = None
     while time.time() < deadline and proc.poll() is None:
-        done = sorted((killed / "checkpoints").glob(f"{run}-*/checkpoint-*/trainer_state.json"))
+        done = [f for f in (killed / "checkpoints").glob(f"{run}-*/checkpoint-*/trainer_state.json") if _complete(f)]
         if done:
-            ckpt = done[0].parent
+            ckpt = sorted(done)[0].parent
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
@@ -126,3 +138,45 @@ def test_ddp_two_processes_on_cpu(teacher_root, tmp_path):
     # each process saw half of each global batch: 48 examples, 16 per device and step, 2 devices
     assert record["train_steps"] == 2
     assert not list(root.rglob("*.tmp-*"))
+
+
+_KILL_AT = """
+import os, sys
+from transformers import TrainerCallback
+from alpkd import __main__ as cli, distill
+
+class Kill(TrainerCallback):  # dies like a SIGKILL right after the step that follows checkpoint N
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == int(os.environ["KILL_AFTER"]) + 1:
+            os._exit(9)
+
+init = distill.DistillTrainer.__init__
+def patched(self, *a, **k):
+    init(self, *a, **k)
+    self.add_callback(Kill())
+distill.DistillTrainer.__init__ = patched
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="known: with runtime.group_by_length the Trainer's LengthGroupedSampler "
+                   "draws an epoch's order from the global RNG, which resuming after the first epoch does not "
+                   "restore; the resumed run then differs from an uninterrupted one")
+def test_resume_after_first_epoch_with_length_grouping(teacher_root, tmp_path):
+    params = _long_params(tmp_path, group_by_length=True)
+    killed = _root_with_teacher(teacher_root, tmp_path / "killed")
+    clean = _root_with_teacher(teacher_root, tmp_path / "clean")
+    run = f"{TASK}-1-alp-s42"
+    args = _cmd(params, killed)[3:]
+    done = subprocess.run([sys.executable, "-c", _KILL_AT, *args], cwd=ROOT, env={**_env(), "KILL_AFTER": "4"},
+                          capture_output=True, text=True)
+    assert done.returncode == 9, done.stderr[-2000:]
+    _run(_cmd(params, killed))
+    _run(_cmd(params, clean))
+    resumed = json.loads((killed / "metrics" / "students" / f"{run}.json").read_text())
+    assert resumed["resumed_from_step"] == 4
+    from safetensors.numpy import load_file
+
+    a = load_file(killed / "models" / TASK / run / "model.safetensors")
+    b = load_file(clean / "models" / TASK / run / "model.safetensors")
+    assert all((a[key] == b[key]).all() for key in a)
