@@ -1,7 +1,7 @@
 """Command line: the same steps the notebooks run, launchable with `torchrun --nproc_per_node N -m alpkd ...`.
 
   python -m alpkd teacher  --task rte                               fine-tune, evaluate, write the cache
-  python -m alpkd distill  --task rte --depth 2 --method alp        one student (every seed unless --seed)
+  python -m alpkd distill  --task rte --depth 2 --method alp        every seed of one cell (or --seed)
   python -m alpkd cache    --task rte                               rebuild the teacher cache
   python -m alpkd evaluate --task rte --model models/rte/teacher    GLUE metrics of a saved model
   python -m alpkd check                                             validate params.yaml and exit
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "evaluate":
         result = distill.evaluate_saved(params, args.task, args.model)
     else:
-        seeds = [args.seed] if args.seed is not None else params.distill.seeds
-        result = [distill.distill_student(params, args.task, args.depth, args.method, s, args.out) for s in seeds]
+        seeds = [args.seed] if args.seed is not None else None
+        result = distill.distill_cell(params, args.task, args.depth, args.method, args.out, seeds)
     print(json.dumps(result, indent=2, default=str))
     return 0
 

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError,
+                      ValidationInfo, field_validator, model_validator)
 
 from .tasks import GLUE_TASKS, Task
 
-METHODS = ("nokd", "kd", "pkd", "alp", "alp_no", "alp_po")
-Method = Literal["nokd", "kd", "pkd", "alp", "alp_no", "alp_po"]
+METHODS = ("nokd", "kd", "pkd", "alp", "alp_no", "alp_po", "alp_scaled", "rail")
+Method = Literal["nokd", "kd", "pkd", "alp", "alp_no", "alp_po", "alp_scaled", "rail"]
 MetricName = Literal["accuracy", "f1", "matthews", "pearson", "spearman"]
 
 
@@ -90,16 +91,29 @@ class Distill(Training):
     methods: list[Method] = Field(min_length=1)
     # students train on a fixed subsample (seed 0) of the teacher's training set; None = all of it
     max_train_samples: PositiveInt | None = None
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[NonNegativeInt] = Field(min_length=1)
     temperature: PositiveFloat
     kd_alpha: float = Field(ge=0, le=1)  # weight of the soft KD term; the gold-label term gets 1 - kd_alpha
     pkd_beta: float = Field(ge=0)  # weight of the PKD layer term
     pkd_exclude_last: bool = True  # PKD paper: the last layer is covered by the logits
     alp_lambda: float = Field(ge=0)  # weight of the ALP layer term
-    alp_scale: bool = False  # divide ALP scores by sqrt(d); the paper's formula is unscaled
-    alp_overlap: PositiveInt = 1  # ALP-PO: layers each bucket shares with each neighbour
+    alp_scale: bool = False  # divide ALP, ALP-NO, ALP-PO scores by sqrt(d) (the paper's formula is unscaled;
+    #                          method `alp_scaled` is ALP with the scaling whatever this says)
+    alp_overlap: PositiveInt = 1  # ALP-PO: each bucket widened by this many layers on each side (so two
+    #                               neighbouring buckets share twice this many)
+    rail_weight: float = Field(100.0, ge=0)  # weight of the RAIL-KD layer term (as pkd_beta for PKD)
+    attention_every: PositiveInt = 10  # record ALP's attention on a fixed validation batch every N steps
     states: Literal["cls", "tokens"] = "cls"
     teacher_cache: bool = True  # read teacher outputs from the cache (`states: cls`); false runs it online
+
+    @field_validator("seeds", "methods")
+    @classmethod
+    def _unique(cls, values: list, info: ValidationInfo) -> list:
+        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if repeated:
+            raise ValueError(f"distill.{info.field_name} = {values}: {repeated[0]!r} is listed twice; "
+                             "each may appear once")
+        return values
 
 
 class Runtime(_Section):

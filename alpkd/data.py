@@ -26,6 +26,14 @@ def glue_source() -> str:
     return os.environ.get(GLUE_ENV) or GLUE_HUB
 
 
+def source_label(task: Task) -> str:
+    """Where a task's data came from, in words that hold on any machine: the variable or the hub id, or
+    the custom task's declared files (as written in params.yaml), never a local absolute path."""
+    if task.files:
+        return "custom files (custom_tasks." + task.name + ")"
+    return f"{GLUE_ENV} (a local copy of {GLUE_HUB})" if os.environ.get(GLUE_ENV) else GLUE_HUB
+
+
 def load_task(task: Task) -> datasets.DatasetDict:
     """The train and validation splits of a task, checked (`check_split`) before anything trains.
 

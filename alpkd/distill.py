@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -16,16 +17,40 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments, set_seed
+from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainerCallback,
+                          TrainingArguments, set_seed)
+from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 from transformers.trainer_utils import get_last_checkpoint
 
 from . import cache as cache_lib
 from . import data, metrics
 from .config import Params
-from .losses import ALP_METHODS, LAYER_METHODS, alp_allowed, alp_attention, distillation_loss, task_loss
-from .paths import Layout, run_name
+from .losses import (ALP_METHODS, LAYER_METHODS, alp_allowed, alp_attention, alp_scaled, distillation_loss,
+                     pkd_layers, rail_layers, same_objective, task_loss)
+from .paths import Layout, Run
 from .students import build_student, load_pretrained, load_tokenizer
 from .tasks import Task
+
+
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """Length-grouped order drawn from (seed, epoch) instead of the global random state.
+
+    The Trainer's own sampler draws from the global torch RNG, which a run resumed after its first epoch has
+    not restored when the order is drawn: the resumed run would see other batches. This one replays.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by the Trainer (through accelerate) every epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([self.seed & 0xFFFFFFFF, self.epoch]).generate_state(1)[0]))
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
 class DistillTrainer(Trainer):
@@ -33,9 +58,21 @@ class DistillTrainer(Trainer):
 
     def __init__(self, *args, method: str = "nokd", distill_params=None, teacher=None, states: str = "cls", **kwargs):
         super().__init__(*args, **kwargs)
+        self.remove_callback(PrinterCallback)  # the curves go to logs/<run>.csv, not as dicts into the notebooks
         self.method, self.distill_params, self.states = method, distill_params, states
         self.teacher = teacher.to(self.args.device).eval() if teacher is not None else None
         self._terms: dict[str, list[float]] = {}
+
+    def _get_train_sampler(self, train_dataset=None):
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        if (self.args.train_sampling_strategy == "group_by_length" and ds is not None and self.args.length_column_name in getattr(ds, "column_names", [])):
+            return SeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                              list(ds[self.args.length_column_name]), self.args.data_seed)
+        return super()._get_train_sampler(train_dataset)
+
+    def rail_pairs(self, n: int, m: int) -> list[int]:
+        """RAIL-KD's teacher layers for the current epoch (a function of the run's seed and the epoch)."""
+        return rail_layers(n, m, self.args.seed, math.floor(self.state.epoch or 0))
 
     def _teacher_forward(self, inputs):
         with torch.no_grad():
@@ -68,8 +105,11 @@ class DistillTrainer(Trainer):
                 mask = inputs["attention_mask"]
             else:
                 student_states = student_states[:, 0]
+        pairs = None
+        if self.method == "rail":
+            pairs = self.rail_pairs(teacher_states.shape[-2], student_states.shape[-2])
         loss, terms = distillation_loss(self.method, self.distill_params, outputs.logits, labels,
-                                        student_states, teacher_logits, teacher_states, mask)
+                                        student_states, teacher_logits, teacher_states, mask, pairs)
         self._record(terms)
         self._check_finite(loss, terms)
         return (loss, outputs) if return_outputs else loss
@@ -155,6 +195,9 @@ def train(trainer: Trainer) -> dict:
         found = [last]
         dist.broadcast_object_list(found, src=0)
         last = found[0]
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, AttentionHistory):
+            callback.resume(last)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
     resumed = int(Path(last).name.split("-")[-1]) if last else 0
@@ -166,7 +209,7 @@ def evaluate(trainer: Trainer, task: Task, dsets, predictions: dict | None = Non
     """GLUE metrics on every validation split (MNLI: suffixed `_matched` and `_mismatched`).
 
     If `predictions` is a dict, each split's per-example predictions and labels are stored in it (for the
-    report's paired significance tests).
+    report's paired significance tests), with `constant: true` when every prediction is the same.
     """
     out = {}
     for split in task.validation_splits:
@@ -174,8 +217,9 @@ def evaluate(trainer: Trainer, task: Task, dsets, predictions: dict | None = Non
         suffix = "" if split == "validation" else "_" + split.removeprefix("validation_")
         out.update({k + suffix: v for k, v in metrics.compute(task, pred.predictions, pred.label_ids).items()})
         if predictions is not None:
-            predictions[split] = {"predictions": metrics.predictions(task, pred.predictions).tolist(),
-                                  "labels": np.asarray(pred.label_ids).tolist()}
+            values = metrics.predictions(task, pred.predictions)
+            predictions[split] = {"predictions": values.tolist(), "labels": np.asarray(pred.label_ids).tolist(),
+                                  "constant": metrics.is_constant(values)}
     return out
 
 
@@ -225,8 +269,9 @@ def write_log(trainer: Trainer, path: Path) -> None:
 
 def _record(params: Params, task: Task, role: str, scores: dict, timing: dict, **extra) -> dict:
     key = headline_key(task)
+    scores = {k: (None if np.isnan(v) else v) for k, v in scores.items()}  # undefined (constant input): null
     return {"task": task.name, "role": role, **extra, "headline": key, "score": scores[key], "metrics": scores,
-            **timing, "profile": params.profile, "data_source": data.glue_source(), "environment": environment()}
+            **timing, "profile": params.profile, "data_source": data.source_label(task), "environment": environment()}
 
 
 def _cache_keys(layout: Layout, task: Task, tokenizer, dsets, params: Params,
@@ -255,11 +300,18 @@ def train_teacher(params: Params, task_name: str, root: str | Path = ".") -> dic
     if not trainer.is_world_process_zero():
         return scores
     save_model(trainer.model, tokenizer, layout.teacher_model(task.name))
-    write_json(layout.predictions(f"teacher-{task.name}"), {"task": task.name, "method": "teacher", **preds})
+    write_json(layout.teacher_predictions(task.name), {"task": task.name, "method": "teacher", **preds})
     write_cache(params, task.name, root, tokenizer=tokenizer, dsets=dsets)
-    write_log(trainer, layout.log(f"teacher-{task.name}"))
+    write_log(trainer, layout.teacher_log(task.name))
+    trivial = {}
+    for split in task.validation_splits:  # keyed like the scores (MNLI: `_matched`, `_mismatched`)
+        suffix = "" if split == "validation" else "_" + split.removeprefix("validation_")
+        trivial.update({k + suffix: v for k, v in
+                        metrics.trivial_scores(task, dsets["train"]["labels"], dsets[split]["labels"]).items()})
     record = _record(params, task, "teacher", scores, timing, method="teacher", depth=model.config.num_hidden_layers,
-                     seed=tp.seed, model=tp.model, train_examples=len(dsets["train"]))
+                     seed=tp.seed, model=tp.model, train_examples=len(dsets["train"]),
+                     trivial={k: (None if np.isnan(v) else v) for k, v in trivial.items()},
+                     constant_predictions=any(p["constant"] for p in preds.values()))
     write_json(layout.teacher_metrics(task.name), record)
     shutil.rmtree(ckpt, ignore_errors=True)
     return record
@@ -280,62 +332,183 @@ def write_cache(params: Params, task_name: str, root: str | Path = ".", tokenize
     return layout.cache(task.name)
 
 
+class AttentionHistory(TrainerCallback):
+    """ALP's attention map on a fixed batch of validation examples, every `every` steps (and at step 0).
+
+    The map is cheap to compute (one student forward pass on the batch, the teacher's states cached); the
+    history travels inside each checkpoint, so a resumed run's history is whole.
+    """
+
+    FILE = "attention_history.json"
+
+    def __init__(self, every: int, compute):
+        self.every, self.compute, self.history = every, compute, []
+
+    def _snapshot(self, step: int) -> None:
+        weights, entropy = self.compute()
+        self.history.append({"step": step, "weights": weights.tolist(), "entropy_bits": entropy.tolist()})
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not self.history:
+            self._snapshot(0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            self._snapshot(state.global_step)
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            (folder / self.FILE).write_text(json.dumps(self.history))
+
+    def resume(self, checkpoint: str | None) -> None:
+        saved = Path(checkpoint) / self.FILE if checkpoint else None
+        self.history = json.loads(saved.read_text()) if saved and saved.exists() else []
+
+
+class Cell:
+    """What every seed of one (task, depth, method) shares: data, teacher, its cache. Loaded once."""
+
+    def __init__(self, params: Params, task_name: str, depth: int, method: str, root: str | Path = "."):
+        self.params, self.layout, self.task = params, Layout(Path(root)), params.task(task_name)
+        self.depth, self.method, dp = depth, method, params.distill
+        start = time.perf_counter()
+        teacher_dir = self.layout.teacher_model(self.task.name)
+        if not (teacher_dir / "config.json").exists():
+            raise FileNotFoundError(f"no teacher for {self.task.name!r} at {teacher_dir}: run the teacher stage first")
+        self.tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+        self.dsets = data.prepare(self.task, self.tokenizer, params.data)
+        self.teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+        self.n = self.teacher.config.num_hidden_layers
+        self.teacher_fingerprint = cache_lib.model_fingerprint(teacher_dir)
+        self.use_cache = method != "nokd" and dp.states == "cls" and dp.teacher_cache
+        self.caches = {}
+        if self.use_cache:  # train split for the loss, validation split for ALP's attention map
+            keys = _cache_keys(self.layout, self.task, self.tokenizer, self.dsets, params, self.teacher_fingerprint)
+            self.caches = {s: cache_lib.load(self.layout.cache(self.task.name), s, k) for s, k in keys.items()}
+        # a subsample of the teacher's training rows; `cache_row` still points at each row's cached outputs
+        self.train_ds = data.subsample(self.dsets["train"], dp.max_train_samples)
+        self.setup_time_s = round(time.perf_counter() - start, 2)
+
+    def attention(self, model, ds, with_entropy: bool = False):
+        split = self.task.validation_splits[0]
+        return attention_map(model, ds, self.tokenizer, self.caches.get(split), self.method, self.params.distill,
+                             self.params.runtime.eval_batch_size, teacher=None if self.caches else self.teacher,
+                             with_entropy=with_entropy)
+
+    def mapping(self, seed: int, epochs: int) -> dict:
+        """The layer pairs of PKD and RAIL-KD (RAIL-KD: one draw per epoch), for the run's records."""
+        if self.method == "pkd":
+            return {"pairs": pkd_layers(self.n, self.depth, self.params.distill.pkd_exclude_last)}
+        if self.method == "rail":
+            return {"draws": [rail_layers(self.n, self.depth, seed, e) for e in range(epochs)]}
+        return {}
+
+    def train_seed(self, seed: int) -> dict:
+        """Distil, evaluate and save the student of one seed; returns its metrics record."""
+        params, dp, layout, task, method = self.params, self.params.distill, self.layout, self.task, self.method
+        run = Run(task.name, self.depth, method, seed)
+        student = build_student(self.teacher, self.depth, params.student.init, seed)
+        ckpt = layout.checkpoints(f"{run.name}-{run_hash(dp, params.data, params.student, self.teacher_fingerprint)}")
+        set_seed(seed)
+        callbacks = []
+        split = task.validation_splits[0]
+        if method in ALP_METHODS:  # a fixed batch: the first examples of the validation split
+            probe = self.dsets[split].select(range(min(64, len(self.dsets[split]))))
+            callbacks.append(AttentionHistory(dp.attention_every, lambda: self.attention(trainer.model, probe, True)))
+        trainer = DistillTrainer(
+            model=student, args=training_args(dp, params.runtime, ckpt, seed), train_dataset=self.train_ds,
+            data_collator=data.Collator(self.tokenizer, self.caches.get("train")), callbacks=callbacks,
+            method=method, distill_params=dp, teacher=None if (method == "nokd" or self.use_cache) else self.teacher,
+            states=dp.states,
+        )
+        timing = train(trainer)
+        start = time.perf_counter()
+        scores = evaluate(trainer, task, self.dsets, preds := {})
+        timing["eval_time_s"] = round(time.perf_counter() - start, 2)
+        if not trainer.is_world_process_zero():
+            return scores
+        save_model(trainer.model, self.tokenizer, layout.student_model(run))
+        write_json(layout.predictions(run), {"task": task.name, "method": method, "depth": self.depth, "seed": seed,
+                                             **preds})
+        write_log(trainer, layout.log(run))
+        mapping = self.mapping(seed, math.ceil(dp.epochs))
+        extra = {}
+        if method in ALP_METHODS:
+            weights, entropy = self.attention(trainer.model, self.dsets[split], with_entropy=True)
+            extra = {"attention_entropy_bits": float(entropy.mean()),
+                     "attention_top_layers": [int(j) + 1 for j in weights.argmax(-1)]}
+            mapping = {"split": split, "scale": alp_scaled(method, dp), "weights": weights.tolist(),
+                       "entropy_bits": entropy.tolist(), "history": callbacks[0].history}
+        write_json(layout.attention(run), {"task": task.name, "depth": self.depth, "method": method, "seed": seed,
+                                           **(mapping or {"weights": None, "note": f"{method}: no layer mapping"})})
+        record = _record(params, task, "student", scores, timing, method=method, depth=self.depth, seed=seed,
+                         teacher_layers=self.n, init=params.student.init,
+                         init_layers=student.config.alpkd_init_layers, train_examples=len(self.train_ds),
+                         teacher_cached=self.use_cache, cell_setup_time_s=self.setup_time_s,
+                         constant_predictions=any(p["constant"] for p in preds.values()), **extra)
+        write_json(layout.student_metrics(run), record)
+        shutil.rmtree(ckpt, ignore_errors=True)
+        return record
+
+
+def duplicate_of(params: Params, depth: int, method: str) -> str | None:
+    """The method this cell would only repeat (same objective at this depth), or None. It does not depend on
+    `distill.methods`, so adding a method never re-runs the others; the report says when the method repeated
+    is not in the grid."""
+    from .config import teacher_num_layers
+
+    same = same_objective(method, teacher_num_layers(params.teacher), depth, params.distill)
+    return same if same != method else None
+
+
+def distill_cell(params: Params, task_name: str, depth: int, method: str, root: str | Path = ".",
+                 seeds: list[int] | None = None) -> list[dict]:
+    """Distil every seed (default `distill.seeds`) of one cell; data, teacher and cache are loaded once.
+
+    A cell whose objective is another configured method's at this depth (`duplicate_of`) is not trained:
+    its folders get a `same_as.json` marker naming that method, and the report shows the cell once.
+    """
+    layout = Layout(Path(root))
+    seeds = list(params.distill.seeds if seeds is None else seeds)
+    dirs = layout.cell_dirs(task_name, depth, method)
+    twin = duplicate_of(params, depth, method)
+    if twin is not None:
+        marker = {"task": task_name, "depth": depth, "method": method, "same_as": twin, "seeds": seeds,
+                  "why": f"at {depth} student layer(s), {method} optimises the same objective as {twin}; "
+                         f"it is trained once, as {twin}"}
+        for folder in dirs.values():
+            shutil.rmtree(folder, ignore_errors=True)
+            write_json(folder / "same_as.json", marker)
+        return [marker]
+    layout.same_as(task_name, depth, method).unlink(missing_ok=True)
+    cell = Cell(params, task_name, depth, method, root)
+    return [cell.train_seed(seed) for seed in seeds]
+
+
 def distill_student(params: Params, task_name: str, depth: int, method: str, seed: int, root: str | Path = ".") -> dict:
     """Distil one student (task, depth, method, seed) from the saved teacher; returns its metrics."""
-    layout, task, dp = Layout(Path(root)), params.task(task_name), params.distill
-    run = run_name(task.name, depth, method, seed)
-    teacher_dir = layout.teacher_model(task.name)
-    if not (teacher_dir / "config.json").exists():
-        raise FileNotFoundError(f"no teacher for {task.name!r} at {teacher_dir}: run the teacher stage first")
-    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    dsets = data.prepare(task, tokenizer, params.data)
-    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
-    n = teacher.config.num_hidden_layers
-    teacher_fingerprint = cache_lib.model_fingerprint(teacher_dir)
-    use_cache = method != "nokd" and dp.states == "cls" and dp.teacher_cache
-    caches = {}
-    if use_cache:  # train split for the loss, validation split for ALP's attention map
-        keys = _cache_keys(layout, task, tokenizer, dsets, params, teacher_fingerprint)
-        caches = {s: cache_lib.load(layout.cache(task.name), s, k) for s, k in keys.items()}
-    student = build_student(teacher, depth, params.student.init, seed)
-    online = teacher if (method != "nokd" and not use_cache) else None
-    ckpt = layout.checkpoints(f"{run}-{run_hash(params.distill, params.data, params.student, teacher_fingerprint)}")
-    # a subsample of the teacher's training rows; `cache_row` still points at each row's cached outputs
-    train_ds = data.subsample(dsets["train"], dp.max_train_samples)
-    set_seed(seed)
-    trainer = DistillTrainer(
-        model=student, args=training_args(dp, params.runtime, ckpt, seed), train_dataset=train_ds,
-        data_collator=data.Collator(tokenizer, caches.get("train") if use_cache else None),
-        method=method, distill_params=dp, teacher=online, states=dp.states,
-    )
-    timing = train(trainer)
-    scores = evaluate(trainer, task, dsets, preds := {})
-    if not trainer.is_world_process_zero():
-        return scores
-    save_model(trainer.model, tokenizer, layout.student_model(run))
-    write_json(layout.predictions(run), {"task": task.name, "method": method, "depth": depth, "seed": seed, **preds})
-    write_log(trainer, layout.log(run))
-    if method in ALP_METHODS:
-        split = task.validation_splits[0]
-        weights = attention_map(trainer.model, dsets[split], tokenizer, caches.get(split), method, dp,
-                                params.runtime.eval_batch_size, teacher=None if caches else teacher)
-        write_json(layout.attention(run), {"task": task.name, "depth": depth, "method": method, "seed": seed,
-                                           "split": split, "scale": dp.alp_scale, "weights": weights.tolist()})
-    record = _record(params, task, "student", scores, timing, method=method, depth=depth, seed=seed,
-                     teacher_layers=n, init=params.student.init, init_layers=student.config.alpkd_init_layers,
-                     train_examples=len(train_ds), teacher_cached=use_cache)
-    write_json(layout.student_metrics(run), record)
-    shutil.rmtree(ckpt, ignore_errors=True)
-    return record
+    return Cell(params, task_name, depth, method, root).train_seed(seed)
+
+
+def _entropy_bits(weights: torch.Tensor) -> torch.Tensor:
+    """Entropy in bits of each attention row (0 log 0 = 0): 0 for one-hot, log2(k) for uniform over k."""
+    return -(weights * torch.log2(weights.clamp_min(1e-30))).sum(-1)
 
 
 @torch.inference_mode()
-def attention_map(model, ds, tokenizer, split_cache, method: str, dp, batch_size: int, teacher=None) -> np.ndarray:
-    """Mean ALP attention weights (student layer x teacher layer) over `ds` (over real tokens for `tokens`)."""
+def attention_map(model, ds, tokenizer, split_cache, method: str, dp, batch_size: int, teacher=None,
+                  with_entropy: bool = False):
+    """Mean ALP attention weights (student layer x teacher layer) over `ds` (over real tokens for `tokens`).
+
+    With `with_entropy`, also the mean entropy (bits) of each student layer's attention row. The model's
+    train/eval mode is restored afterwards, so this can run during training.
+    """
     device = next(model.parameters()).device
+    was_training = model.training
     model.eval()
     collator = data.Collator(tokenizer, split_cache)
-    total, count = None, 0.0
+    total, entropy, count = None, None, 0.0
     for start in range(0, len(ds), batch_size):
         batch = collator([ds[i] for i in range(start, min(start + batch_size, len(ds)))])
         inputs = {k: v.to(device) for k, v in batch.items() if k in data.MODEL_INPUTS}
@@ -349,11 +522,52 @@ def attention_map(model, ds, tokenizer, split_cache, method: str, dp, batch_size
         else:
             mask = inputs["attention_mask"].float()
         allowed = alp_allowed(method, ts.shape[-2], hs.shape[-2], dp.alp_overlap)
-        w = alp_attention(hs.float(), ts.float(), allowed, dp.alp_scale)  # (B, T, m, n)
+        w = alp_attention(hs.float(), ts.float(), allowed, alp_scaled(method, dp))  # (B, T, m, n)
+        e = (_entropy_bits(w) * mask[..., None]).sum(dim=(0, 1))
         w = (w * mask[..., None, None]).sum(dim=(0, 1))
         total = w if total is None else total + w
+        entropy = e if entropy is None else entropy + e
         count += float(mask.sum())
-    return (total / count).cpu().numpy()
+    model.train(was_training)
+    mean = (total / count).cpu().numpy()
+    return (mean, (entropy / count).cpu().numpy()) if with_entropy else mean
+
+
+@torch.inference_mode()
+def explain_batch(params: Params, task_name: str, depth: int, method: str, seed: int, root: str | Path = ".",
+                  size: int = 8) -> dict:
+    """One real validation batch through a trained student: each loss term, and the layer pairs or attention
+    weights behind it (the notebook's look inside `distillation_loss`)."""
+    from .losses import alp_loss
+
+    cell = Cell(params, task_name, depth, method, root)
+    run = Run(cell.task.name, depth, method, seed)
+    model = AutoModelForSequenceClassification.from_pretrained(cell.layout.student_model(run)).eval()
+    split = cell.task.validation_splits[0]
+    rows = cell.dsets[split].select(range(min(size, len(cell.dsets[split]))))
+    batch = data.Collator(cell.tokenizer)([rows[i] for i in range(len(rows))])
+    inputs = {k: v for k, v in batch.items() if k in data.MODEL_INPUTS}
+    out = model(**inputs, output_hidden_states=True)
+    teacher_out = cell.teacher.eval()(**inputs, output_hidden_states=True)
+    s_states = torch.stack(out.hidden_states[1:], dim=-2)[:, 0]
+    t_states = torch.stack(teacher_out.hidden_states[1:], dim=-2)[:, 0]
+    dp = params.distill
+    pairs = rail_layers(cell.n, depth, seed, 0) if method == "rail" else None
+    total, terms = distillation_loss(method, dp, out.logits, batch["labels"], s_states, teacher_out.logits,
+                                     t_states, None, pairs)
+    detail = {"method": method, "examples": len(rows), "total": float(total),
+              "terms": {k: float(v) for k, v in terms.items()}}
+    if method == "pkd":
+        detail["pairs"] = [(i + 1, j + 1) for i, j in enumerate(pkd_layers(cell.n, depth, dp.pkd_exclude_last))]
+    elif method == "rail":
+        detail["pairs"] = [(i + 1, j + 1) for i, j in enumerate(pairs)]
+        detail["note"] = "the epoch-0 draw; each epoch draws again"
+    elif method in ALP_METHODS:
+        _, weights = alp_loss(s_states, t_states, alp_allowed(method, cell.n, depth, dp.alp_overlap),
+                              alp_scaled(method, dp))
+        detail["weights"] = weights.mean(0).numpy()  # (m, n), mean over the batch
+        detail["entropy_bits"] = _entropy_bits(weights).mean(0).numpy()
+    return detail
 
 
 def evaluate_saved(params: Params, task_name: str, model_dir: str | Path) -> dict[str, float]:

@@ -1,5 +1,8 @@
 """The distillation objectives as pure functions of tensors.
 
+Every distillation term (KD, PKD, ALP, RAIL) is computed in float32 whatever the autocast setting: under
+bf16, ALP's unscaled scores (about 100 on MiniLM states) would be rounded by up to 0.5 before the softmax.
+
 Shapes: `logits` are (B, C) (C = 1 for STS-B regression). Layer states are (..., m, d) for the student and
 (..., n, d) for the teacher: the leading dimensions are the batch (B,) for `states: cls`, or (B, T) for
 `states: tokens`, in which case `mask` (B, T) marks the real (non-padding) tokens. Teacher tensors are
@@ -14,6 +17,23 @@ import torch
 import torch.nn.functional as F
 
 
+def _fp32(x: torch.Tensor) -> torch.Tensor:
+    return x.float()
+
+
+def float32_terms(fn):
+    """Run a loss with autocast off, so its matrix products stay in float32 (inputs are cast by the loss)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+        with torch.autocast(device_type=device, enabled=False):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 # --- output-level losses -------------------------------------------------------------------------------
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Loss on gold labels: cross-entropy, or MSE for regression (one output)."""
@@ -22,12 +42,13 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels)
 
 
+@float32_terms
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Hinton's soft loss `T^2 * KL(softmax(z_T/T) || softmax(z_S/T))`, averaged over the batch.
 
     For regression (one output) the soft term is the MSE between the two predictions (T is unused).
     """
-    teacher_logits = teacher_logits.detach().to(student_logits.dtype)
+    student_logits, teacher_logits = _fp32(student_logits), _fp32(teacher_logits.detach())
     if student_logits.shape[-1] == 1:
         return F.mse_loss(student_logits, teacher_logits)
     t = temperature
@@ -71,19 +92,21 @@ def buckets_mask(buckets: list[list[int]], n: int) -> torch.Tensor:
 
 
 # --- PKD -----------------------------------------------------------------------------------------------
+@float32_terms
 def pkd_loss(student_states: torch.Tensor, teacher_states: torch.Tensor, layers: list[int]) -> torch.Tensor:
     """Patient KD: `sum_i || h_S^i/|h_S^i| - h_T^g(i)/|h_T^g(i)| ||^2`, averaged over examples.
 
     student_states (B, m', d), teacher_states (B, n, d); `layers[i]` is the teacher layer g(i) of student
     layer i, for the m' student layers taking part (the first m' ones).
     """
-    teacher = teacher_states.detach()[:, layers].to(student_states.dtype)
-    student = student_states[:, : len(layers)]
+    teacher = _fp32(teacher_states.detach()[:, layers])
+    student = _fp32(student_states[:, : len(layers)])
     diff = F.normalize(student, dim=-1) - F.normalize(teacher, dim=-1)
     return diff.pow(2).sum(dim=(-1, -2)).mean()
 
 
 # --- ALP -----------------------------------------------------------------------------------------------
+@float32_terms
 def alp_attention(
     student_states: torch.Tensor,
     teacher_states: torch.Tensor,
@@ -96,7 +119,7 @@ def alp_attention(
     divides the scores by sqrt(d): the paper's formula is unscaled, and unscaled scores between states of
     norm ~10 make the softmax nearly one-hot.
     """
-    teacher = teacher_states.detach().to(student_states.dtype)
+    student_states, teacher = _fp32(student_states), _fp32(teacher_states.detach())
     scores = student_states @ teacher.transpose(-1, -2)
     if scale:
         scores = scores / math.sqrt(student_states.shape[-1])
@@ -105,6 +128,7 @@ def alp_attention(
     return scores.softmax(dim=-1)
 
 
+@float32_terms
 def alp_loss(
     student_states: torch.Tensor,
     teacher_states: torch.Tensor,
@@ -119,8 +143,9 @@ def alp_loss(
     gradient flows both through the MSE and through the weights alpha (which depend on h_S): the paper
     gives the loss, not a stop-gradient, so none is added.
     """
+    student_states, teacher_states = _fp32(student_states), _fp32(teacher_states.detach())
     weights = alp_attention(student_states, teacher_states, allowed, scale)
-    fused = weights @ teacher_states.detach().to(student_states.dtype)
+    fused = weights @ teacher_states
     per_position = (student_states - fused).pow(2).mean(dim=-1).sum(dim=-1)  # (...,): sum over layers
     if mask is None:
         return per_position.mean(), weights
@@ -128,20 +153,65 @@ def alp_loss(
     return (per_position * mask).sum() / mask.sum(), weights
 
 
+# --- RAIL-KD -------------------------------------------------------------------------------------------
+def rail_layers(n: int, m: int, seed: int, epoch: int) -> list[int]:
+    """RAIL-KD's draw for one epoch: m of the teacher's intermediate layers (0-based 0..n-2; the last layer
+    is left to the logits, as in PKD), without replacement, sorted; student layer i is paired with the i-th.
+
+    A pure function of (seed, epoch): a run is reproducible, and a resumed run draws the same layers.
+    """
+    if not 1 <= m <= n - 1:
+        raise ValueError(f"RAIL-KD draws m of the n-1 intermediate teacher layers: need 1 <= m <= n-1, got m={m}, n={n}")
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, epoch])
+    return sorted(int(j) for j in rng.choice(n - 1, size=m, replace=False))
+
+
+@float32_terms
+def rail_loss(student_states: torch.Tensor, teacher_states: torch.Tensor, layers: list[int]) -> torch.Tensor:
+    """RAIL-KD (layer-wise): `mean_i || h_S^i/|h_S^i| - h_T^l(i)/|h_T^l(i)| ||^2` over the pairs and examples.
+
+    student_states (B, m, d), teacher_states (B, n, d); `layers[i]` is the teacher layer drawn for student
+    layer i this epoch (`rail_layers`). Student and teacher share a width here (the student is the
+    teacher's architecture), so RAIL-KD's projection for unequal widths is not needed.
+    """
+    teacher = F.normalize(_fp32(teacher_states.detach()[:, layers]), dim=-1)
+    student = F.normalize(_fp32(student_states[:, : len(layers)]), dim=-1)
+    return (student - teacher).pow(2).sum(dim=-1).mean()
+
+
 # --- the objective of each method ----------------------------------------------------------------------
-LAYER_METHODS = ("pkd", "alp", "alp_no", "alp_po")
-ALP_METHODS = ("alp", "alp_no", "alp_po")
+LAYER_METHODS = ("pkd", "alp", "alp_no", "alp_po", "alp_scaled", "rail")
+ALP_METHODS = ("alp", "alp_no", "alp_po", "alp_scaled")
 
 
 def alp_allowed(method: str, n: int, m: int, overlap: int = 1) -> torch.Tensor | None:
     """Which teacher layers each student layer attends to: all (ALP), its bucket (ALP-NO, ALP-PO)."""
-    if method == "alp":
+    if method in ("alp", "alp_scaled"):
         return None
     if method == "alp_no":
         return buckets_mask(layer_buckets(n, m), n)
     if method == "alp_po":
         return buckets_mask(layer_buckets(n, m, overlap), n)
     raise ValueError(f"{method!r} is not an ALP method; allowed: {', '.join(ALP_METHODS)}")
+
+
+def alp_scaled(method: str, p) -> bool:
+    """Whether `method` divides ALP's scores by sqrt(d): `alp_scaled` always; the others if `p.alp_scale`."""
+    return method == "alp_scaled" or bool(p.alp_scale)
+
+
+def same_objective(method: str, n: int, m: int, p) -> str:
+    """The simplest method whose objective is identical to `method`'s for an n-layer teacher and an m-layer
+    student (`method` itself when there is none). At one student layer PKD without the last layer matches
+    no layer (it is KD), and ALP-NO/ALP-PO have one bucket holding every layer (they are ALP); with
+    `alp_scale` on, ALP is already scaled (ALP-scaled is ALP)."""
+    if method == "pkd" and not pkd_layers(n, m, p.pkd_exclude_last):
+        return "kd"
+    if method in ("alp_no", "alp_po") and bool(alp_allowed(method, n, m, p.alp_overlap).all()):
+        return "alp"
+    if method == "alp_scaled" and p.alp_scale:
+        return "alp"
+    return method
 
 
 def pkd_layers(n: int, m: int, exclude_last: bool = True) -> list[int]:
@@ -159,10 +229,12 @@ def distillation_loss(
     teacher_logits: torch.Tensor | None = None,
     teacher_states: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
+    rail_pairs: list[int] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The total loss of `method` and its terms; `p` holds the weights (an `alpkd.config.Distill`).
 
     nokd: CE.  kd: (1-a) CE + a KD.  pkd: kd + b PKD.  alp*: (1-a) CE + a KD + l ALP.
+    rail: kd + r RAIL, with `rail_pairs` the teacher layers drawn for this epoch (`rail_layers`).
     """
     terms = {"ce": task_loss(logits, labels)}
     if method == "nokd":
@@ -171,16 +243,22 @@ def distillation_loss(
     total = (1 - p.kd_alpha) * terms["ce"] + p.kd_alpha * terms["kd"]
     if method in LAYER_METHODS:
         n, m = teacher_states.shape[-2], student_states.shape[-2]
+    if method in ("pkd", "rail") and student_states.dim() == 4:
+        # `states: tokens` is an ALP option; PKD and RAIL-KD match the [CLS] vectors
+        student_states, teacher_states = student_states[:, 0], teacher_states[:, 0]
     if method == "pkd":
         layers = pkd_layers(n, m, p.pkd_exclude_last)
         if layers:
-            if student_states.dim() == 4:  # `states: tokens` is an ALP option; PKD matches the [CLS] vectors
-                student_states, teacher_states = student_states[:, 0], teacher_states[:, 0]
             terms["pkd"] = pkd_loss(student_states, teacher_states, layers)
             total = total + p.pkd_beta * terms["pkd"]
+    elif method == "rail":
+        if rail_pairs is None:
+            raise ValueError("method 'rail' needs the epoch's teacher layers (rail_pairs = rail_layers(...))")
+        terms["rail"] = rail_loss(student_states, teacher_states, rail_pairs)
+        total = total + p.rail_weight * terms["rail"]
     elif method in ALP_METHODS:
         allowed = alp_allowed(method, n, m, p.alp_overlap)
-        terms["alp"], _ = alp_loss(student_states, teacher_states, allowed, p.alp_scale, mask)
+        terms["alp"], _ = alp_loss(student_states, teacher_states, allowed, alp_scaled(method, p), mask)
         total = total + p.alp_lambda * terms["alp"]
     elif method != "kd":
         raise ValueError(f"unknown method {method!r}")

@@ -1,43 +1,94 @@
-"""Where each output of the pipeline lives, relative to an output root (the repository for `dvc repro`)."""
+"""Where each output of the pipeline lives, relative to an output root (the repository for `dvc repro`).
+
+A student run is one (task, depth, method, seed); a *cell* is one (task, depth, method) with all its seeds,
+and is what one pipeline stage trains. Each kind of output has a folder per cell, one file (or model
+folder) per seed inside it, so a stage's outputs are a handful of folders whatever the number of seeds.
+Paths are built from the run's fields, never parsed back out of a name.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
+
+
+class Run(NamedTuple):
+    task: str
+    depth: int
+    method: str
+    seed: int
+
+    @property
+    def cell(self) -> str:
+        return cell_name(self.task, self.depth, self.method)
+
+    @property
+    def name(self) -> str:
+        return run_name(self.task, self.depth, self.method, self.seed)
+
+
+def cell_name(task: str, depth: int, method: str) -> str:
+    return f"{task}-{depth}-{method}"
 
 
 def run_name(task: str, depth: int, method: str, seed: int) -> str:
-    return f"{task}-{depth}-{method}-s{seed}"
+    return f"{cell_name(task, depth, method)}-s{seed}"
 
 
 @dataclass(frozen=True)
 class Layout:
     root: Path
 
+    # --- teachers
     def teacher_model(self, task: str) -> Path:
         return self.root / "models" / task / "teacher"
-
-    def student_model(self, run: str) -> Path:
-        return self.root / "models" / run.split("-", 1)[0] / run
-
-    def cache(self, task: str) -> Path:
-        return self.root / "cache" / task
 
     def teacher_metrics(self, task: str) -> Path:
         return self.root / "metrics" / "teacher" / f"{task}.json"
 
-    def student_metrics(self, run: str) -> Path:
-        return self.root / "metrics" / "students" / f"{run}.json"
+    def teacher_predictions(self, task: str) -> Path:
+        return self.root / "predictions" / f"teacher-{task}.json"
 
-    def attention(self, run: str) -> Path:
-        return self.root / "attention" / f"{run}.json"
+    def teacher_log(self, task: str) -> Path:
+        return self.root / "logs" / f"teacher-{task}.csv"
 
-    def predictions(self, name: str) -> Path:
-        """Per-example validation predictions and labels of a teacher (`teacher-<task>`) or student run."""
-        return self.root / "predictions" / f"{name}.json"
+    def cache(self, task: str) -> Path:
+        return self.root / "cache" / task
 
-    def log(self, name: str) -> Path:
-        """Training curve (CSV) of a teacher (`teacher-<task>`) or a student run."""
-        return self.root / "logs" / f"{name}.csv"
+    # --- students: <kind>/<cell>/s<seed>
+    def cell_dirs(self, task: str, depth: int, method: str) -> dict[str, Path]:
+        """The folders one cell's stage writes (and declares as its outputs)."""
+        cell = cell_name(task, depth, method)
+        return {"models": self.root / "models" / task / cell,
+                "metrics": self.root / "metrics" / "students" / cell,
+                "predictions": self.root / "predictions" / cell,
+                "attention": self.root / "attention" / cell,
+                "logs": self.root / "logs" / cell}
+
+    def _student(self, kind: str, run: Run, suffix: str) -> Path:
+        return self.cell_dirs(run.task, run.depth, run.method)[kind] / f"s{run.seed}{suffix}"
+
+    def student_model(self, run: Run) -> Path:
+        return self._student("models", run, "")
+
+    def student_metrics(self, run: Run) -> Path:
+        return self._student("metrics", run, ".json")
+
+    def predictions(self, run: Run) -> Path:
+        """Per-example validation predictions and labels of a student run."""
+        return self._student("predictions", run, ".json")
+
+    def attention(self, run: Run) -> Path:
+        """ALP attention maps (final, and during training) or RAIL-KD's layer draws of a student run."""
+        return self._student("attention", run, ".json")
+
+    def log(self, run: Run) -> Path:
+        """Training curve (CSV) of a student run."""
+        return self._student("logs", run, ".csv")
+
+    def same_as(self, task: str, depth: int, method: str) -> Path:
+        """Marker of a cell whose objective is another method's at this depth (not trained twice)."""
+        return self.cell_dirs(task, depth, method)["metrics"] / "same_as.json"
 
     def checkpoints(self, name: str) -> Path:
         """Trainer checkpoints of an unfinished run (git-ignored, not a pipeline output)."""

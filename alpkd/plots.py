@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt  # headless, pyplot falls back to Agg; in Jupyte
 import numpy as np
 import pandas as pd
 
-METHOD_LABELS = {"nokd": "NO-KD", "kd": "KD", "pkd": "PKD", "alp": "ALP", "alp_no": "ALP-NO", "alp_po": "ALP-PO"}
+METHOD_LABELS = {"nokd": "NO-KD", "kd": "KD", "pkd": "PKD", "alp": "ALP", "alp_no": "ALP-NO", "alp_po": "ALP-PO",
+                 "alp_scaled": "ALP-scaled", "rail": "RAIL-KD"}
 METHOD_STYLES = {  # the ALP family solid, the baselines dashed
     "nokd": dict(color="0.45", linestyle=":", marker="x"),
     "kd": dict(color="tab:blue", linestyle="--", marker="s"),
@@ -22,6 +23,8 @@ METHOD_STYLES = {  # the ALP family solid, the baselines dashed
     "alp": dict(color="tab:red", linestyle="-", marker="o"),
     "alp_no": dict(color="tab:orange", linestyle="-", marker="D"),
     "alp_po": dict(color="tab:purple", linestyle="-", marker="v"),
+    "alp_scaled": dict(color="tab:brown", linestyle="-", marker="P"),
+    "rail": dict(color="tab:cyan", linestyle="-.", marker="*"),
 }
 
 
@@ -39,11 +42,13 @@ def _grid(panels: int, width: float = 3.6, height: float = 3.0, cols: int | None
 
 
 def score_vs_depth(scores: pd.DataFrame, teacher: dict[str, float] | None = None,
-                   panels: list[str] | None = None, headline: dict[str, str] | None = None):
-    """One panel per task (and `average`): headline score (x100) against student depth, a line per method.
+                   panels: list[str] | None = None, headline: dict[str, str] | None = None,
+                   trivial: dict[str, float] | None = None):
+    """One panel per task (and `average`): headline score (x100) against student depth, a line per method,
+    error bars one standard deviation over seeds.
 
-    `scores` has columns task, depth, method, mean and std (std NaN with one seed); `teacher` maps a panel
-    to the teacher's score, drawn as a horizontal line.
+    `scores` has columns task, depth, method, mean and std (std NaN with one seed); `teacher` and `trivial`
+    map a panel to the teacher's and the trivial predictor's score, drawn as horizontal lines.
     """
     panels = panels or list(dict.fromkeys(scores["task"]))
     fig, axes = _grid(len(panels))
@@ -56,6 +61,8 @@ def score_vs_depth(scores: pd.DataFrame, teacher: dict[str, float] | None = None
                         label=method_label(method), **METHOD_STYLES.get(method, {}))
         if teacher and panel in teacher and teacher[panel] is not None and not pd.isna(teacher[panel]):
             ax.axhline(teacher[panel], color="black", linewidth=1, label="teacher")
+        if trivial and panel in trivial and not pd.isna(trivial[panel]):
+            ax.axhline(trivial[panel], color="black", linewidth=1, linestyle=":", label="trivial predictor")
         depths = sorted(set(rows["depth"]))
         ax.set_xticks(depths)
         ax.set_xlabel("student layers")
@@ -120,6 +127,30 @@ def attention_grid(maps: dict[tuple[int, str], np.ndarray], depths: list[int], m
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def attention_history(histories: dict[tuple[int, str], list[dict]], title: str = ""):
+    """How ALP's attention moves during training: for each (depth, method), the weight each student layer
+    puts on each teacher layer (a line per teacher layer, a panel per student layer) against the step."""
+    cells = sorted(histories, key=lambda k: (-k[0], k[1]))
+    panels = [(cell, i) for cell in cells for i in range(cell[0])]
+    fig, axes = _grid(len(panels), width=3.0, height=2.4, cols=max(c[0] for c in cells))
+    for ax, ((depth, method), i) in zip(axes, panels):
+        steps = [h["step"] for h in histories[(depth, method)]]
+        w = np.asarray([h["weights"] for h in histories[(depth, method)]])[:, i, :]  # (snapshots, n)
+        colours = plt.cm.viridis(np.linspace(0, 1, w.shape[1]))
+        for j in range(w.shape[1]):
+            ax.plot(steps, w[:, j], color=colours[j], label=f"teacher {j + 1}")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"{method_label(method)}, {depth}L: student layer {i + 1}", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 

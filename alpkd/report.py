@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .paths import Layout, run_name
+from .paths import Layout, Run, run_name
 
 AVERAGE = "average"
 METRIC_ABBREVIATIONS = {"accuracy": "acc", "f1": "F1", "matthews": "MCC", "pearson": "Pearson r",
                         "spearman": "Spearman", "accuracy_matched": "acc-m"}
 COLUMNS = ["role", "task", "depth", "method", "seed", "score", "headline", "profile", "data_source", "model",
-           "teacher_layers", "run", "file"]
+           "teacher_layers", "run", "file", "constant", "entropy", "trivial"]
 
 
 # --- reading -------------------------------------------------------------------------------------------
@@ -45,28 +45,47 @@ def _read_json(path: Path) -> dict | None:
         return None  # a half-written or foreign file is not a result
 
 
+def _run_of(rec: dict) -> Run:
+    return Run(rec["task"], int(rec["depth"]), rec["method"], int(rec["seed"]))
+
+
 def collect(root: str | Path) -> pd.DataFrame:
     """Every teacher and student metrics file under `root`, one row each (columns `COLUMNS`)."""
     root = Path(root)
     rows = []
-    for role, folder in (("teacher", root / "metrics" / "teacher"), ("student", root / "metrics" / "students")):
-        for path in sorted(folder.glob("*.json")):
-            rec = _read_json(path)
-            if not rec or "score" not in rec or "task" not in rec:
-                continue
-            is_teacher = role == "teacher"
-            rows.append({
-                "role": role, "task": rec["task"], "depth": int(rec["depth"]),
-                "method": "teacher" if is_teacher else rec["method"], "seed": int(rec["seed"]),
-                "score": float(rec["score"]), "headline": rec.get("headline", "score"),
-                "profile": rec.get("profile"), "data_source": rec.get("data_source"),
-                "model": rec.get("model"),
-                "teacher_layers": int(rec["depth"]) if is_teacher else rec.get("teacher_layers"),
-                "run": f"teacher-{rec['task']}" if is_teacher else run_name(rec["task"], rec["depth"], rec["method"],
-                                                                           rec["seed"]),
-                "file": str(path.relative_to(root)),
-            })
+    files = [("teacher", p) for p in sorted((root / "metrics" / "teacher").glob("*.json"))]
+    files += [("student", p) for p in sorted((root / "metrics" / "students").glob("*/s*.json"))]
+    for role, path in files:
+        rec = _read_json(path)
+        if not rec or "score" not in rec or "task" not in rec:
+            continue
+        is_teacher = role == "teacher"
+        score = rec["score"]
+        rows.append({
+            "role": role, "task": rec["task"], "depth": int(rec["depth"]),
+            "method": "teacher" if is_teacher else rec["method"], "seed": int(rec["seed"]),
+            "score": float("nan") if score is None else float(score), "headline": rec.get("headline", "score"),
+            "profile": rec.get("profile"), "data_source": rec.get("data_source"),
+            "model": rec.get("model"),
+            "teacher_layers": int(rec["depth"]) if is_teacher else rec.get("teacher_layers"),
+            "run": f"teacher-{rec['task']}" if is_teacher else _run_of(rec).name,
+            "file": str(path.relative_to(root)),
+            "constant": bool(rec.get("constant_predictions", False)),
+            "entropy": rec.get("attention_entropy_bits"),
+            "trivial": (rec.get("trivial") or {}).get(rec.get("headline")) if is_teacher else None,
+        })
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def duplicates(root: str | Path) -> dict[tuple[str, int, str], dict]:
+    """Cells not trained because their objective is another method's at that depth: (task, depth, method)
+    -> the `same_as.json` marker (names the method, says why)."""
+    out = {}
+    for path in sorted((Path(root) / "metrics" / "students").glob("*/same_as.json")):
+        rec = _read_json(path)
+        if rec and "same_as" in rec:
+            out[(rec["task"], int(rec["depth"]), rec["method"])] = rec
+    return out
 
 
 def select(records: pd.DataFrame, tasks, depths, methods, seeds) -> pd.DataFrame:
@@ -77,69 +96,106 @@ def select(records: pd.DataFrame, tasks, depths, methods, seeds) -> pd.DataFrame
     return records[teacher | student].reset_index(drop=True)
 
 
-def missing_runs(records: pd.DataFrame, tasks, depths, methods, seeds) -> list[str]:
-    """Names of the grid's runs that have no metrics file (teachers as `teacher-<task>`)."""
+def missing_runs(records: pd.DataFrame, tasks, depths, methods, seeds, skipped=()) -> list[str]:
+    """Names of the grid's runs that have no metrics file (teachers as `teacher-<task>`); cells in `skipped`
+    (duplicates of another method) are not missing."""
     have = set(records["run"])
     wanted = [f"teacher-{t}" for t in tasks]
-    wanted += [run_name(t, d, m, s) for t in tasks for d in depths for m in methods for s in seeds]
+    wanted += [run_name(t, d, m, s) for t in tasks for d in depths for m in methods for s in seeds
+               if (t, d, m) not in skipped]
     return [r for r in wanted if r not in have]
 
 
 # --- numbers -------------------------------------------------------------------------------------------
-def _stats(values) -> tuple[float, float, int]:
+FLAG = "\u26a0"  # a cell with a seed whose validation predictions are constant (or whose metric is undefined)
+SUMMARY_COLUMNS = ["role", "layers", "method", "task", "mean", "std", "n_seeds", "n_nan", "n_constant"]
+
+
+def _stats(values) -> tuple[float, float, int, int]:
+    """Mean and sample std of the finite values, the number of values, and how many are NaN (undefined)."""
     values = np.asarray(values, dtype=float)
-    if len(values) == 0:
-        return float("nan"), float("nan"), 0
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
-    return float(np.mean(values)), std, len(values)
+    finite = values[np.isfinite(values)]
+    n_nan = len(values) - len(finite)
+    if len(finite) == 0:
+        return float("nan"), float("nan"), len(values), n_nan
+    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan")
+    return float(np.mean(finite)), std, len(values), n_nan
 
 
 def summarise(records: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
     """Mean, std and count over seeds of the score x100, per (layers, method, task) and for the average.
 
-    Columns: role, layers, method, task (a task name or `average`), mean, std, n_seeds. The average of a
-    (layers, method) is computed for each seed that has every task, then over those seeds.
+    Columns `SUMMARY_COLUMNS`: `n_nan` counts seeds whose metric is undefined (a Pearson r of constant
+    predictions), left out of mean and std and flagged; `n_constant` counts seeds with constant predictions.
+    The average of a (layers, method) is computed for each seed that has every task, then over those seeds;
+    a seed with an undefined task score has an undefined average.
     """
     out = []
     if records.empty:
-        return pd.DataFrame(columns=["role", "layers", "method", "task", "mean", "std", "n_seeds"])
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
     records = records.assign(score100=records["score"] * 100.0)
     for (role, layers, method), group in records.groupby(["role", "depth", "method"], sort=False):
         for task in tasks:
-            mean, std, n = _stats(group.loc[group["task"] == task, "score100"])
-            if n:
-                out.append((role, layers, method, task, mean, std, n))
-        per_seed = group.pivot_table(index="seed", columns="task", values="score100", aggfunc="mean")
-        complete = per_seed.reindex(columns=tasks).dropna()
-        if len(complete):
-            mean, std, n = _stats(complete.mean(axis=1))
-            out.append((role, layers, method, AVERAGE, mean, std, n))
-    return pd.DataFrame(out, columns=["role", "layers", "method", "task", "mean", "std", "n_seeds"])
+            rows = group[group["task"] == task]
+            if len(rows):
+                out.append((role, layers, method, task, *_stats(rows["score100"]), int(rows["constant"].sum())))
+        per_seed = group.pivot_table(index="seed", columns="task", values="score100", aggfunc="mean", dropna=False)
+        have = group.groupby("seed")["task"].apply(set)
+        complete = [seed for seed, ts in have.items() if set(tasks) <= ts]
+        if complete:
+            avg = per_seed.loc[complete].reindex(columns=tasks).mean(axis=1, skipna=False)
+            constant = int(group[group["seed"].isin(complete)].groupby("seed")["constant"].any().sum())
+            out.append((role, layers, method, AVERAGE, *_stats(avg), constant))
+    return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
 
 
-def format_cell(mean: float, std: float, n: int) -> str:
-    """`71.2`, or `71.2 ± 0.4` with several seeds; `–` where there is no result."""
-    if n == 0 or pd.isna(mean):
+def format_cell(mean: float, std: float, n: int, n_nan: int = 0, n_constant: int = 0) -> str:
+    """`71.2`, or `71.2 ± 0.4` with several seeds; `–` where there is no result; flagged with ⚠ where a seed's
+    predictions are constant, and `NaN` (with how many seeds) where a seed's metric is undefined."""
+    if n == 0:
         return "–"
-    if n > 1 and not pd.isna(std):
-        return f"{mean:.1f} ± {std:.1f}"
-    return f"{mean:.1f}"
+    if n_nan:
+        return f"NaN ({n_nan} of {n} seeds) {FLAG}"
+    cell = f"{mean:.1f} ± {std:.1f}" if n > 1 and not pd.isna(std) else f"{mean:.1f}"
+    return f"{cell} {FLAG}" if n_constant else cell
 
 
-def results_table(summary: pd.DataFrame, tasks: list[str], depths: list[int], methods: list[str]) -> pd.DataFrame:
-    """Rows: the teacher(s), then each student depth (as configured) and method; columns: tasks, average."""
+def trivial_row(records: pd.DataFrame, tasks: list[str]) -> dict[str, float]:
+    """The trivial predictor's headline score x100 per task (from the teacher records; NaN where the metric
+    is undefined for a constant, e.g. Pearson r), and its average over tasks with undefined counted as 0."""
+    teachers = records[records["role"] == "teacher"]
+    out = {}
+    for task in tasks:
+        values = teachers.loc[teachers["task"] == task, "trivial"].dropna()
+        out[task] = 100.0 * float(values.iloc[0]) if len(values) else float("nan")
+    known = [t for t in tasks if (teachers["task"] == t).any() and not teachers.loc[teachers["task"] == t, "trivial"].isna().all()]
+    out[AVERAGE] = float(np.mean([0.0 if np.isnan(out[t]) else out[t] for t in tasks])) if known else float("nan")
+    return out
+
+
+def results_table(summary: pd.DataFrame, tasks: list[str], depths: list[int], methods: list[str],
+                  trivial: dict[str, float] | None = None, skipped=()) -> pd.DataFrame:
+    """Rows: the trivial predictor, the teacher(s), then each student depth (as configured) and method
+    (cells in `skipped`, the same objective as another method, left out); columns: tasks, average."""
     from .plots import method_label
 
     index = {(r.role, r.layers, r.method, r.task): r for r in summary.itertuples(index=False)}
+    rows = []
+    if trivial is not None:
+        row = {"layers": "–", "method": "trivial"}
+        for task in [*tasks, AVERAGE]:
+            v = trivial.get(task, float("nan"))
+            row[task] = "undefined (constant)" if pd.isna(v) else f"{v:.1f}"
+        rows.append(row)
     keys = [("teacher", int(layers), "teacher")
             for layers in sorted(set(summary.loc[summary["role"] == "teacher", "layers"]), reverse=True)]
-    keys += [("student", int(d), m) for d in depths for m in methods]
-    rows = []
+    keys += [("student", int(d), m) for d in depths for m in methods
+             if not all((t, d, m) in skipped for t in tasks)]
     for role, layers, method in keys:
         row = {"layers": layers, "method": "teacher" if role == "teacher" else method_label(method)}
         for task in [*tasks, AVERAGE]:
             r = index.get((role, layers, method, task))
-            row[task] = format_cell(r.mean, r.std, r.n_seeds) if r is not None else "–"
+            row[task] = format_cell(r.mean, r.std, r.n_seeds, r.n_nan, r.n_constant) if r is not None else "–"
         rows.append(row)
     return pd.DataFrame(rows, columns=["layers", "method", *tasks, AVERAGE])
 
@@ -166,88 +222,93 @@ def _round(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     return df.round({c: digits for c in df.columns if df[c].dtype.kind == "f"})
 
 
-def load_attention(root: str | Path, runs: list[str]) -> dict[str, np.ndarray]:
-    """ALP attention maps (student layer x teacher layer) of the runs that have one."""
+def runs_of(frame: pd.DataFrame) -> list[Run]:
+    """The student runs of records (rows with task, depth, method, seed)."""
+    return [Run(r.task, int(r.depth), r.method, int(r.seed)) for r in frame.itertuples(index=False)]
+
+
+def load_attention(root: str | Path, runs: list[Run]) -> dict[Run, dict]:
+    """The attention records (`weights`, `entropy_bits`, `history`) of the ALP runs that have a map."""
     layout, maps = Layout(Path(root)), {}
     for run in runs:
         rec = _read_json(layout.attention(run))
         if rec and rec.get("weights") is not None:
-            maps[run] = np.asarray(rec["weights"], dtype=float)
+            maps[run] = rec
     return maps
 
 
-def mark_no_attention(root: str | Path, record: dict) -> Path:
-    """For a run without ALP: write `attention/<run>.json` with `weights: null` unless a map exists.
-
-    The pipeline's `distill` matrix stage declares the same outputs for every method, so each run needs the
-    file; `load_attention` skips it.
-    """
-    run = run_name(record["task"], record["depth"], record["method"], record["seed"])
-    path = Layout(Path(root)).attention(run)
-    if not path.exists():
-        keys = ("task", "depth", "method", "seed")
-        write_text(path, json.dumps({**{k: record[k] for k in keys}, "weights": None,
-                                     "note": "no attention: not an ALP method"}, indent=2) + "\n")
-    return path
+def load_logs(root: str | Path, runs: list[Run], teacher: str | None = None) -> dict[str, pd.DataFrame]:
+    """Training logs of the student runs (keyed by run name) and of the teacher of `teacher` (`teacher-<task>`)."""
+    layout = Layout(Path(root))
+    paths = {run.name: layout.log(run) for run in runs}
+    if teacher:
+        paths[f"teacher-{teacher}"] = layout.teacher_log(teacher)
+    return {name: pd.read_csv(path) for name, path in paths.items() if path.exists() and path.stat().st_size}
 
 
-def load_logs(root: str | Path, names: list[str]) -> dict[str, pd.DataFrame]:
-    """Training logs (`logs/<name>.csv`) of the named runs that have one."""
-    layout, logs = Layout(Path(root)), {}
-    for name in names:
-        path = layout.log(name)
-        if path.exists() and path.stat().st_size:
-            logs[name] = pd.read_csv(path)
-    return logs
-
-
-def load_predictions(root: str | Path, run: str, split: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(labels, predictions) of a run on a validation split, from `predictions/<run>.json`, or None."""
+def load_predictions(root: str | Path, run: Run, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(labels, predictions) of a run on a validation split, from its predictions file, or None."""
     rec = _read_json(Layout(Path(root)).predictions(run))
     if not rec or split not in rec:
         return None
     return np.asarray(rec[split]["labels"]), np.asarray(rec[split]["predictions"])
 
 
-BASELINES = ("nokd", "kd", "pkd")  # what each ALP method is compared with
+BASELINES = ("nokd", "kd", "pkd")  # what each layer-mapping method is compared with
+CHALLENGERS = ("alp", "alp_no", "alp_po", "alp_scaled", "rail")
+SIG_COLUMNS = ["layers", "method", "baseline", "gap", "low", "high", "p_value", "p_adjusted", "n_tasks", "n_seeds"]
 
 
-def significance(params, root: str | Path, records: pd.DataFrame, resamples: int = 1000) -> pd.DataFrame:
-    """Paired bootstrap (`alpkd.significance`) of each ALP method against each baseline, at each depth.
+def comparisons(methods: list[str]) -> list[tuple[str, str]]:
+    """(A, B) pairs the report tests: each layer-mapping method against each baseline, and scaled ALP
+    against the paper's unscaled ALP."""
+    pairs = [(a, b) for a in CHALLENGERS if a in methods for b in BASELINES if b in methods]
+    if "alp_scaled" in methods and "alp" in methods:
+        pairs.append(("alp_scaled", "alp"))
+    return pairs
 
-    Over the tasks where both methods have per-example predictions; gap and interval x100. Columns: layers,
-    method, baseline, gap, low, high, p_value, n_tasks, n_seeds.
+
+def significance(params, root: str | Path, records: pd.DataFrame, resamples: int = 1000, skipped=()) -> pd.DataFrame:
+    """Paired bootstrap (`alpkd.significance`, over validation examples and seeds) of each comparison at
+    each depth, pooled over the tasks where both methods have predictions for the same seeds; gap and
+    interval x100; p-values raw and adjusted (Benjamini-Hochberg) over every comparison in the table.
+    A comparison involving a cell that is another method's duplicate (`skipped`) is left out: it would
+    repeat one already made.
     """
-    from .significance import paired_bootstrap
+    from .significance import adjust, paired_bootstrap
 
-    columns = ["layers", "method", "baseline", "gap", "low", "high", "p_value", "n_tasks", "n_seeds"]
     students = records[records["role"] == "student"]
-    methods = list(params.distill.methods)
     rows = []
     for depth in params.student.depths:
-        for a in [m for m in methods if m.startswith("alp")]:
-            for b in [m for m in BASELINES if m in methods]:
-                items = []
-                for task_name in params.data.tasks:
-                    task = params.task(task_name)
-                    split = task.validation_splits[0]
-                    preds = {}
-                    for m in (a, b):
-                        runs = students[(students["task"] == task_name) & (students["depth"] == depth)
-                                        & (students["method"] == m)]["run"]
-                        preds[m] = [p for p in (load_predictions(root, r, split) for r in runs) if p is not None]
-                    if not preds[a] or not preds[b]:
-                        continue
-                    labels = preds[a][0][0]
-                    if any(len(lab) != len(labels) or (lab != labels).any() for lab, _ in preds[a] + preds[b]):
-                        continue  # runs evaluated on different examples cannot be paired
-                    items.append({"metric": task.headline, "labels": labels,
-                                  "a": [p for _, p in preds[a]], "b": [p for _, p in preds[b]]})
-                if items:
-                    c = paired_bootstrap(items, resamples=resamples)
-                    rows.append((depth, a, b, 100 * c.gap, 100 * c.low, 100 * c.high, c.p_value, c.n_tasks,
-                                 c.n_seeds))
-    return pd.DataFrame(rows, columns=columns)
+        for a, b in comparisons(list(params.distill.methods)):
+            if any((t, depth, m) in skipped for t in params.data.tasks for m in (a, b)):
+                continue
+            items = []
+            for task_name in params.data.tasks:
+                task = params.task(task_name)
+                split = task.validation_splits[0]
+                preds = {}
+                for m in (a, b):
+                    cell = students[(students["task"] == task_name) & (students["depth"] == depth)
+                                    & (students["method"] == m)].sort_values("seed")
+                    preds[m] = {r.seed: load_predictions(root, r, split) for r in runs_of(cell)}
+                    preds[m] = {k: v for k, v in preds[m].items() if v is not None}
+                seeds = sorted(set(preds[a]) & set(preds[b]))
+                if not seeds:
+                    continue
+                labels = preds[a][seeds[0]][0]
+                if any(len(preds[m][k][0]) != len(labels) or (preds[m][k][0] != labels).any()
+                       for m in (a, b) for k in seeds):
+                    continue  # runs evaluated on different examples cannot be paired
+                items.append({"metric": task.headline, "labels": labels,
+                              "a": [preds[a][k][1] for k in seeds], "b": [preds[b][k][1] for k in seeds]})
+            if items:
+                c = paired_bootstrap(items, resamples=resamples, resample_seeds=True)
+                rows.append((depth, a, b, 100 * c.gap, 100 * c.low, 100 * c.high, c.p_value, np.nan, c.n_tasks,
+                             c.n_seeds))
+    sig = pd.DataFrame(rows, columns=SIG_COLUMNS)
+    sig["p_adjusted"] = adjust(sig["p_value"]) if len(sig) else []
+    return sig
 
 
 def significance_table(sig: pd.DataFrame) -> pd.DataFrame:
@@ -255,15 +316,49 @@ def significance_table(sig: pd.DataFrame) -> pd.DataFrame:
 
     return pd.DataFrame({
         "layers": sig["layers"],
-        "method": [f"{method_label(a)} − {method_label(b)}" for a, b in zip(sig["method"], sig["baseline"])],
+        "comparison": [f"{method_label(a)} − {method_label(b)}" for a, b in zip(sig["method"], sig["baseline"])],
         "gap": [f"{g:+.1f}" for g in sig["gap"]],
         "95% interval": [f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(sig["low"], sig["high"])],
         "p": [f"{p:.3f}" for p in sig["p_value"]],
+        "p (BH)": [f"{p:.3f}" for p in sig["p_adjusted"]],
         "tasks": sig["n_tasks"],
         "seeds": sig["n_seeds"],
-        "verdict": [("within noise" if p >= 0.05 else ("ALP better" if g > 0 else "ALP worse"))
-                    for g, p in zip(sig["gap"], sig["p_value"])],
+        "verdict": [("within noise" if p >= 0.05 else (f"{method_label(a)} better" if g > 0 else f"{method_label(a)} worse"))
+                    for a, g, p in zip(sig["method"], sig["gap"], sig["p_adjusted"])],
     })
+
+
+def detectable_gaps(sig: pd.DataFrame) -> pd.DataFrame:
+    """Per depth, the ALP − KD gap and the half-width of its 95% interval: gaps smaller than the half-width
+    cannot be told from noise by this run (seeds x validation examples x tasks)."""
+    rows = sig[(sig["method"] == "alp") & (sig["baseline"] == "kd")]
+    return pd.DataFrame({"layers": rows["layers"], "gap": rows["gap"],
+                         "half_width": (rows["high"] - rows["low"]) / 2}).reset_index(drop=True)
+
+
+def attention_summary(records: pd.DataFrame, maps: dict[Run, dict]) -> pd.DataFrame:
+    """Per ALP cell: score, mean attention entropy (bits) over the validation set, and the teacher layer each
+    student layer attends to most, per seed, with whether every seed chose the same layers."""
+    rows = []
+    students = records[(records["role"] == "student") & records["method"].isin(ALP_FAMILY)]
+    for (task, depth, method), group in students.groupby(["task", "depth", "method"], sort=False):
+        recs = [maps.get(r) for r in runs_of(group)]
+        recs = [r for r in recs if r is not None]
+        if not recs:
+            continue
+        top = [tuple(int(j) + 1 for j in np.asarray(r["weights"]).argmax(-1)) for r in recs]
+        entropy = [float(np.mean(r["entropy_bits"])) for r in recs if r.get("entropy_bits") is not None]
+        rows.append({"task": task, "layers": int(depth), "method": method,
+                     "score": 100 * float(np.nanmean(group["score"])),
+                     "entropy_bits": float(np.mean(entropy)) if entropy else float("nan"),
+                     "entropy_std": float(np.std(entropy, ddof=1)) if len(entropy) > 1 else float("nan"),
+                     "teacher_layers": int(np.asarray(recs[0]["weights"]).shape[-1]),
+                     "top_layers": " / ".join("(" + ",".join(map(str, t)) + ")" for t in top),
+                     "same_across_seeds": len(set(top)) == 1})
+    return pd.DataFrame(rows)
+
+
+ALP_FAMILY = ("alp", "alp_no", "alp_po", "alp_scaled")
 
 
 def _describe(values) -> str:
@@ -271,55 +366,44 @@ def _describe(values) -> str:
     return ", ".join(f"`{v}`" for v in values) if values else "unknown"
 
 
-def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
-    """Write the report of the grid configured in `params` (an `alpkd.config.Params`) under `root/report`.
-
-    Returns {"table": the table (strings), "summary": the numbers, "significance": the paired bootstrap
-    comparisons, "missing": runs without results, "files": {name: path}}.
-    """
+def _figures(params, root: Path, records: pd.DataFrame, summary: pd.DataFrame, trivial: dict, headline: dict,
+             figures: Path) -> list[Path]:
+    """Score vs depth, attention maps (final, and during training) and training curves; stale PNGs removed."""
     from . import plots
 
-    root = Path(root)
-    tasks, depths = list(params.data.tasks), list(params.student.depths)
-    methods, seeds = list(params.distill.methods), list(params.distill.seeds)
-    records = select(collect(root), tasks, depths, methods, seeds)
-    summary = summarise(records, tasks)
-    table = results_table(summary, tasks, depths, methods)
-    missing = missing_runs(records, tasks, depths, methods, seeds)
-    out = Layout(root).report()
-    figures = out / "figures"
-
-    headline = {t: records.loc[records["task"] == t, "headline"].iloc[0] for t in tasks if (records["task"] == t).any()}
-    headers = {t: f"{t} ({METRIC_ABBREVIATIONS.get(h, h)})" for t, h in headline.items()}
-    teachers = records[records["role"] == "teacher"]
-    students = records[records["role"] == "student"]
-    files = {}
-
-    # figures: written into report/figures, stale ones (from an earlier grid) removed
+    tasks, depths, methods = list(params.data.tasks), list(params.student.depths), list(params.distill.methods)
+    teachers, students = records[records["role"] == "teacher"], records[records["role"] == "student"]
     written = []
     student_summary = summary[summary["role"] == "student"].rename(columns={"layers": "depth"})
     teacher_scores = summary[summary["role"] == "teacher"].set_index("task")["mean"].to_dict()
     if not student_summary.empty:
         panels = [t for t in [*tasks, AVERAGE] if (student_summary["task"] == t).any()]
-        fig = plots.score_vs_depth(student_summary, teacher_scores, panels, headline)
+        fig = plots.score_vs_depth(student_summary, teacher_scores, panels, headline, trivial)
         written.append(plots.save(fig, figures / "scores_vs_depth.png"))
-    alp_methods = [m for m in methods if m.startswith("alp")]
+    alp_methods = [m for m in methods if m in ALP_FAMILY]
     for task in tasks:
         runs = students[(students["task"] == task) & students["method"].isin(alp_methods)]
-        maps = load_attention(root, list(runs["run"]))
-        by_cell = {}
+        maps = load_attention(root, runs_of(runs))
+        by_cell, history = {}, {}
         for (depth, method), group in runs.groupby(["depth", "method"]):
-            arrays = [maps[r] for r in group["run"] if r in maps]
-            if arrays:
-                by_cell[(int(depth), method)] = np.mean(arrays, axis=0)  # mean over seeds
+            recs = [maps[r] for r in runs_of(group) if r in maps]
+            if recs:
+                by_cell[(int(depth), method)] = np.mean([r["weights"] for r in recs], axis=0)  # mean over seeds
+                if recs[0].get("history"):
+                    history[(int(depth), method)] = recs[0]["history"]  # the first seed's
+        n = teachers.loc[teachers["task"] == task, "depth"]
+        teacher_note = f" (teacher: {int(n.iloc[0])} layers)" if len(n) else ""
         if by_cell:
-            n = teachers.loc[teachers["task"] == task, "depth"]
-            title = f"{task}: ALP attention over teacher layers" + (f" (teacher: {int(n.iloc[0])} layers)" if len(n) else "")
             shown = [d for d in depths if any(k[0] == d for k in by_cell)]
-            fig = plots.attention_grid(by_cell, shown, [m for m in alp_methods if any(k[1] == m for k in by_cell)], title)
+            shown_methods = [m for m in alp_methods if any(k[1] == m for k in by_cell)]
+            fig = plots.attention_grid(by_cell, shown, shown_methods, f"{task}: ALP attention over teacher layers"
+                                       + teacher_note + ", mean over seeds")
             written.append(plots.save(fig, figures / f"attention_{task}.png"))
+        if history:
+            fig = plots.attention_history(history, f"{task}: attention during training (first seed, fixed batch)")
+            written.append(plots.save(fig, figures / f"attention_history_{task}.png"))
         task_runs = students[students["task"] == task]
-        logs = load_logs(root, [f"teacher-{task}", *task_runs["run"]])
+        logs = load_logs(root, runs_of(task_runs), teacher=task)
         if logs:
             panel_runs = {"teacher": [f"teacher-{task}"]}
             panel_runs.update({f"{d} layer(s)": list(task_runs.loc[task_runs["depth"] == d, "run"]) for d in depths
@@ -332,24 +416,80 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
     for stale in figures.glob("*.png") if figures.exists() else []:
         if stale not in written:
             stale.unlink()
-    files.update({p.stem: p for p in written})
+    return written
 
-    # numbers
+
+def _numbers(out: Path, summary: pd.DataFrame, methods: list[str], trivial: dict, sig: pd.DataFrame,
+             attention: pd.DataFrame) -> dict[str, Path]:
+    """The CSV files and `summary.json` (headline numbers for `dvc metrics`)."""
+    files = {}
+    student_summary = summary[summary["role"] == "student"].rename(columns={"layers": "depth"})
     files["results.csv"] = write_text(out / "results.csv", _round(summary).to_csv(index=False))
-    scores = student_summary[["task", "depth", "method", "mean"]].rename(columns={"mean": "score"})
+    scores = student_summary[["task", "depth", "method", "mean", "std"]].rename(columns={"mean": "score"})
     files["scores.csv"] = write_text(out / "scores.csv", _round(scores).to_csv(index=False))
     wide = (student_summary[student_summary["task"] == AVERAGE]
             .pivot_table(index="depth", columns="method", values="mean")
-            .reindex(columns=methods).sort_index())
+            .reindex(columns=[m for m in methods if m in set(student_summary["method"])]).sort_index())
     files["scores_by_depth.csv"] = write_text(out / "scores_by_depth.csv", _round(wide).to_csv())
-    metrics = {"teacher": {t: round(v, 4) for t, v in teacher_scores.items()}}
-    for r in student_summary.itertuples(index=False):  # students_<depth>L.<method>.<task or average>
-        metrics.setdefault(f"students_{int(r.depth)}L", {}).setdefault(r.method, {})[r.task] = round(r.mean, 4)
-    files["summary.json"] = write_text(out / "summary.json", json.dumps(metrics, indent=2) + "\n")
-    sig = significance(params, root, records, resamples)
     files["significance.csv"] = write_text(out / "significance.csv", _round(sig).to_csv(index=False))
+    files["attention.csv"] = write_text(out / "attention.csv", _round(attention).to_csv(index=False))
 
-    # the table, with what produced it
+    def number(v):
+        return None if pd.isna(v) else round(float(v), 2)
+
+    teacher_scores = summary[summary["role"] == "teacher"].set_index("task")["mean"].to_dict()
+    metrics = {"trivial": {t: number(v) for t, v in trivial.items()},
+               "teacher": {t: number(v) for t, v in teacher_scores.items()}}
+    for r in student_summary[student_summary["task"] == AVERAGE].itertuples(index=False):
+        metrics.setdefault(f"students_{int(r.depth)}L", {})[r.method] = number(r.mean)
+    for r in detectable_gaps(sig).itertuples(index=False):
+        metrics.setdefault("alp_minus_kd", {})[f"{int(r.layers)}L"] = {"gap": number(r.gap),
+                                                                      "half_width": number(r.half_width)}
+    files["summary.json"] = write_text(out / "summary.json", json.dumps(metrics, indent=2) + "\n")
+    return files
+
+
+def _attention_table(att: pd.DataFrame) -> pd.DataFrame:
+    from .plots import method_label
+
+    return pd.DataFrame({
+        "task": att["task"], "layers": att["layers"], "method": [method_label(m) for m in att["method"]],
+        "score": [f"{v:.1f}" for v in att["score"]],
+        "entropy (bits)": [f"{e:.2f}" + ("" if pd.isna(sd) else f" ± {sd:.2f}")
+                           for e, sd in zip(att["entropy_bits"], att["entropy_std"])],
+        "max": [f"{np.log2(n):.2f}" for n in att["teacher_layers"]],
+        "top teacher layer per student layer, per seed": att["top_layers"],
+        "same layers in every seed": ["yes" if v else "**no**" for v in att["same_across_seeds"]],
+    })
+
+
+def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
+    """Write the report of the grid configured in `params` (an `alpkd.config.Params`) under `root/report`.
+
+    Returns {"table": the table (strings), "summary": the numbers, "significance": the paired bootstrap
+    comparisons, "attention": the ALP attention summary, "missing": runs without results, "files": {name: path}}.
+    """
+    from .plots import method_label
+
+    root = Path(root)
+    tasks, depths = list(params.data.tasks), list(params.student.depths)
+    methods, seeds = list(params.distill.methods), list(params.distill.seeds)
+    records = select(collect(root), tasks, depths, methods, seeds)
+    dups = {k: v for k, v in duplicates(root).items() if k[0] in tasks and k[1] in depths and k[2] in methods}
+    summary = summarise(records, tasks)
+    trivial = trivial_row(records, tasks)
+    table = results_table(summary, tasks, depths, methods, trivial, skipped=dups)
+    missing = missing_runs(records, tasks, depths, methods, seeds, skipped=dups)
+    out = Layout(root).report()
+    headline = {t: records.loc[records["task"] == t, "headline"].iloc[0] for t in tasks if (records["task"] == t).any()}
+    headers = {t: f"{t} ({METRIC_ABBREVIATIONS.get(h, h)})" for t, h in headline.items()}
+    teachers, students = records[records["role"] == "teacher"], records[records["role"] == "student"]
+
+    written = _figures(params, root, records, summary, trivial, headline, out / "figures")
+    sig = significance(params, root, records, resamples, skipped=dups)
+    attention = attention_summary(records, load_attention(root, runs_of(students)))
+    files = {p.stem: p for p in written} | _numbers(out, summary, methods, trivial, sig, attention)
+
     teacher_models = [f"{m} ({int(n)} layers)" for m, n in
                       teachers[["model", "depth"]].drop_duplicates().itertuples(index=False)]
     profiles = set(records["profile"].dropna())
@@ -363,33 +503,40 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
         f"- Student seeds: {', '.join(str(s) for s in sorted(set(students['seed']))) or 'none'}"
         f" (configured: {', '.join(str(s) for s in seeds)}); teacher seed: "
         f"{', '.join(str(s) for s in sorted(set(teachers['seed']))) or 'none'}",
-        f"- Student initialisation: `{params.student.init}`; ALP scores scaled by 1/sqrt(d): "
-        f"{'yes' if params.distill.alp_scale else 'no (the paper)'}",
+        f"- Student initialisation: `{params.student.init}`; ALP, ALP-NO, ALP-PO scores scaled by 1/sqrt(d): "
+        f"{'yes' if params.distill.alp_scale else 'no (the paper)'}; ALP-scaled: always",
         "- Cells: the task's headline metric x100 on its validation split; `mean ± std` (sample std) over seeds "
-        "when there are several. `average`: the mean over tasks, per seed, then over seeds.",
+        "when there are several. `average`: the mean over tasks, per seed, then over seeds. `trivial`: the "
+        "training set's majority class (regression: its mean label, whose correlation is undefined; counted "
+        f"as 0 in the average). {FLAG}: at least one seed predicted the same value for every validation "
+        "example (a constant predictor), or its metric is undefined (NaN, left out of the mean).",
         "",
         markdown_table(table, headers),
         "",
     ]
-    if len(sig):
-        from .plots import method_label
-
-        against = ", ".join(method_label(m) for m in BASELINES if m in set(sig["baseline"]))
+    if dups:
+        by_pair = {}
+        for (task, depth, method), rec in dups.items():
+            by_pair.setdefault((depth, method, rec["same_as"]), []).append(task)
+        lines += ["Not run twice (the same objective as another method at that depth, so shown once, under "
+                  "that method): " + "; ".join(
+                      f"{method_label(m)} at {d} layer(s) = {method_label(t)}"
+                      + ("" if t in methods else f" (not in distill.methods: add `{t}` to see it)")
+                      + (" (PKD without the last layer matches no layer)" if m == "pkd" else
+                         " (one bucket holding every teacher layer)" if m in ("alp_no", "alp_po") else "")
+                      for (d, m, t) in sorted(by_pair)), ""]
+    lines += _significance_lines(sig, resamples)
+    if len(attention):
         lines += [
-            "## Is the gap more than noise?",
+            "## ALP's attention: how spread, and is it the same in every seed?",
             "",
-            f"Each ALP method against {against}: the gap in the headline metric "
-            "x100, averaged over tasks (each method's seeds averaged per task), with a 95% interval and a "
-            f"two-sided p-value from {resamples} paired bootstrap resamples of the validation examples "
-            "(`alpkd.significance`).",
+            "Mean entropy (bits) of each student layer's attention over the teacher layers, on the validation "
+            "set (0: one-hot; `max`: uniform over all teacher layers), and the teacher layer each student "
+            "layer attends to most, per seed. A one-hot map makes ALP a learnt one-to-one layer mapping; "
+            "where the seeds pick different layers, last-bit differences between machines can do the same "
+            "(the run differs across machines; the seeds' spread covers it).",
             "",
-            markdown_table(significance_table(sig)),
-            "",
-            f"{int((sig['p_value'] >= 0.05).sum())} of {len(sig)} gaps are within noise (p >= 0.05); "
-            "a gap within noise is no evidence that one method is better than the other."
-            + (" These runs have one seed per cell, so the intervals cover the validation sample only, not "
-               "the variation between training seeds; five seeds: `dvc exp run -S 'distill.seeds=[1,2,3,4,5]'` "
-               "(five times the distill stages' time)." if int(sig["n_seeds"].max()) == 1 else ""),
+            markdown_table(_attention_table(attention)),
             "",
         ]
     if missing:
@@ -397,4 +544,39 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
     if written:
         lines += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in written] + [""]
     files["results.md"] = write_text(out / "results.md", "\n".join(lines))
-    return {"table": table, "summary": summary, "significance": sig, "missing": missing, "files": files}
+    return {"table": table, "summary": summary, "significance": sig, "attention": attention, "missing": missing,
+            "files": files}
+
+
+def _significance_lines(sig: pd.DataFrame, resamples: int) -> list[str]:
+    if not len(sig):
+        return []
+    lines = [
+        "## Is the gap more than noise?",
+        "",
+        "Each layer-mapping method against the baselines, and ALP-scaled against ALP: the gap in the headline "
+        "metric x100, averaged over tasks (each method's seeds averaged per task), with a 95% interval and a "
+        f"two-sided p-value from {resamples} paired bootstrap resamples of the validation examples and of the "
+        "seeds (seed k of one method paired with seed k of the other; `alpkd.significance`). `p (BH)`: "
+        f"adjusted for the {len(sig)} comparisons of this table (Benjamini-Hochberg, "
+        "`scipy.stats.false_discovery_control`); the verdict reads the adjusted p.",
+        "",
+        markdown_table(significance_table(sig)),
+        "",
+        f"{int((sig['p_adjusted'] >= 0.05).sum())} of {len(sig)} gaps are within noise after adjustment "
+        f"({int((sig['p_value'] >= 0.05).sum())} before); a gap within noise is no evidence that one method is "
+        "better than the other.",
+        "",
+    ]
+    gaps = detectable_gaps(sig)
+    if len(gaps):
+        lines += [
+            "**The smallest gap this run can see.** Half-width of the 95% interval of the ALP − KD gap on the "
+            "average over tasks, per depth: a true gap smaller than this is within this run's noise "
+            "(seeds x validation examples x tasks).",
+            "",
+            markdown_table(pd.DataFrame({"layers": gaps["layers"], "ALP − KD": [f"{g:+.1f}" for g in gaps["gap"]],
+                                         "95% half-width": [f"{h:.1f}" for h in gaps["half_width"]]})),
+            "",
+        ]
+    return lines

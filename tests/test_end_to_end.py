@@ -13,12 +13,12 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from alpkd import distill
 from alpkd.config import METHODS
-from alpkd.paths import Layout, run_name
+from alpkd.paths import Layout, Run
 from helpers import SMOKE, TASK, clone_teacher, glue_frame, run_cli, subsample_rows
 
 pytestmark = pytest.mark.slow
 
-ALP = ("alp", "alp_no", "alp_po")
+ALP = ("alp", "alp_no", "alp_po", "alp_scaled")
 DEPTH, SEED = 1, 42
 
 
@@ -40,7 +40,7 @@ def read_json(path):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_metrics_file_is_complete(runs, run_root, method):
-    path = Layout(run_root).student_metrics(run_name(TASK, DEPTH, method, SEED))
+    path = Layout(run_root).student_metrics(Run(TASK, DEPTH, method, SEED))
     record = read_json(path)
     assert record == json.loads(json.dumps(runs[method]))  # the file is what the call returned
     assert (record["task"], record["method"], record["depth"], record["seed"]) == (TASK, method, DEPTH, SEED)
@@ -57,7 +57,7 @@ def test_metrics_file_is_complete(runs, run_root, method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_student_model_loads_and_scores_as_reported(runs, run_root, smoke_params, method):
-    folder = Layout(run_root).student_model(run_name(TASK, DEPTH, method, SEED))
+    folder = Layout(run_root).student_model(Run(TASK, DEPTH, method, SEED))
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert model.config.num_hidden_layers == 1 and len(model.base_model.encoder.layer) == 1
@@ -75,16 +75,21 @@ def test_student_model_loads_and_scores_as_reported(runs, run_root, smoke_params
 
 @pytest.mark.parametrize("method", METHODS)
 def test_attention_maps_only_for_alp(runs, run_root, method):
-    path = Layout(run_root).attention(run_name(TASK, DEPTH, method, SEED))
+    record = read_json(Layout(run_root).attention(Run(TASK, DEPTH, method, SEED)))
     if method not in ALP:
-        assert not path.exists()
+        assert record["weights"] is None
+        if method == "rail":  # one draw per epoch, written with the run
+            assert record["draws"] == [[int(j)] for j in record["draws"][0]] and 0 <= record["draws"][0][0] <= 2
         return
-    record = read_json(path)
     weights = np.array(record["weights"])
     assert weights.shape == (DEPTH, 4)
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
     assert np.all(weights >= 0)
-    assert record["method"] == method and record["scale"] is False
+    assert record["method"] == method and record["scale"] is (method == "alp_scaled")
+    # the entropy written is that of the mean attention rows' distribution per example, between 0 and log2(4)
+    assert 0.0 <= record["entropy_bits"][0] <= 2.0 + 1e-6
+    steps = [h["step"] for h in record["history"]]
+    assert steps[0] == 0 and steps[-1] == runs[method]["train_steps"] and steps == sorted(steps)
 
 
 def test_no_temporary_files_or_checkpoints_left(runs, run_root):
@@ -99,7 +104,7 @@ def test_teacher_outputs(teacher_root):
     record = read_json(layout.teacher_metrics(TASK))
     assert record["role"] == "teacher" and record["depth"] == 4 and record["score"] == record["metrics"]["accuracy"]
     assert AutoModelForSequenceClassification.from_pretrained(layout.teacher_model(TASK)).config.num_hidden_layers == 4
-    assert layout.log(f"teacher-{TASK}").exists()
+    assert layout.teacher_log(TASK).exists()
     assert not [p for p in teacher_root.rglob("*") if ".tmp" in p.name]
 
 
@@ -109,9 +114,9 @@ def test_cli_distill(teacher_root, tmp_path):
                      "--task", TASK, "--depth", str(DEPTH), "--method", "kd")
     assert result.returncode == 0, result.stderr[-3000:]
     layout = Layout(root)
-    record = read_json(layout.student_metrics(run_name(TASK, DEPTH, "kd", SEED)))
+    record = read_json(layout.student_metrics(Run(TASK, DEPTH, "kd", SEED)))
     assert record["method"] == "kd" and record["score"] == record["metrics"]["accuracy"]
-    assert (layout.student_model(run_name(TASK, DEPTH, "kd", SEED)) / "config.json").exists()
+    assert (layout.student_model(Run(TASK, DEPTH, "kd", SEED)) / "config.json").exists()
 
 
 def test_cli_refuses_depth_not_in_params(tmp_path):
@@ -126,7 +131,7 @@ def test_same_seed_same_result(teacher_root, smoke_params, tmp_path):
     for name in ("a", "b"):
         root = clone_teacher(teacher_root, tmp_path / name)
         records.append(distill.distill_student(smoke_params, TASK, DEPTH, "alp", SEED, root=root))
-        run = run_name(TASK, DEPTH, "alp", SEED)
+        run = Run(TASK, DEPTH, "alp", SEED)
         weights.append(load_file(Layout(root).student_model(run) / "model.safetensors"))
         attention.append(read_json(Layout(root).attention(run))["weights"])
     a, b = records

@@ -21,9 +21,10 @@ from helpers import REPO
 
 # pipeline outputs (and scratch) of the checkout are not part of a fresh clone
 OUTPUT_DIRS = {"models", "cache", "metrics", "attention", "logs", "report", "runs", "checkpoints", "scratch"}
-METHODS = ["nokd", "alp"]  # one method without and one with layer attention keeps the test short
-RUNS = [f"rte-1-{m}-s42" for m in METHODS]
-DISTILL_STAGES = {f"distill@rte-1-{m}-42" for m in METHODS}
+# KD, ALP (layer attention) and PKD, which at one student layer is KD: a duplicate cell that trains nothing
+METHODS = ["kd", "alp", "pkd"]
+TRAINED = ["kd", "alp"]
+DISTILL_STAGES = {f"distill@rte-1-{m}" for m in METHODS}
 
 
 def source_files() -> list[str]:
@@ -85,18 +86,23 @@ def test_repro_from_a_fresh_checkout(repo, first_repro):
     assert ran_stages(first_repro.stdout) == {"teacher@rte", "report", *DISTILL_STAGES}
     assert (repo / "dvc.lock").exists()
     assert json.loads((repo / "metrics" / "teacher" / "rte.json").read_text())["profile"] == "smoke"
-    for run in RUNS:
-        assert json.loads((repo / "metrics" / "students" / f"{run}.json").read_text())["method"] in METHODS
-        assert (repo / "models" / "rte" / run / "config.json").exists()
-        assert (repo / "predictions" / f"{run}.json").exists()
-        assert (repo / "logs" / f"{run}.csv").exists() and (repo / "runs" / f"distill-{run}.ipynb").exists()
-    attention = json.loads((repo / "attention" / "rte-1-alp-s42.json").read_text())
+    for method in TRAINED:  # <kind>/<cell>/s<seed>
+        cell = f"rte-1-{method}"
+        assert json.loads((repo / "metrics" / "students" / cell / "s42.json").read_text())["method"] == method
+        assert (repo / "models" / "rte" / cell / "s42" / "config.json").exists()
+        assert (repo / "predictions" / cell / "s42.json").exists()
+        assert (repo / "logs" / cell / "s42.csv").exists() and (repo / "runs" / f"distill-{cell}.ipynb").exists()
+    attention = json.loads((repo / "attention" / "rte-1-alp" / "s42.json").read_text())
     assert len(attention["weights"]) == 1 and len(attention["weights"][0]) == 4
-    assert json.loads((repo / "attention" / "rte-1-nokd-s42.json").read_text())["weights"] is None
+    assert json.loads((repo / "attention" / "rte-1-kd" / "s42.json").read_text())["weights"] is None
+    # the duplicate cell trained nothing and says which method it repeats
+    assert json.loads((repo / "metrics" / "students" / "rte-1-pkd" / "same_as.json").read_text())["same_as"] == "kd"
+    assert not (repo / "models" / "rte" / "rte-1-pkd" / "s42").exists()
     md = (repo / "report" / "results.md").read_text()
     assert "`smoke`" in md and "tiny (4 layers)" in md and "| 1 | ALP |" in md
+    assert "| 1 | PKD |" not in md and "PKD at 1 layer(s) = KD" in md and "| – | trivial |" in md
     assert {p.name for p in (repo / "report" / "figures").iterdir()} == {
-        "scores_vs_depth.png", "attention_rte.png", "curves_rte.png"}
+        "scores_vs_depth.png", "attention_rte.png", "attention_history_rte.png", "curves_rte.png"}
     # executed notebooks go to runs/, the sources stay clean
     assert not subprocess.run(["git", "status", "--porcelain", "notebooks"], cwd=repo, capture_output=True,
                               text=True).stdout
@@ -109,7 +115,7 @@ def test_status_clean_and_second_repro_runs_nothing(repo, env, first_repro):
     assert ran_stages(again.stdout) == set()
     assert "didn't change" in again.stdout
     shown = sh(["dvc", "metrics", "show", "--json"], repo, env).stdout
-    assert "report/summary.json" in shown and "metrics/teacher/rte.json" in shown
+    assert "report/summary.json" in shown and "metrics/teacher/rte.json" not in shown  # records are plain outputs
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ METHODS = ["kd", "alp", "alp_no"]
 SEEDS = [1, 2, 3]
 MISSING = ("mrpc", 1, "alp_no", 3)  # one run of the grid has no metrics file
 TEACHER = {"rte": 0.6534, "mrpc": 0.8812}
+TRIVIAL = {"rte": 0.527, "mrpc": 0.812}
 PLUS_MINUS = "\u00b1"
 N_EVAL = 40  # validation examples per task in the hand-written predictions
 RESAMPLES = 50  # bootstrap resamples: enough to exercise the code, fast
@@ -29,9 +30,10 @@ def write_json(path: Path, obj) -> None:
 def record(task, depth, method, seed, score, role="student"):
     rec = {"task": task, "role": role, "method": method, "depth": depth, "seed": seed, "headline": TASKS.get(task, "x"),
            "score": score, "metrics": {TASKS.get(task, "x"): score}, "profile": "handmade",
-           "data_source": "/data/glue-copy"}
+           "data_source": "ALPKD_GLUE_DIR (a local copy of nyu-mll/glue)"}
     if role == "teacher":
         rec["model"] = "tiny"
+        rec["trivial"] = {TASKS.get(task, "x"): TRIVIAL.get(task)}
     else:
         rec["teacher_layers"] = 4
     return rec
@@ -66,25 +68,28 @@ def root(tmp_path):
                         continue
                     score = float(rng.uniform(0.4, 0.9))
                     scores[(task, depth, method, seed)] = score
-                    run = f"{task}-{depth}-{method}-s{seed}"
-                    write_json(tmp_path / "metrics" / "students" / f"{run}.json", record(task, depth, method, seed, score))
+                    cell, run = f"{task}-{depth}-{method}", f"s{seed}"
+                    write_json(tmp_path / "metrics" / "students" / cell / f"{run}.json",
+                               record(task, depth, method, seed, score))
                     weights = None
                     if method.startswith("alp"):
                         w = rng.uniform(size=(depth, 4))
                         weights = (w / w.sum(axis=1, keepdims=True)).tolist()
-                    write_json(tmp_path / "attention" / f"{run}.json", {"task": task, "depth": depth, "method": method,
-                                                                          "seed": seed, "weights": weights})
+                    write_json(tmp_path / "attention" / cell / f"{run}.json",
+                               {"task": task, "depth": depth, "method": method, "seed": seed, "weights": weights,
+                                "entropy_bits": None if weights is None else [1.0] * depth})
+                    (tmp_path / "logs" / cell).mkdir(parents=True, exist_ok=True)
                     pd.DataFrame({"step": [1, 2, 3], "loss": rng.uniform(size=3)}).to_csv(
-                        tmp_path / "logs" / f"{run}.csv", index=False)
+                        tmp_path / "logs" / cell / f"{run}.csv", index=False)
                     preds = np.where(rng.random(N_EVAL) < score, labels[task], 1 - labels[task])
-                    write_json(tmp_path / "predictions" / f"{run}.json",
+                    write_json(tmp_path / "predictions" / cell / f"{run}.json",
                                {"task": task, "validation": {"labels": labels[task].tolist(),
                                                              "predictions": preds.tolist()}})
     # outside the configured grid: another task, another seed, another method; and a damaged file
-    write_json(tmp_path / "metrics" / "students" / "cola-1-kd-s1.json", record("cola", 1, "kd", 1, 0.01))
-    write_json(tmp_path / "metrics" / "students" / "rte-1-kd-s99.json", record("rte", 1, "kd", 99, 0.01))
-    write_json(tmp_path / "metrics" / "students" / "rte-1-pkd-s1.json", record("rte", 1, "pkd", 1, 0.01))
-    (tmp_path / "metrics" / "students" / "rte-2-kd-s7.json").write_text('{"task": "rte", "sco')
+    write_json(tmp_path / "metrics" / "students" / "cola-1-kd" / "s1.json", record("cola", 1, "kd", 1, 0.01))
+    write_json(tmp_path / "metrics" / "students" / "rte-1-kd" / "s99.json", record("rte", 1, "kd", 99, 0.01))
+    write_json(tmp_path / "metrics" / "students" / "rte-1-pkd" / "s1.json", record("rte", 1, "pkd", 1, 0.01))
+    (tmp_path / "metrics" / "students" / "rte-2-kd" / "s7.json").write_text('{"task": "rte", "sco')
     return Grid(tmp_path, scores)
 
 
@@ -108,7 +113,7 @@ def table_rows(md: str) -> dict[tuple[str, str], list[str]]:
     """The markdown table as {(layers, method): [cells]} (independent of the library's parser)."""
     rows = {}
     table = md.split("| layers |", 1)[1].split("\n\n", 1)[0]  # the first table
-    for line in table.splitlines()[2:]:
+    for line in table.splitlines()[3:]:  # after the header, the rule and the trivial row
         cells = [c.strip() for c in line.strip("|").split("|")]
         rows[(cells[0], cells[1])] = cells[2:]
     return rows
@@ -146,13 +151,13 @@ def test_header_names_what_produced_it(params, root):
     result = report.write_report(params, root, resamples=RESAMPLES)
     md = (root / "report" / "results.md").read_text()
     assert "`handmade`" in md and "stale" not in md
-    assert "/data/glue-copy" in md
+    assert "ALPKD_GLUE_DIR (a local copy of nyu-mll/glue)" in md
     assert "tiny (4 layers)" in md
     assert "Student seeds: 1, 2, 3" in md
     assert "rte (acc)" in md and "mrpc (F1)" in md
     assert result["missing"] == ["mrpc-1-alp_no-s3"]
     assert "`mrpc-1-alp_no-s3`" in md
-    assert "cola" not in md and "PKD" not in md  # outside the grid (test_table_matches_numpy: not in any cell)
+    assert "cola" not in md.replace("a local copy", "") and "| PKD" not in md  # outside the grid
 
 
 def test_numbers_files(params, root):
@@ -162,7 +167,7 @@ def test_numbers_files(params, root):
     out = root / "report"
     scores = root.scores
     csv = pd.read_csv(out / "results.csv")
-    assert list(csv.columns) == ["role", "layers", "method", "task", "mean", "std", "n_seeds"]
+    assert list(csv.columns) == ["role", "layers", "method", "task", "mean", "std", "n_seeds", "n_nan", "n_constant"]
     row = csv[(csv.layers == 2) & (csv.method == "alp") & (csv.task == "mrpc")].iloc[0]
     values = np.array([scores[("mrpc", 2, "alp", s)] for s in SEEDS]) * 100
     assert row["mean"] == pytest.approx(values.mean(), abs=1e-4)
@@ -172,7 +177,7 @@ def test_numbers_files(params, root):
     assert missing_row["n_seeds"] == 2
 
     long = pd.read_csv(out / "scores.csv")
-    assert list(long.columns) == ["task", "depth", "method", "score"]
+    assert list(long.columns) == ["task", "depth", "method", "score", "std"]
     assert set(long.task) == {"rte", "mrpc", "average"}
     assert len(long) == len(DEPTHS) * len(METHODS) * 3
     wide = pd.read_csv(out / "scores_by_depth.csv")
@@ -180,9 +185,10 @@ def test_numbers_files(params, root):
     assert sorted(wide.depth) == sorted(DEPTHS)
 
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["teacher"]["rte"] == pytest.approx(TEACHER["rte"] * 100, abs=1e-4)
-    assert summary["students_2L"]["kd"]["rte"] == pytest.approx(
-        np.mean([scores[("rte", 2, "kd", s)] for s in SEEDS]) * 100, abs=1e-4)
+    assert summary["teacher"]["rte"] == pytest.approx(TEACHER["rte"] * 100, abs=0.01)
+    assert summary["trivial"]["mrpc"] == pytest.approx(TRIVIAL["mrpc"] * 100, abs=0.01)
+    assert summary["students_2L"]["kd"] == pytest.approx(  # the average over tasks, per seed, then over seeds
+        np.mean([np.mean([scores[(t, 2, "kd", s)] for t in TASKS]) for s in SEEDS]) * 100, abs=0.01)
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]  # atomic writes leave no temporary file
 
 
@@ -194,7 +200,7 @@ def test_figures(params, root):
     result = report.write_report(params, root, resamples=RESAMPLES)
     figures = sorted(p.name for p in (root / "report" / "figures").iterdir())
     assert figures == ["attention_mrpc.png", "attention_rte.png", "curves_mrpc.png", "curves_rte.png",
-                       "scores_vs_depth.png"]
+                       "scores_vs_depth.png"]  # no attention history in these hand-written maps
     for name in figures:
         assert (root / "report" / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(p.exists() for p in result["files"].values())
@@ -222,19 +228,6 @@ def test_stale_profile_is_flagged(params, root):
     assert "these results are stale" in (root / "report" / "results.md").read_text()
 
 
-def test_mark_no_attention(tmp_path):
-    from alpkd import report
-
-    rec = record("rte", 1, "kd", 42, 0.5)
-    path = report.mark_no_attention(tmp_path, rec)
-    assert path == tmp_path / "attention" / "rte-1-kd-s42.json"
-    assert json.loads(path.read_text())["weights"] is None
-    path.write_text(json.dumps({"weights": [[1.0]]}))
-    report.mark_no_attention(tmp_path, rec)  # an existing map is kept
-    assert json.loads(path.read_text())["weights"] == [[1.0]]
-    assert report.load_attention(tmp_path, ["rte-1-kd-s42"])["rte-1-kd-s42"].tolist() == [[1.0]]
-
-
 def test_empty_root(params, tmp_path):
     from alpkd import report
 
@@ -260,23 +253,33 @@ def test_significance_gaps(params, root):
     assert len(sig) == len(DEPTHS) * 2  # ALP and ALP-NO, each against KD (PKD is not in the grid)
     assert set(sig.baseline) == {"kd"} and set(sig.method) == {"alp", "alp_no"}
 
-    def task_score(task, depth, method):
+    def task_score(task, depth, method, seeds):
         values = []
-        for seed in SEEDS:
-            path = root / "predictions" / f"{task}-{depth}-{method}-s{seed}.json"
-            if path.exists():
-                rec = json.loads(path.read_text())["validation"]
-                values.append(headline(TASKS[task], np.array(rec["labels"]), np.array(rec["predictions"])))
+        for seed in seeds:
+            rec = json.loads((root / "predictions" / f"{task}-{depth}-{method}" / f"s{seed}.json").read_text())
+            values.append(headline(TASKS[task], np.array(rec["validation"]["labels"]),
+                                   np.array(rec["validation"]["predictions"])))
         return np.mean(values)
 
     for row in sig.itertuples():
-        expected = np.mean([task_score(t, row.layers, row.method) - task_score(t, row.layers, "kd") for t in TASKS])
+        # paired by seed: only the seeds both methods have (mrpc, 1 layer, ALP-NO lacks seed 3)
+        common = {t: [s for s in SEEDS if (t, row.layers, row.method, s) in root.scores] for t in TASKS}
+        expected = np.mean([task_score(t, row.layers, row.method, common[t])
+                            - task_score(t, row.layers, "kd", common[t]) for t in TASKS])
         assert row.gap == pytest.approx(100 * expected, abs=1e-3), row
         assert 0.0 <= row.p_value <= 1.0 and row.low <= row.high
         assert row.n_tasks == 2
         assert row.n_seeds == (2 if (row.layers, row.method) == (1, "alp_no") else 3)
+    # Benjamini-Hochberg, by hand: p_(i) * m / i, made monotone from the largest down, capped at 1
+    p = sig["p_value"].to_numpy()
+    order = np.argsort(p)
+    ranked = p[order] * len(p) / np.arange(1, len(p) + 1)
+    expected_bh = np.empty_like(p)
+    expected_bh[order] = np.minimum(1.0, np.minimum.accumulate(ranked[::-1])[::-1])
+    np.testing.assert_allclose(sig["p_adjusted"], expected_bh, atol=1e-4)  # the CSV rounds to 4 decimals
     md = (root / "report" / "results.md").read_text()
     assert "ALP − KD" in md and "ALP-NO − KD" in md and f"{RESAMPLES} paired bootstrap" in md
+    assert "Benjamini-Hochberg" in md and "95% half-width" in md
     assert len(result["significance"]) == len(sig)
 
 
