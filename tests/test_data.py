@@ -148,3 +148,66 @@ def test_custom_task_end_to_end(tmp_path):
     assert (layout.cache("reviews") / "validation" / "meta.json").exists()
     predictions = json.loads(layout.predictions("reviews-1-alp-s42").read_text())["validation"]
     assert len(predictions["predictions"]) == 16
+
+
+# --- issue 10: files are read line for line, and errors name the real line ---------------------------------
+def _reviews_task(tmp_path: Path, body: str, suffix: str):
+    path = tmp_path / f"train{suffix}"
+    path.write_text(body)
+    return _custom_params(tmp_path, str(path), str(path)).task("reviews")
+
+
+def test_tsv_text_starting_with_a_quote_keeps_every_line(tmp_path):
+    """A TSV text beginning with `"` (never closed) was read with CSV quoting: 11 lines became one text."""
+    texts = [f"review number {i}" for i in range(47)]
+    texts[5] = '"so-called great film'
+    texts[16] = 'a "quoted" word'
+    body = "text\tlabel\n" + "".join(f"{t}\t{i % 2}\n" for i, t in enumerate(texts))
+    raw = data.load_task(_reviews_task(tmp_path, body, ".tsv"))
+    assert raw["train"]["text"] == texts  # 48 lines: a header and 47 examples
+    assert raw["train"]["label"] == [i % 2 for i in range(47)]
+
+
+def test_csv_unclosed_quote_is_named(tmp_path):
+    rows = [f"review {i},{i % 2}" for i in range(20)]
+    rows[4] = '"unclosed review,0'
+    rows[15] = '"closed" review,1'
+    with pytest.raises(data.DataError, match=r"train\.csv: line 6: a quoted field runs on .*line 1 is the header"):
+        data.load_task(_reviews_task(tmp_path, "text,label\n" + "\n".join(rows) + "\n", ".csv"))
+
+
+def test_example_count_must_match_data_lines(tmp_path):
+    """Whatever merges or drops lines, a count that differs from the file's data lines is an error."""
+    from datasets import Dataset
+
+    path = tmp_path / "t.tsv"
+    path.write_text("text\tlabel\na\t1\nb\t0\nc\t1\n")
+    task = _reviews_task(tmp_path, "text\tlabel\na\t1\n", ".tsv")
+    merged = Dataset.from_dict({"text": ["a", "b\nc"], "label": [1, 0]})
+    with pytest.raises(data.DataError, match=r"3 data lines .* but 2 examples read; .*example 2 at line 3"):
+        data._check_count(merged, task, str(path), *data._record_lines(path, ".tsv"))
+
+
+@pytest.mark.parametrize("labels, line, shown", [
+    (["1", "0", "1", "0.5", "0"], 5, r"label 0\.5;"),
+    (["1", "0", "", "1", "0"], 4, r"label \(blank\);"),
+    (["1", "0", "1", "2", "0"], 5, r"label 2;"),
+])
+def test_bad_csv_label_names_its_own_line(tmp_path, labels, line, shown):
+    """One fractional or blank label makes the column floats: the message names that line, not row 0."""
+    body = "text,label\n" + "".join(f"review {i},{y}\n" for i, y in enumerate(labels))
+    with pytest.raises(data.DataError, match=rf"train\.csv: line {line}, column 'label': {shown} expected an "
+                                             r"integer in 0\.\.1 \[lines count from 1; line 1 is the header\]"):
+        data.load_task(_reviews_task(tmp_path, body, ".csv"))
+
+
+def test_bad_jsonl_label_names_its_line(tmp_path):
+    body = '{"text": "a", "label": 1}\n\n{"text": "b", "label": 0.5}\n'
+    with pytest.raises(data.DataError, match=r"line 3, column 'label': label 0\.5; .*\[lines count from 1\]"):
+        data.load_task(_reviews_task(tmp_path, body, ".jsonl"))
+
+
+def test_unreadable_file_names_the_cause(tmp_path):
+    body = "text\tlabel\na\t1\nb\t0\textra\n"
+    with pytest.raises(data.DataError, match=r"cannot read train file .*train\.tsv: .*Expected 2 fields in line 3, saw 3"):
+        data.load_task(_reviews_task(tmp_path, body, ".tsv"))
