@@ -198,6 +198,33 @@ def _shown(value) -> str:
     return "(blank)" if blank else repr(value)
 
 
+def fingerprint(ds: datasets.Dataset) -> str:
+    """SHA-256 of a split's content (every column's name, type and values, every row in order).
+
+    Part of a checkpoint's key: a run resumes only on the very data it was trained on, whatever its source
+    (GLUE folder, hub, a user's files). Independent of how the Arrow table happens to be chunked.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = ds.with_format("arrow")[:]
+    h = hashlib.sha256()
+    for name in sorted(table.column_names):
+        column = table.column(name)
+        lengths, values = hashlib.sha256(), hashlib.sha256()
+        for chunk in column.chunks:
+            if pa.types.is_list(chunk.type) or pa.types.is_large_list(chunk.type):
+                lengths.update(pc.fill_null(pc.list_value_length(chunk), -1).to_numpy().astype(np.int64).tobytes())
+                chunk = chunk.flatten()
+            if (pa.types.is_integer(chunk.type) or pa.types.is_floating(chunk.type)) and chunk.null_count == 0:
+                values.update(chunk.to_numpy().tobytes())
+            else:
+                for v in chunk.to_pylist():
+                    values.update(json.dumps(v).encode() + b"\n")
+        h.update(f"{name}|{column.type}|{lengths.hexdigest()}|{values.hexdigest()}|".encode())
+    return h.hexdigest()
+
+
 def subsample(ds: datasets.Dataset, n: int | None) -> datasets.Dataset:
     """The first `n` examples of a fixed shuffle (seed 0): the same subset on every run and machine."""
     if n is None or n >= len(ds):

@@ -247,7 +247,9 @@ def train_teacher(params: Params, task_name: str, root: str | Path = ".") -> dic
     dsets = data.prepare(task, tokenizer, params.data)
     set_seed(tp.seed)
     model = load_pretrained(tp, task.num_labels, tp.seed)
-    ckpt = layout.checkpoints(f"teacher-{task.name}-{run_hash(params.teacher, params.data)}")
+    # resumed only by the same settings on the same data (its content) and the same task declaration
+    key = run_hash(params.teacher, params.data, params.custom_tasks.get(task.name), data.fingerprint(dsets["train"]))
+    ckpt = layout.checkpoints(f"teacher-{task.name}-{key}")
     trainer = DistillTrainer(model=model, args=training_args(tp, params.runtime, ckpt, tp.seed),
                              train_dataset=dsets["train"], data_collator=data.Collator(tokenizer))
     timing = train(trainer)
@@ -299,7 +301,9 @@ def distill_student(params: Params, task_name: str, depth: int, method: str, see
         caches = {s: cache_lib.load(layout.cache(task.name), s, k) for s, k in keys.items()}
     student = build_student(teacher, depth, params.student.init, seed)
     online = teacher if (method != "nokd" and not use_cache) else None
-    ckpt = layout.checkpoints(f"{run}-{run_hash(params.distill, params.data, params.student, teacher_fingerprint)}")
+    key = run_hash(params.distill, params.data, params.student, teacher_fingerprint,
+                   params.custom_tasks.get(task.name), data.fingerprint(dsets["train"]))
+    ckpt = layout.checkpoints(f"{run}-{key}")
     # a subsample of the teacher's training rows; `cache_row` still points at each row's cached outputs
     train_ds = data.subsample(dsets["train"], dp.max_train_samples)
     set_seed(seed)

@@ -211,3 +211,62 @@ def test_unreadable_file_names_the_cause(tmp_path):
     body = "text\tlabel\na\t1\nb\t0\textra\n"
     with pytest.raises(data.DataError, match=r"cannot read train file .*train\.tsv: .*Expected 2 fields in line 3, saw 3"):
         data.load_task(_reviews_task(tmp_path, body, ".tsv"))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _checkpoint_folder(monkeypatch, params, task: str, root: Path) -> str:
+    """The checkpoint folder `train_teacher` would resume from (training itself is stopped at once)."""
+    from alpkd import distill
+
+    seen = []
+
+    def stop(trainer):
+        seen.append(Path(trainer.args.output_dir).name)
+        raise _Stop
+
+    monkeypatch.setattr(distill, "train", stop)
+    with pytest.raises(_Stop):
+        distill.train_teacher(params, task, root)
+    return seen[0]
+
+
+def test_checkpoint_key_covers_a_custom_tasks_data_and_declaration(tmp_path, monkeypatch):
+    """A teacher killed after a checkpoint must not resume from it once its training file is corrected."""
+    texts = [f"review number {i}" for i in range(12)]
+    train, dev = tmp_path / "train.tsv", tmp_path / "dev.tsv"
+    dev.write_text("text\tlabel\n" + "".join(f"{t}\t{i % 2}\n" for i, t in enumerate(texts)))
+
+    def key(labels, **decl):
+        train.write_text("text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels)))
+        return _checkpoint_folder(monkeypatch, _custom_params(tmp_path, str(train), str(dev), **decl), "reviews",
+                                  tmp_path / "out")
+
+    labels = [i % 2 for i in range(12)]
+    first = key(labels)
+    assert key(labels) == first  # same data, same declaration: the checkpoint is resumed
+    assert key([1 - labels[0], *labels[1:]]) != first  # one label corrected
+    assert key(labels, metrics=["f1", "accuracy"]) != first  # the declaration changed
+
+
+@needs_glue
+def test_checkpoint_key_covers_a_glue_folders_data(tmp_path, monkeypatch, smoke_params):
+    keys = []
+    for labels in ([i % 2 for i in range(8)], [1 - i % 2 for i in range(8)]):
+        root = _local_glue(tmp_path / str(len(keys)), _rte_frame().assign(label=labels))
+        monkeypatch.setenv(data.GLUE_ENV, str(root))
+        keys.append(_checkpoint_folder(monkeypatch, smoke_params, "rte", tmp_path / "out"))
+    assert keys[0] != keys[1]
+
+
+def test_fingerprint_is_content_only():
+    from datasets import Dataset, concatenate_datasets
+
+    rows = {"input_ids": [[1, 2], [3], [4, 5, 6]], "labels": [0, 1, 0], "text": ["a", "b", None]}
+    one = Dataset.from_dict(rows)
+    chunked = concatenate_datasets([one.select([0]), one.select([1, 2])])
+    assert data.fingerprint(one) == data.fingerprint(chunked)
+    assert data.fingerprint(one) != data.fingerprint(Dataset.from_dict({**rows, "labels": [0, 1, 1]}))
+    assert data.fingerprint(one) != data.fingerprint(Dataset.from_dict({**rows, "input_ids": [[1], [2, 3], [4, 5, 6]]}))
