@@ -316,7 +316,7 @@ def distill_student(params: Params, task_name: str, depth: int, method: str, see
     scores = evaluate(trainer, task, dsets, preds := {})
     if not trainer.is_world_process_zero():
         return scores
-    save_model(trainer.model, tokenizer, layout.student_model(run))
+    save_model(trainer.model, tokenizer, layout.student_model(task.name, run))
     write_json(layout.predictions(run), {"task": task.name, "method": method, "depth": depth, "seed": seed, **preds})
     write_log(trainer, layout.log(run))
     if method in ALP_METHODS:

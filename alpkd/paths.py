@@ -16,8 +16,9 @@ class Layout:
     def teacher_model(self, task: str) -> Path:
         return self.root / "models" / task / "teacher"
 
-    def student_model(self, run: str) -> Path:
-        return self.root / "models" / run.split("-", 1)[0] / run
+    def student_model(self, task: str, run: str) -> Path:
+        """`models/<task>/<run>`: the task is given, never parsed back out of the run name."""
+        return self.root / "models" / task / run
 
     def cache(self, task: str) -> Path:
         return self.root / "cache" / task

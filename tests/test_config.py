@@ -222,3 +222,12 @@ def test_cli_check_yaml_error_has_no_traceback(tmp_path):
 
 
 SMOKE_TEXT = (REPO / "profiles" / "smoke.yaml").read_text()
+
+
+def test_student_folder_uses_the_given_task(tmp_path):
+    """The folder is models/<task>/<run> with the task as given (it used to be parsed out of the run name)."""
+    from alpkd.paths import Layout, run_name
+
+    for task in ("my_task", "rte"):
+        run = run_name(task, 2, "alp", 42)
+        assert Layout(tmp_path).student_model(task, run) == tmp_path / "models" / task / f"{task}-2-alp-s42"

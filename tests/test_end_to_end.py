@@ -57,7 +57,7 @@ def test_metrics_file_is_complete(runs, run_root, method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_student_model_loads_and_scores_as_reported(runs, run_root, smoke_params, method):
-    folder = Layout(run_root).student_model(run_name(TASK, DEPTH, method, SEED))
+    folder = Layout(run_root).student_model(TASK, run_name(TASK, DEPTH, method, SEED))
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert model.config.num_hidden_layers == 1 and len(model.base_model.encoder.layer) == 1
@@ -111,7 +111,7 @@ def test_cli_distill(teacher_root, tmp_path):
     layout = Layout(root)
     record = read_json(layout.student_metrics(run_name(TASK, DEPTH, "kd", SEED)))
     assert record["method"] == "kd" and record["score"] == record["metrics"]["accuracy"]
-    assert (layout.student_model(run_name(TASK, DEPTH, "kd", SEED)) / "config.json").exists()
+    assert (layout.student_model(TASK, run_name(TASK, DEPTH, "kd", SEED)) / "config.json").exists()
 
 
 def test_cli_refuses_depth_not_in_params(tmp_path):
@@ -127,7 +127,7 @@ def test_same_seed_same_result(teacher_root, smoke_params, tmp_path):
         root = clone_teacher(teacher_root, tmp_path / name)
         records.append(distill.distill_student(smoke_params, TASK, DEPTH, "alp", SEED, root=root))
         run = run_name(TASK, DEPTH, "alp", SEED)
-        weights.append(load_file(Layout(root).student_model(run) / "model.safetensors"))
+        weights.append(load_file(Layout(root).student_model(TASK, run) / "model.safetensors"))
         attention.append(read_json(Layout(root).attention(run))["weights"])
     a, b = records
     assert a["metrics"] == b["metrics"] and a["score"] == b["score"]
