@@ -23,7 +23,7 @@ from . import cache as cache_lib
 from . import data, metrics
 from .config import Params
 from .losses import ALP_METHODS, LAYER_METHODS, alp_allowed, alp_attention, distillation_loss, task_loss
-from .paths import Layout, run_name
+from .paths import Layout, remove_stale_temporaries, run_name
 from .students import build_student, load_pretrained, load_tokenizer
 from .tasks import Task
 
@@ -243,6 +243,7 @@ def _cache_keys(layout: Layout, task: Task, tokenizer, dsets, params: Params,
 def train_teacher(params: Params, task_name: str, root: str | Path = ".") -> dict:
     """Fine-tune and evaluate the teacher of one task, then write its cache; returns its metrics."""
     layout, task, tp = Layout(Path(root)), params.task(task_name), params.teacher
+    remove_stale_temporaries(layout.teacher_outputs(task.name))  # what a kill during a save left
     tokenizer = load_tokenizer(tp.model)
     dsets = data.prepare(task, tokenizer, params.data)
     set_seed(tp.seed)
@@ -286,6 +287,7 @@ def distill_student(params: Params, task_name: str, depth: int, method: str, see
     """Distil one student (task, depth, method, seed) from the saved teacher; returns its metrics."""
     layout, task, dp = Layout(Path(root)), params.task(task_name), params.distill
     run = run_name(task.name, depth, method, seed)
+    remove_stale_temporaries(layout.student_outputs(task.name, run))
     teacher_dir = layout.teacher_model(task.name)
     if not (teacher_dir / "config.json").exists():
         raise FileNotFoundError(f"no teacher for {task.name!r} at {teacher_dir}: run the teacher stage first")

@@ -270,3 +270,35 @@ def test_fingerprint_is_content_only():
     assert data.fingerprint(one) == data.fingerprint(chunked)
     assert data.fingerprint(one) != data.fingerprint(Dataset.from_dict({**rows, "labels": [0, 1, 1]}))
     assert data.fingerprint(one) != data.fingerprint(Dataset.from_dict({**rows, "input_ids": [[1], [2, 3], [4, 5, 6]]}))
+
+
+def test_next_teacher_run_removes_what_a_kill_during_a_save_left(tmp_path, monkeypatch, smoke_params):
+    """`.teacher.tmp-<pid>` of a dead process goes on the next run of the stage; a live writer's stays."""
+    import subprocess
+    import sys
+
+    from alpkd.paths import Layout
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        layout = Layout(tmp_path / "out")
+        teacher = layout.teacher_model("rte")
+        stale = [teacher.with_name(f".teacher.tmp-{dead_pid}"), layout.cache("rte") / f".train.tmp-{dead_pid}"]
+        for folder in stale:
+            folder.mkdir(parents=True)
+            (folder / "model.safetensors").write_bytes(b"half")
+        stale_file = layout.teacher_metrics("rte").with_name(f".rte.json.tmp-{dead_pid}")
+        stale_file.parent.mkdir(parents=True)
+        stale_file.write_text("{")
+        in_progress = teacher.with_name(f".teacher.tmp-{live.pid}")
+        in_progress.mkdir()
+        other = teacher.with_name(f".other.tmp-{dead_pid}")  # not this stage's
+        other.mkdir()
+        _checkpoint_folder(monkeypatch, smoke_params, "rte", tmp_path / "out")
+        assert not any(p.exists() for p in [*stale, stale_file])
+        assert in_progress.is_dir() and other.is_dir()
+    finally:
+        live.kill()
+        live.wait()
