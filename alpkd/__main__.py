@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--out", default=DEFAULT_OUT,
-                        help=f"output root (default: {DEFAULT_OUT}, git-ignored; `--out .` writes the pipeline's outputs)")
+                        help=f"output root (default: {DEFAULT_OUT}, git-ignored; "
+                             "`--out .` writes the pipeline's outputs)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("teacher", "cache", "evaluate"):
         p = sub.add_parser(name)

@@ -142,7 +142,8 @@ def _check_count(ds: datasets.Dataset, task: Task, path: str, starts: list[int],
     raw = Path(path).read_text(encoding="utf-8").splitlines()
     column = task.text_columns[0]
     texts = ds[column][:len(starts)] if column in ds.column_names and note == _HEADER_NOTE else []
-    k = next((k for k, text in enumerate(texts) if str(text) not in raw[starts[k] - 1].replace('""', '"')), min(len(ds), len(starts)))
+    k = next((k for k, text in enumerate(texts) if str(text) not in raw[starts[k] - 1].replace('""', '"')),
+             min(len(ds), len(starts)))
     where = f"line {starts[k]}" if k < len(starts) else "the end of the file"
     raise DataError(f"{path}: {len(starts)} data lines (records) but {len(ds)} examples read; the first that "
                     f"disagrees is example {k + 1} at {where} ({note}): fix the line (quotes, delimiters)")

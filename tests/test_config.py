@@ -162,7 +162,8 @@ def _with_custom_task(raw: dict, name: str = "reviews", **task) -> dict:
 
 
 def test_f1_needs_two_labels(smoke_raw):
-    message = str(pytest.raises(ConfigError, validate, _with_custom_task(smoke_raw, num_labels=3, metrics=["f1"])).value)
+    raw = _with_custom_task(smoke_raw, num_labels=3, metrics=["f1"])
+    message = str(pytest.raises(ConfigError, validate, raw).value)
     assert "custom_tasks.reviews.metrics = ['f1']" in message and "f1 needs 2 labels" in message, message
     assert validate(_with_custom_task(smoke_raw, num_labels=2, metrics=["f1"]))
 
