@@ -302,3 +302,23 @@ def test_next_teacher_run_removes_what_a_kill_during_a_save_left(tmp_path, monke
     finally:
         live.kill()
         live.wait()
+
+
+def test_stale_temporaries_beside_a_students_outputs(tmp_path):
+    import subprocess
+    import sys
+
+    from alpkd.paths import Layout, remove_stale_temporaries, run_name
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    layout, run = Layout(tmp_path), run_name("my_task", 2, "alp", 7)
+    model, metrics = layout.student_model("my_task", run), layout.student_metrics(run)
+    left = [model.with_name(f".{model.name}.tmp-{dead}"), metrics.with_name(f".{metrics.name}.tmp-{dead}")]
+    left[0].mkdir(parents=True)
+    left[1].parent.mkdir(parents=True)
+    left[1].write_text("{")
+    neighbour = metrics.with_name(f".my_task-2-alp-s8.json.tmp-{dead}")  # another run's: not this stage's
+    neighbour.write_text("{")
+    assert sorted(remove_stale_temporaries(layout.student_outputs("my_task", run))) == sorted(left)
+    assert neighbour.exists() and not any(p.exists() for p in left)
