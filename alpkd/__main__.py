@@ -3,23 +3,36 @@
   python -m alpkd teacher  --task rte                               fine-tune, evaluate, write the cache
   python -m alpkd distill  --task rte --depth 2 --method alp        every seed of one cell (or --seed)
   python -m alpkd cache    --task rte                               rebuild the teacher cache
-  python -m alpkd evaluate --task rte --model models/rte/teacher    GLUE metrics of a saved model
+  python -m alpkd evaluate --task rte --model scratch/models/rte/teacher   GLUE metrics of a saved model
   python -m alpkd check                                             validate params.yaml and exit
+
+Outputs go under --out (default `scratch`, git-ignored); only an explicit `--out .` writes the pipeline's own
+files (models/, metrics/, ...). stdout is the step's JSON record alone (progress and logs go to stderr); an
+expected error (parameters, data, cache, a missing model) prints one line `error: ...` and exits 2
+(parameters) or 1 (the rest).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from pathlib import Path
 
 from . import config
+from .paths import Layout
+
+
+DEFAULT_OUT = "scratch"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m alpkd", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--out", default=".", help="output root (default: the working directory)")
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help=f"output root (default: {DEFAULT_OUT}, git-ignored; "
+                             "`--out .` writes the pipeline's outputs)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("teacher", "cache", "evaluate"):
         p = sub.add_parser(name)
@@ -47,19 +60,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.params}: valid ({params.profile} profile)")
         return 0
 
-    from . import distill  # heavy imports only once the parameters are known to be good
+    from . import cache, data, distill  # heavy imports only once the parameters are known to be good
 
-    if args.command == "teacher":
-        result = distill.train_teacher(params, args.task, args.out)
-    elif args.command == "cache":
-        result = {"cache": str(distill.write_cache(params, args.task, args.out))}
-    elif args.command == "evaluate":
-        result = distill.evaluate_saved(params, args.task, args.model)
-    else:
-        seeds = [args.seed] if args.seed is not None else None
-        result = distill.distill_cell(params, args.task, args.depth, args.method, args.out, seeds)
+    expected = (config.ConfigError, data.DataError, cache.CacheError, FileNotFoundError)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON record alone
+            result = _run(args, params, distill)
+    except expected as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, config.ConfigError) else 1
     print(json.dumps(result, indent=2, default=str))
     return 0
+
+
+def _run(args, params, distill):
+    if args.command == "teacher":
+        return distill.train_teacher(params, args.task, args.out)
+    if args.command == "cache":
+        folder = Layout(Path(args.out)).teacher_model(args.task)
+        _require_model(folder, f"no teacher for {args.task!r} at {folder}: run `python -m alpkd --out {args.out} "
+                               f"teacher --task {args.task}` first (or pass the --out that holds it)")
+        return {"cache": str(distill.write_cache(params, args.task, args.out))}
+    if args.command == "evaluate":
+        _require_model(Path(args.model), f"--model {args.model}: no saved model there (a folder holding config.json)")
+        return distill.evaluate_saved(params, args.task, args.model)
+    seeds = [args.seed] if args.seed is not None else None
+    return distill.distill_cell(params, args.task, args.depth, args.method, args.out, seeds)
+
+
+def _require_model(folder: Path, message: str) -> None:
+    # checked here, so a missing folder is not passed on to the hub as a "Repo id"
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(message)
 
 
 if __name__ == "__main__":

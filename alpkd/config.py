@@ -7,6 +7,7 @@ so YAML and papermill type coercions never reach the code.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -141,6 +142,15 @@ class Params(_Section):
         return get_task(name, {k: v.to_task(k, root) for k, v in self.custom_tasks.items()})
 
     @model_validator(mode="after")
+    def _task_names(self) -> "Params":
+        # a task name becomes folder and file names (models/<task>/<task>-<depth>-...) and dvc.yaml keys
+        for name in self.custom_tasks:
+            if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+                raise ValueError(f"custom_tasks.{name}: the task name {name!r} is not allowed; use letters, "
+                                 "digits and underscores only (e.g. my_task)")
+        return self
+
+    @model_validator(mode="after")
     def _known_tasks(self) -> "Params":
         clash = sorted(set(self.custom_tasks) & set(GLUE_TASKS))
         if clash:
@@ -158,6 +168,9 @@ class Params(_Section):
                 if ct.num_labels > 1 and any(m in ("pearson", "spearman") for m in ct.metrics):
                     raise ValueError(f"custom_tasks.{name}.metrics = {ct.metrics}: a classification task "
                                      "allows accuracy, f1 (2 labels), matthews")
+                if ct.num_labels > 2 and "f1" in ct.metrics:
+                    raise ValueError(f"custom_tasks.{name}.metrics = {ct.metrics}: f1 needs 2 labels (this task "
+                                     f"has num_labels {ct.num_labels}); allowed: accuracy, matthews")
                 if ct.headline and ct.headline not in ct.metrics:
                     raise ValueError(f"custom_tasks.{name}.headline = {ct.headline!r}: must be one of {ct.metrics}")
         return self
@@ -170,20 +183,38 @@ class Params(_Section):
                 raise ValueError(f"student.depths.{k} = {depth}: must be >= 1 and < the teacher's {n} layers")
         return self
 
+    @model_validator(mode="after")
+    def _max_length_fits_teacher(self) -> "Params":
+        limit = teacher_config_value(self.teacher, "max_position_embeddings")
+        if self.data.max_length > limit:
+            raise ValueError(f"data.max_length = {self.data.max_length}: above the teacher's {limit} positions "
+                             f"(max_position_embeddings of {self.teacher.model!r}); allowed: 1..{limit}")
+        return self
+
 
 def teacher_num_layers(teacher: Teacher) -> int:
     """The teacher's depth, read from its config only (no weights are loaded)."""
     if teacher.model == "tiny":
         return teacher.tiny.num_layers
+    return teacher_config_value(teacher, "num_hidden_layers")
+
+
+TINY_MAX_POSITIONS = 512  # the tiny random BERT's max_position_embeddings (students.tiny_config)
+
+
+def teacher_config_value(teacher: Teacher, key: str):
+    """One value of the teacher's config (e.g. `max_position_embeddings`), read without loading weights."""
+    if teacher.model == "tiny":
+        return {"num_hidden_layers": teacher.tiny.num_layers, "max_position_embeddings": TINY_MAX_POSITIONS}[key]
     from .students import teacher_path  # late: keeps config importable without transformers
 
     config_file = Path(teacher_path(teacher.model)) / "config.json"
     if config_file.exists():
-        return json.loads(config_file.read_text())["num_hidden_layers"]
+        return json.loads(config_file.read_text())[key]
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(teacher.model).num_hidden_layers
+        return getattr(AutoConfig.from_pretrained(teacher.model), key)
     except Exception as err:  # noqa: BLE001 - offline, misspelt, or not a folder
         raise ValueError(
             f"teacher.model = {teacher.model!r}: cannot read its config ({type(err).__name__}); allowed: "
@@ -220,10 +251,47 @@ def load(path: str | Path = "params.yaml") -> Params:
         path = repo_root() / path
     if not path.exists():
         raise ConfigError(f"params file not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     return validate(raw, str(path))
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, first: int, second: int):
+        super().__init__(f"key {key!r} appears twice, on line {first} and on line {second}; keep one")
+        self.line = second
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key repeated in one mapping (plain YAML keeps the last, silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        lines = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in lines:
+                    raise _DuplicateKey(key, lines[key], key_node.start_mark.line + 1)
+                lines[key] = key_node.start_mark.line + 1
+            except TypeError:  # an unhashable key: the constructor below reports it
+                pass
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: str | Path):
+    """A YAML file's content; a syntax error or a repeated key is a `ConfigError` naming file and line."""
+    try:
+        return yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as err:
+        raise ConfigError(f"{path}: line {err.line}: {err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = " ".join(filter(None, [getattr(err, "context", None), getattr(err, "problem", None)])) or str(err)
+        raise ConfigError(f"{path}: {at}: not valid YAML ({problem}); lines and columns count from 1") from None
 
 
 def repo_root(start: str | Path | None = None) -> Path:

@@ -1,6 +1,9 @@
 """GLUE data: loading (local folder or the hub), deterministic subsampling, tokenising, batching."""
 from __future__ import annotations
 
+import csv
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -39,12 +42,13 @@ def load_task(task: Task) -> datasets.DatasetDict:
 
     GLUE tasks come from `glue_source()`; a user's own task from its CSV, TSV or JSON Lines files.
     """
+    lines: dict[str, tuple[list[int], str]] = {}
     if task.files:
-        raw, where = _load_files(task)
+        raw, where, lines = _load_files(task)
     else:
         raw, where = _load_glue(task)
     for split, ds in raw.items():
-        check_split(ds, task, where[split])
+        check_split(ds, task, where[split], lines.get(split))
     return raw
 
 
@@ -72,7 +76,7 @@ def _load_glue(task: Task) -> tuple[datasets.DatasetDict, dict[str, str]]:
     except Exception as err:  # noqa: BLE001 - any failure becomes one actionable message
         tried = f"the local folder {source} ({GLUE_ENV})" if local else f"the hub dataset {GLUE_HUB}"
         raise DataError(
-            f"could not load GLUE task {task.name!r}: tried {tried}: {type(err).__name__}: {err}. "
+            f"could not load GLUE task {task.name!r}: tried {tried}: {_cause(err)}. "
             f"Set {GLUE_ENV} to a folder in the hub's layout (one folder per task, e.g. ../shared/glue) "
             f"or make the hub reachable."
         ) from None
@@ -83,11 +87,22 @@ def _load_glue(task: Task) -> tuple[datasets.DatasetDict, dict[str, str]]:
     return datasets.DatasetDict({s: raw[s] for s in splits}), where
 
 
-_READERS = {".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t"}), ".jsonl": ("json", {}), ".json": ("json", {})}
+# TSV is read with quoting off (as GLUE's own TSV files are meant): a text starting with `"` stays one text
+_READERS = {".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t", "quoting": csv.QUOTE_NONE}),
+            ".jsonl": ("json", {}), ".json": ("json", {})}
+_HEADER_NOTE = "lines count from 1; line 1 is the header"
 
 
-def _load_files(task: Task) -> tuple[datasets.DatasetDict, dict[str, str]]:
-    out = {}
+def _cause(err: BaseException) -> str:
+    """The innermost cause of `err` (datasets wraps the parser's own message, which names line or byte)."""
+    seen = [err]
+    while (nxt := seen[-1].__cause__ or seen[-1].__context__) is not None and nxt not in seen:
+        seen.append(nxt)
+    return "; caused by ".join(f"{type(e).__name__}: {str(e).strip()}" for e in seen)
+
+
+def _load_files(task: Task) -> tuple[datasets.DatasetDict, dict[str, str], dict[str, tuple[list[int], str]]]:
+    out, lines = {}, {}
     for split, path in task.files:
         suffix = Path(path).suffix.lower()
         if suffix not in _READERS:
@@ -98,13 +113,56 @@ def _load_files(task: Task) -> tuple[datasets.DatasetDict, dict[str, str]]:
         builder, kwargs = _READERS[suffix]
         try:
             out[split] = datasets.load_dataset(builder, data_files=path, split="train", **kwargs)
-        except Exception as err:  # noqa: BLE001
-            raise DataError(f"task {task.name!r}: cannot read {split} file {path}: {type(err).__name__}: {err}") from None
-    return datasets.DatasetDict(out), dict(task.files)
+            lines[split] = _record_lines(Path(path), suffix)
+        except DataError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any failure becomes one message with its cause
+            raise DataError(f"task {task.name!r}: cannot read {split} file {path}: {_cause(err)}") from None
+        _check_count(out[split], task, path, *lines[split])
+    return datasets.DatasetDict(out), dict(task.files), lines
 
 
-def check_split(ds: datasets.Dataset, task: Task, where: str) -> None:
-    """Columns, labels and texts are what the task expects; else one `DataError` naming file, column, row."""
+def _record_lines(path: Path, suffix: str) -> tuple[list[int], str]:
+    """The line (from 1) on which each example of a file starts, read independently of `datasets`."""
+    with open(path, newline="", encoding="utf-8") as f:
+        if suffix in (".csv", ".tsv"):
+            tsv = suffix == ".tsv"
+            reader = csv.reader(f, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+            starts, end = [], 0
+            for record in reader:
+                start, end = end + 1, reader.line_num
+                if end > start:  # a quoted field ran over line breaks: almost always an unclosed quote
+                    raise DataError(f"{path}: line {start}: a quoted field runs on to line {end} (an unclosed "
+                                    f"quote?); each example must be on one line ({_HEADER_NOTE})")
+                if len(record) > 1 or (record and record[0].strip()):  # blank lines are skipped, as pandas does
+                    starts.append(start)
+            return starts[1:], _HEADER_NOTE
+        text = f.read()
+    if text.lstrip().startswith("["):  # one JSON array: records count from 1
+        return list(range(1, len(json.loads(text)) + 1)), "records of the JSON array count from 1"
+    return [k + 1 for k, line in enumerate(text.splitlines()) if line.strip()], "lines count from 1"
+
+
+def _check_count(ds: datasets.Dataset, task: Task, path: str, starts: list[int], note: str) -> None:
+    """As many examples as data lines (records): a parser that merged or dropped lines loses nothing silently."""
+    if len(ds) == len(starts):
+        return
+    raw = Path(path).read_text(encoding="utf-8").splitlines()
+    column = task.text_columns[0]
+    texts = ds[column][:len(starts)] if column in ds.column_names and note == _HEADER_NOTE else []
+    k = next((k for k, text in enumerate(texts) if str(text) not in raw[starts[k] - 1].replace('""', '"')),
+             min(len(ds), len(starts)))
+    where = f"line {starts[k]}" if k < len(starts) else "the end of the file"
+    raise DataError(f"{path}: {len(starts)} data lines (records) but {len(ds)} examples read; the first that "
+                    f"disagrees is example {k + 1} at {where} ({note}): fix the line (quotes, delimiters)")
+
+
+def check_split(ds: datasets.Dataset, task: Task, where: str, lines: tuple[list[int], str] | None = None) -> None:
+    """Columns, labels and texts are what the task expects; else one `DataError` naming file, column, row.
+
+    `lines` (a file's data lines, as `_record_lines` gives them) makes messages name the file's line; without
+    it a message names the row of the table (counting from 0, no header).
+    """
     expected = [*task.text_columns, task.label_column]
     missing = [c for c in expected if c not in ds.column_names]
     if missing:
@@ -112,20 +170,68 @@ def check_split(ds: datasets.Dataset, task: Task, where: str) -> None:
                         f"the file has {ds.column_names}")
     if len(ds) == 0:
         raise DataError(f"{where}: no rows")
+
+    def fail(row: int, column: str, what: str):
+        at, note = (f"line {lines[0][row]}", lines[1]) if lines else (f"row {row}", "rows count from 0, no header row")
+        raise DataError(f"{where}: {at}, column {column!r}: {what} [{note}]")
+
     labels = np.asarray(ds[task.label_column], dtype=object)
-    for row, value in enumerate(labels):
-        if task.is_regression:
-            ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and np.isfinite(value)
-            allowed = "a finite number (regression)"
-        else:
-            ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < task.num_labels
-            allowed = f"an integer in 0..{task.num_labels - 1}"
-        if not ok:
-            raise DataError(f"{where}: row {row}, column {task.label_column!r}: label {value!r}; expected {allowed}")
+    if task.is_regression:
+        allowed = "a finite number (regression)"
+        for row, value in enumerate(labels):
+            if not (_is_number(value) and np.isfinite(value)):
+                fail(row, task.label_column, f"label {_shown(value)}; expected {allowed}")
+    else:
+        allowed = f"an integer in 0..{task.num_labels - 1}"
+        # first a value that is wrong whatever its type: one fractional or blank label makes a whole CSV
+        # column floats, and the row to name is that one, not row 0 with its `1.0`
+        for row, value in enumerate(labels):
+            if not (_is_number(value) and np.isfinite(value) and float(value).is_integer()
+                    and 0 <= value < task.num_labels):
+                fail(row, task.label_column, f"label {_shown(value)}; expected {allowed}")
+        for row, value in enumerate(labels):
+            if not isinstance(value, (int, np.integer)):
+                fail(row, task.label_column, f"label {_shown(value)} is written as a decimal; expected {allowed}")
     for column in task.text_columns:
         for row, text in enumerate(ds[column]):
             if not isinstance(text, str) or not text.strip():
-                raise DataError(f"{where}: row {row}, column {column!r}: empty or missing text ({text!r})")
+                fail(row, column, f"empty or missing text ({text!r})")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
+
+
+def _shown(value) -> str:
+    blank = value is None or (isinstance(value, float) and np.isnan(value))
+    return "(blank)" if blank else repr(value)
+
+
+def fingerprint(ds: datasets.Dataset) -> str:
+    """SHA-256 of a split's content (every column's name, type and values, every row in order).
+
+    Part of a checkpoint's key: a run resumes only on the very data it was trained on, whatever its source
+    (GLUE folder, hub, a user's files). Independent of how the Arrow table happens to be chunked.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = ds.with_format("arrow")[:]
+    h = hashlib.sha256()
+    for name in sorted(table.column_names):
+        column = table.column(name)
+        lengths, values = hashlib.sha256(), hashlib.sha256()
+        for chunk in column.chunks:
+            if pa.types.is_list(chunk.type) or pa.types.is_large_list(chunk.type):
+                lengths.update(pc.fill_null(pc.list_value_length(chunk), -1).to_numpy().astype(np.int64).tobytes())
+                chunk = chunk.flatten()
+            if (pa.types.is_integer(chunk.type) or pa.types.is_floating(chunk.type)) and chunk.null_count == 0:
+                values.update(chunk.to_numpy().tobytes())
+            else:
+                for v in chunk.to_pylist():
+                    values.update(json.dumps(v).encode() + b"\n")
+        h.update(f"{name}|{column.type}|{lengths.hexdigest()}|{values.hexdigest()}|".encode())
+    return h.hexdigest()
 
 
 def subsample(ds: datasets.Dataset, n: int | None) -> datasets.Dataset:

@@ -28,7 +28,7 @@ from . import data, metrics
 from .config import Params
 from .losses import (ALP_METHODS, LAYER_METHODS, alp_allowed, alp_attention, alp_scaled, distillation_loss,
                      pkd_layers, rail_layers, same_objective, task_loss)
-from .paths import Layout, Run
+from .paths import Layout, Run, remove_stale_temporaries
 from .students import build_student, load_pretrained, load_tokenizer
 from .tasks import Task
 
@@ -288,11 +288,14 @@ def _cache_keys(layout: Layout, task: Task, tokenizer, dsets, params: Params,
 def train_teacher(params: Params, task_name: str, root: str | Path = ".") -> dict:
     """Fine-tune and evaluate the teacher of one task, then write its cache; returns its metrics."""
     layout, task, tp = Layout(Path(root)), params.task(task_name), params.teacher
+    remove_stale_temporaries(layout.teacher_outputs(task.name))  # what a kill during a save left
     tokenizer = load_tokenizer(tp.model)
     dsets = data.prepare(task, tokenizer, params.data)
     set_seed(tp.seed)
     model = load_pretrained(tp, task.num_labels, tp.seed)
-    ckpt = layout.checkpoints(f"teacher-{task.name}-{run_hash(params.teacher, params.data)}")
+    # resumed only by the same settings on the same data (its content) and the same task declaration
+    key = run_hash(params.teacher, params.data, params.custom_tasks.get(task.name), data.fingerprint(dsets["train"]))
+    ckpt = layout.checkpoints(f"teacher-{task.name}-{key}")
     trainer = DistillTrainer(model=model, args=training_args(tp, params.runtime, ckpt, tp.seed),
                              train_dataset=dsets["train"], data_collator=data.Collator(tokenizer))
     timing = train(trainer)
@@ -388,6 +391,7 @@ class Cell:
             self.caches = {s: cache_lib.load(self.layout.cache(self.task.name), s, k) for s, k in keys.items()}
         # a subsample of the teacher's training rows; `cache_row` still points at each row's cached outputs
         self.train_ds = data.subsample(self.dsets["train"], dp.max_train_samples)
+        self.data_fingerprint = data.fingerprint(self.dsets["train"])
         self.setup_time_s = round(time.perf_counter() - start, 2)
 
     def attention(self, model, ds, with_entropy: bool = False):
@@ -408,8 +412,12 @@ class Cell:
         """Distil, evaluate and save the student of one seed; returns its metrics record."""
         params, dp, layout, task, method = self.params, self.params.distill, self.layout, self.task, self.method
         run = Run(task.name, self.depth, method, seed)
+        remove_stale_temporaries(layout.student_outputs(run))
         student = build_student(self.teacher, self.depth, params.student.init, seed)
-        ckpt = layout.checkpoints(f"{run.name}-{run_hash(dp, params.data, params.student, self.teacher_fingerprint)}")
+        # resumed only by the same settings on the same data (its content) and the same task declaration
+        key = run_hash(dp, params.data, params.student, self.teacher_fingerprint,
+                       params.custom_tasks.get(task.name), self.data_fingerprint)
+        ckpt = layout.checkpoints(f"{run.name}-{key}")
         set_seed(seed)
         callbacks = []
         split = task.validation_splits[0]

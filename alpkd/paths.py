@@ -7,6 +7,9 @@ Paths are built from the run's fields, never parsed back out of a name.
 """
 from __future__ import annotations
 
+import os
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -96,3 +99,87 @@ class Layout:
 
     def report(self) -> Path:
         return self.root / "report"
+
+    def teacher_outputs(self, task: str) -> list[Path]:
+        """What the teacher stage writes (the cache's split folders as `cache/<task>/*`)."""
+        return [self.teacher_model(task), self.teacher_metrics(task), self.teacher_predictions(task),
+                self.teacher_log(task), self.cache(task) / "*"]
+
+    def student_outputs(self, run: Run) -> list[Path]:
+        return [self.student_model(run), self.student_metrics(run), self.predictions(run), self.log(run),
+                self.attention(run)]
+
+
+_TEMPORARY = re.compile(r"\.tmp-(\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():  # a stage cleans before it writes: a temporary with its own pid is an old one's
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(outputs: list[Path]) -> list[Path]:
+    """Remove the `.<name>.tmp-<pid>` files and folders a killed writer left beside `outputs`.
+
+    Every output is written under such a name and renamed when complete; one whose pid is no longer a live
+    process (on this machine) can never be completed. Those of live processes are left alone.
+    """
+    removed = []
+    for out in outputs:
+        if not out.parent.is_dir():
+            continue
+        for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+            match = _TEMPORARY.search(tmp.name)
+            if match and not _alive(int(match.group(1))):
+                shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+    def teacher_outputs(self, task: str) -> list[Path]:
+        """What the teacher stage writes (the cache's split folders as `cache/<task>/*`)."""
+        return [self.teacher_model(task), self.teacher_metrics(task), self.predictions(f"teacher-{task}"),
+                self.log(f"teacher-{task}"), self.cache(task) / "*"]
+
+    def student_outputs(self, task: str, run: str) -> list[Path]:
+        return [self.student_model(task, run), self.student_metrics(run), self.predictions(run), self.log(run),
+                self.attention(run)]
+
+
+_TEMPORARY = re.compile(r"\.tmp-(\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():  # a stage cleans before it writes: a temporary with its own pid is an old one's
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(outputs: list[Path]) -> list[Path]:
+    """Remove the `.<name>.tmp-<pid>` files and folders a killed writer left beside `outputs`.
+
+    Every output is written under such a name and renamed when complete; one whose pid is no longer a live
+    process (on this machine) can never be completed. Those of live processes are left alone.
+    """
+    removed = []
+    for out in outputs:
+        if not out.parent.is_dir():
+            continue
+        for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+            match = _TEMPORARY.search(tmp.name)
+            if match and not _alive(int(match.group(1))):
+                shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink()
+                removed.append(tmp)
+    return removed

@@ -151,3 +151,84 @@ def test_cli_check_good_file(tmp_path, smoke_raw):
     result = run_cli("--params", str(good), "check", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "valid" in result.stdout
+
+
+# --- issue 10: settings that used to crash later fail in validation ---------------------------------------
+def _with_custom_task(raw: dict, name: str = "reviews", **task) -> dict:
+    raw["custom_tasks"] = {name: {"train": "t.csv", "validation": "v.csv", "text_columns": ["text"],
+                                  "num_labels": 2, "metrics": ["accuracy"], **task}}
+    raw["data"]["tasks"] = [name]
+    return raw
+
+
+def test_f1_needs_two_labels(smoke_raw):
+    raw = _with_custom_task(smoke_raw, num_labels=3, metrics=["f1"])
+    message = str(pytest.raises(ConfigError, validate, raw).value)
+    assert "custom_tasks.reviews.metrics = ['f1']" in message and "f1 needs 2 labels" in message, message
+    assert validate(_with_custom_task(smoke_raw, num_labels=2, metrics=["f1"]))
+
+
+@pytest.mark.parametrize("max_length", [513, 1024])
+def test_max_length_above_the_teachers_positions(smoke_raw, max_length):
+    smoke_raw["data"]["max_length"] = max_length
+    message = str(pytest.raises(ConfigError, validate, smoke_raw).value)
+    assert f"data.max_length = {max_length}" in message and "512 positions" in message, message
+
+
+def test_max_length_read_from_a_teachers_config_json(smoke_raw, tmp_path):
+    (tmp_path / "config.json").write_text('{"num_hidden_layers": 6, "max_position_embeddings": 128}')
+    smoke_raw["teacher"]["model"] = str(tmp_path)
+    smoke_raw["data"]["max_length"] = 129
+    assert "128 positions" in str(pytest.raises(ConfigError, validate, smoke_raw).value)
+    smoke_raw["data"]["max_length"] = 128
+    assert validate(smoke_raw).data.max_length == 128
+
+
+@pytest.mark.parametrize("name", ["my-task", "a/b", "my task", "x.y"])
+def test_task_names_that_break_paths(smoke_raw, name):
+    message = str(pytest.raises(ConfigError, validate, _with_custom_task(smoke_raw, name)).value)
+    assert f"custom_tasks.{name}" in message and "letters, digits and underscores" in message, message
+
+
+def test_task_name_with_underscore_is_fine(smoke_raw):
+    assert validate(_with_custom_task(smoke_raw, "my_task_2")).data.tasks == ["my_task_2"]
+
+
+def test_repeated_key_names_key_and_both_lines(tmp_path):
+    text = SMOKE_TEXT.replace("  temperature: 5.0\n", "  temperature: 5.0\n  temperature: 2.0\n")
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    first = text.splitlines().index("  temperature: 5.0") + 1
+    message = str(pytest.raises(ConfigError, config.load, path).value)
+    assert str(path) in message and "'temperature' appears twice" in message, message
+    assert f"line {first} and on line {first + 1}" in message, message
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    lines = SMOKE_TEXT.splitlines()
+    k = lines.index("  temperature: 5.0")
+    lines[k] = "  temperature: [5.0"
+    path = tmp_path / "params.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    message = str(pytest.raises(ConfigError, config.load, path).value)
+    assert str(path) in message and "not valid YAML" in message and "line " in message, message
+
+
+def test_cli_check_yaml_error_has_no_traceback(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(SMOKE_TEXT + "data: {}\n")  # a repeated top-level key
+    result = run_cli("--params", str(path), "check", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "'data' appears twice" in result.stderr
+
+
+SMOKE_TEXT = (REPO / "profiles" / "smoke.yaml").read_text()
+
+
+def test_student_folder_uses_the_given_task(tmp_path):
+    """The folder is models/<task>/<cell>/s<seed> with the task as given (it used to be parsed out of the run name)."""
+    from alpkd.paths import Layout, Run
+
+    for task in ("my_task", "rte"):
+        run = Run(task, 2, "alp", 42)
+        assert Layout(tmp_path).student_model(run) == tmp_path / "models" / task / f"{task}-2-alp" / "s42"

@@ -144,7 +144,181 @@ def test_custom_task_end_to_end(tmp_path):
         assert set(record["metrics"]) == {"f1", "accuracy"}
         assert record["score"] == record["metrics"]["f1"]
     assert student["teacher_cached"] is True
-    assert json.loads(layout.student_metrics("reviews-1-alp-s42").read_text())["score"] == student["score"]
+    assert json.loads(layout.student_metrics(Run("reviews", 1, "alp", 42)).read_text())["score"] == student["score"]
     assert (layout.cache("reviews") / "validation" / "meta.json").exists()
-    predictions = json.loads(layout.predictions("reviews-1-alp-s42").read_text())["validation"]
+    predictions = json.loads(layout.predictions(Run("reviews", 1, "alp", 42)).read_text())["validation"]
     assert len(predictions["predictions"]) == 16
+
+
+# --- issue 10: files are read line for line, and errors name the real line ---------------------------------
+def _reviews_task(tmp_path: Path, body: str, suffix: str):
+    path = tmp_path / f"train{suffix}"
+    path.write_text(body)
+    return _custom_params(tmp_path, str(path), str(path)).task("reviews")
+
+
+def test_tsv_text_starting_with_a_quote_keeps_every_line(tmp_path):
+    """A TSV text beginning with `"` (never closed) was read with CSV quoting: 11 lines became one text."""
+    texts = [f"review number {i}" for i in range(47)]
+    texts[5] = '"so-called great film'
+    texts[16] = 'a "quoted" word'
+    body = "text\tlabel\n" + "".join(f"{t}\t{i % 2}\n" for i, t in enumerate(texts))
+    raw = data.load_task(_reviews_task(tmp_path, body, ".tsv"))
+    assert raw["train"]["text"] == texts  # 48 lines: a header and 47 examples
+    assert raw["train"]["label"] == [i % 2 for i in range(47)]
+
+
+def test_csv_unclosed_quote_is_named(tmp_path):
+    rows = [f"review {i},{i % 2}" for i in range(20)]
+    rows[4] = '"unclosed review,0'
+    rows[15] = '"closed" review,1'
+    with pytest.raises(data.DataError, match=r"train\.csv: line 6: a quoted field runs on .*line 1 is the header"):
+        data.load_task(_reviews_task(tmp_path, "text,label\n" + "\n".join(rows) + "\n", ".csv"))
+
+
+def test_example_count_must_match_data_lines(tmp_path):
+    """Whatever merges or drops lines, a count that differs from the file's data lines is an error."""
+    from datasets import Dataset
+
+    path = tmp_path / "t.tsv"
+    path.write_text("text\tlabel\na\t1\nb\t0\nc\t1\n")
+    task = _reviews_task(tmp_path, "text\tlabel\na\t1\n", ".tsv")
+    merged = Dataset.from_dict({"text": ["a", "b\nc"], "label": [1, 0]})
+    with pytest.raises(data.DataError, match=r"3 data lines .* but 2 examples read; .*example 2 at line 3"):
+        data._check_count(merged, task, str(path), *data._record_lines(path, ".tsv"))
+
+
+@pytest.mark.parametrize("labels, line, shown", [
+    (["1", "0", "1", "0.5", "0"], 5, r"label 0\.5;"),
+    (["1", "0", "", "1", "0"], 4, r"label \(blank\);"),
+    (["1", "0", "1", "2", "0"], 5, r"label 2;"),
+])
+def test_bad_csv_label_names_its_own_line(tmp_path, labels, line, shown):
+    """One fractional or blank label makes the column floats: the message names that line, not row 0."""
+    body = "text,label\n" + "".join(f"review {i},{y}\n" for i, y in enumerate(labels))
+    with pytest.raises(data.DataError, match=rf"train\.csv: line {line}, column 'label': {shown} expected an "
+                                             r"integer in 0\.\.1 \[lines count from 1; line 1 is the header\]"):
+        data.load_task(_reviews_task(tmp_path, body, ".csv"))
+
+
+def test_bad_jsonl_label_names_its_line(tmp_path):
+    body = '{"text": "a", "label": 1}\n\n{"text": "b", "label": 0.5}\n'
+    with pytest.raises(data.DataError, match=r"line 3, column 'label': label 0\.5; .*\[lines count from 1\]"):
+        data.load_task(_reviews_task(tmp_path, body, ".jsonl"))
+
+
+def test_unreadable_file_names_the_cause(tmp_path):
+    body = "text\tlabel\na\t1\nb\t0\textra\n"
+    with pytest.raises(data.DataError, match=r"cannot read train file .*train\.tsv: .*Expected 2 fields in line 3"):
+        data.load_task(_reviews_task(tmp_path, body, ".tsv"))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _checkpoint_folder(monkeypatch, params, task: str, root: Path) -> str:
+    """The checkpoint folder `train_teacher` would resume from (training itself is stopped at once)."""
+    from alpkd import distill
+
+    seen = []
+
+    def stop(trainer):
+        seen.append(Path(trainer.args.output_dir).name)
+        raise _Stop
+
+    monkeypatch.setattr(distill, "train", stop)
+    with pytest.raises(_Stop):
+        distill.train_teacher(params, task, root)
+    return seen[0]
+
+
+def test_checkpoint_key_covers_a_custom_tasks_data_and_declaration(tmp_path, monkeypatch):
+    """A teacher killed after a checkpoint must not resume from it once its training file is corrected."""
+    texts = [f"review number {i}" for i in range(12)]
+    train, dev = tmp_path / "train.tsv", tmp_path / "dev.tsv"
+    dev.write_text("text\tlabel\n" + "".join(f"{t}\t{i % 2}\n" for i, t in enumerate(texts)))
+
+    def key(labels, **decl):
+        train.write_text("text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels)))
+        return _checkpoint_folder(monkeypatch, _custom_params(tmp_path, str(train), str(dev), **decl), "reviews",
+                                  tmp_path / "out")
+
+    labels = [i % 2 for i in range(12)]
+    first = key(labels)
+    assert key(labels) == first  # same data, same declaration: the checkpoint is resumed
+    assert key([1 - labels[0], *labels[1:]]) != first  # one label corrected
+    assert key(labels, metrics=["f1", "accuracy"]) != first  # the declaration changed
+
+
+@needs_glue
+def test_checkpoint_key_covers_a_glue_folders_data(tmp_path, monkeypatch, smoke_params):
+    keys = []
+    for labels in ([i % 2 for i in range(8)], [1 - i % 2 for i in range(8)]):
+        root = _local_glue(tmp_path / str(len(keys)), _rte_frame().assign(label=labels))
+        monkeypatch.setenv(data.GLUE_ENV, str(root))
+        keys.append(_checkpoint_folder(monkeypatch, smoke_params, "rte", tmp_path / "out"))
+    assert keys[0] != keys[1]
+
+
+def test_fingerprint_is_content_only():
+    from datasets import Dataset, concatenate_datasets
+
+    rows = {"input_ids": [[1, 2], [3], [4, 5, 6]], "labels": [0, 1, 0], "text": ["a", "b", None]}
+    one = Dataset.from_dict(rows)
+    chunked = concatenate_datasets([one.select([0]), one.select([1, 2])])
+    assert data.fingerprint(one) == data.fingerprint(chunked)
+    assert data.fingerprint(one) != data.fingerprint(Dataset.from_dict({**rows, "labels": [0, 1, 1]}))
+    assert data.fingerprint(one) != data.fingerprint(Dataset.from_dict({**rows, "input_ids": [[1], [2, 3], [4, 5, 6]]}))
+
+
+def test_next_teacher_run_removes_what_a_kill_during_a_save_left(tmp_path, monkeypatch, smoke_params):
+    """`.teacher.tmp-<pid>` of a dead process goes on the next run of the stage; a live writer's stays."""
+    import subprocess
+    import sys
+
+    from alpkd.paths import Layout
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        layout = Layout(tmp_path / "out")
+        teacher = layout.teacher_model("rte")
+        stale = [teacher.with_name(f".teacher.tmp-{dead_pid}"), layout.cache("rte") / f".train.tmp-{dead_pid}"]
+        for folder in stale:
+            folder.mkdir(parents=True)
+            (folder / "model.safetensors").write_bytes(b"half")
+        stale_file = layout.teacher_metrics("rte").with_name(f".rte.json.tmp-{dead_pid}")
+        stale_file.parent.mkdir(parents=True)
+        stale_file.write_text("{")
+        in_progress = teacher.with_name(f".teacher.tmp-{live.pid}")
+        in_progress.mkdir()
+        other = teacher.with_name(f".other.tmp-{dead_pid}")  # not this stage's
+        other.mkdir()
+        _checkpoint_folder(monkeypatch, smoke_params, "rte", tmp_path / "out")
+        assert not any(p.exists() for p in [*stale, stale_file])
+        assert in_progress.is_dir() and other.is_dir()
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_stale_temporaries_beside_a_students_outputs(tmp_path):
+    import subprocess
+    import sys
+
+    from alpkd.paths import Layout, Run, remove_stale_temporaries
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    layout, run = Layout(tmp_path), Run("my_task", 2, "alp", 7)
+    model, metrics = layout.student_model(run), layout.student_metrics(run)
+    left = [model.with_name(f".{model.name}.tmp-{dead}"), metrics.with_name(f".{metrics.name}.tmp-{dead}")]
+    left[0].mkdir(parents=True)
+    left[1].parent.mkdir(parents=True)
+    left[1].write_text("{")
+    neighbour = metrics.with_name(f".s8.json.tmp-{dead}")  # another seed's: not this run's
+    neighbour.write_text("{")
+    assert sorted(remove_stale_temporaries(layout.student_outputs(run))) == sorted(left)
+    assert neighbour.exists() and not any(p.exists() for p in left)

@@ -31,12 +31,14 @@ def _long_params(tmp_path: Path, group_by_length: bool = False) -> Path:
     raw = yaml.safe_load(SMOKE.read_text())
     raw["distill"]["epochs"] = 12  # 36 steps
     raw["runtime"]["save_steps"] = 2
-    # the Trainer's length-grouped sampler draws each epoch's order from the global RNG, which a resume
-    # after the first epoch does not restore: exact only with random sampling (see the xfail test below)
+    # the length-grouped order is drawn from (data seed, epoch), so a resume after the first epoch replays it
     raw["runtime"]["group_by_length"] = group_by_length
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+CELL = f"{TASK}-1-alp"
 
 
 def _cmd(params: Path, root: Path, *extra: str) -> list[str]:
@@ -88,13 +90,13 @@ def test_killed_run_resumes_and_matches_uninterrupted(teacher_root, tmp_path):
     (ckpt.parent / "checkpoint-35" / "config.json").write_text("{}")
 
     # nothing that looks finished
-    assert not (killed / "metrics" / "students" / f"{run}.json").exists()
-    assert not (killed / "models" / TASK / run).exists()
+    assert not (killed / "metrics" / "students" / CELL / "s42.json").exists()
+    assert not (killed / "models" / TASK / CELL / "s42").exists()
 
     _run(_cmd(params, killed))
     _run(_cmd(params, clean))
-    resumed = json.loads((killed / "metrics" / "students" / f"{run}.json").read_text())
-    fresh = json.loads((clean / "metrics" / "students" / f"{run}.json").read_text())
+    resumed = json.loads((killed / "metrics" / "students" / CELL / "s42.json").read_text())
+    fresh = json.loads((clean / "metrics" / "students" / CELL / "s42.json").read_text())
 
     assert 2 <= resumed["resumed_from_step"] < 35  # resumed from a complete checkpoint, not restarted
     assert fresh["resumed_from_step"] == 0
@@ -103,8 +105,8 @@ def test_killed_run_resumes_and_matches_uninterrupted(teacher_root, tmp_path):
     # the final weights match too, not only the (coarse) accuracy
     from safetensors.numpy import load_file
 
-    a = load_file(killed / "models" / TASK / run / "model.safetensors")
-    b = load_file(clean / "models" / TASK / run / "model.safetensors")
+    a = load_file(killed / "models" / TASK / CELL / "s42" / "model.safetensors")
+    b = load_file(clean / "models" / TASK / CELL / "s42" / "model.safetensors")
     assert a.keys() == b.keys()
     for key in a:
         assert (a[key] == b[key]).all(), key
@@ -119,7 +121,7 @@ def test_checkpoints_of_other_settings_are_not_resumed(teacher_root, tmp_path):
     stray.mkdir(parents=True)
     (stray / "trainer_state.json").write_text("{}")
     _run(_cmd(params, root))
-    record = json.loads((root / "metrics" / "students" / f"{TASK}-1-alp-s42.json").read_text())
+    record = json.loads((root / "metrics" / "students" / CELL / "s42.json").read_text())
     assert record["resumed_from_step"] == 0
 
 
@@ -131,8 +133,8 @@ def test_ddp_two_processes_on_cpu(teacher_root, tmp_path):
     done = subprocess.run(cmd, cwd=ROOT, env={**_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    files = list((root / "metrics" / "students").glob("*.json"))
-    assert [f.name for f in files] == [f"{TASK}-1-alp-s42.json"]  # one metrics file: rank 0 writes
+    files = list((root / "metrics" / "students").rglob("*.json"))
+    assert [f.name for f in files] == ["s42.json"]  # one metrics file: rank 0 writes
     record = json.loads(files[0].read_text())
     assert 0.0 <= record["score"] <= 1.0
     # each process saw half of each global batch: 48 examples, 16 per device and step, 2 devices
@@ -141,14 +143,14 @@ def test_ddp_two_processes_on_cpu(teacher_root, tmp_path):
 
 
 _KILL_AT = """
-import os, sys
+import os, signal, sys
 from transformers import TrainerCallback
 from alpkd import __main__ as cli, distill
 
-class Kill(TrainerCallback):  # dies like a SIGKILL right after the step that follows checkpoint N
+class Kill(TrainerCallback):  # SIGKILL right after the step that follows checkpoint N
     def on_step_end(self, args, state, control, **kw):
         if state.global_step == int(os.environ["KILL_AFTER"]) + 1:
-            os._exit(9)
+            os.kill(os.getpid(), signal.SIGKILL)
 
 init = distill.DistillTrainer.__init__
 def patched(self, *a, **k):
@@ -159,9 +161,6 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-@pytest.mark.xfail(strict=True, reason="known: with runtime.group_by_length the Trainer's LengthGroupedSampler "
-                   "draws an epoch's order from the global RNG, which resuming after the first epoch does not "
-                   "restore; the resumed run then differs from an uninterrupted one")
 def test_resume_after_first_epoch_with_length_grouping(teacher_root, tmp_path):
     params = _long_params(tmp_path, group_by_length=True)
     killed = _root_with_teacher(teacher_root, tmp_path / "killed")
@@ -170,13 +169,13 @@ def test_resume_after_first_epoch_with_length_grouping(teacher_root, tmp_path):
     args = _cmd(params, killed)[3:]
     done = subprocess.run([sys.executable, "-c", _KILL_AT, *args], cwd=ROOT, env={**_env(), "KILL_AFTER": "4"},
                           capture_output=True, text=True)
-    assert done.returncode == 9, done.stderr[-2000:]
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     _run(_cmd(params, killed))
     _run(_cmd(params, clean))
-    resumed = json.loads((killed / "metrics" / "students" / f"{run}.json").read_text())
+    resumed = json.loads((killed / "metrics" / "students" / CELL / "s42.json").read_text())
     assert resumed["resumed_from_step"] == 4
     from safetensors.numpy import load_file
 
-    a = load_file(killed / "models" / TASK / run / "model.safetensors")
-    b = load_file(clean / "models" / TASK / run / "model.safetensors")
+    a = load_file(killed / "models" / TASK / CELL / "s42" / "model.safetensors")
+    b = load_file(clean / "models" / TASK / CELL / "s42" / "model.safetensors")
     assert all((a[key] == b[key]).all() for key in a)

@@ -1,0 +1,79 @@
+"""The command line: outputs under an explicit root, stdout the JSON record alone, one-line expected errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import SMOKE, TASK, run_cli
+
+
+def _params_in(folder: Path, raw: dict | None = None) -> Path:
+    """A params file in `folder` (which then counts as the repository root for relative paths)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(raw) if raw is not None else SMOKE.read_text())
+    return path
+
+
+def _one_line_error(result, code: int) -> str:
+    assert result.returncode == code, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stdout == "", result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    return errors[0]
+
+
+@pytest.mark.slow
+def test_teacher_writes_under_scratch_and_prints_only_json(tmp_path):
+    """Without --out nothing of the pipeline's own outputs (metrics/, models/ in the working folder) is written."""
+    params = _params_in(tmp_path)
+    result = run_cli("--params", str(params), "teacher", "--task", TASK, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(result.stdout)  # the whole of stdout: trainer logs went to stderr
+    assert record["role"] == "teacher" and record["task"] == TASK
+    assert (tmp_path / "scratch" / "metrics" / "teacher" / f"{TASK}.json").is_file()
+    assert not (tmp_path / "metrics").exists() and not (tmp_path / "models").exists()
+    assert "loss" in result.stderr  # the Trainer's progress is still shown, on stderr
+
+
+def test_cache_without_a_teacher_names_the_folder(tmp_path):
+    params = _params_in(tmp_path)
+    line = _one_line_error(run_cli("--params", str(params), "cache", "--task", TASK, cwd=tmp_path), 1)
+    assert str(Path("scratch") / "models" / TASK / "teacher") in line and "teacher --task rte" in line, line
+
+
+def test_evaluate_missing_model_names_the_folder(tmp_path):
+    params = _params_in(tmp_path)
+    missing = tmp_path / "no" / "such" / "model"
+    line = _one_line_error(run_cli("--params", str(params), "evaluate", "--task", TASK, "--model", str(missing),
+                                   cwd=tmp_path), 1)
+    assert str(missing) in line and "Repo id" not in line, line
+
+
+def test_data_error_is_one_line(tmp_path):
+    raw = yaml.safe_load(SMOKE.read_text())
+    (tmp_path / "train.csv").write_text("text,label\ngood,1\nbad,0\nmeh,0.5\n")
+    raw["custom_tasks"] = {"reviews": {"train": "train.csv", "validation": "train.csv", "text_columns": ["text"],
+                                       "num_labels": 2, "metrics": ["accuracy"]}}
+    raw["data"]["tasks"] = ["reviews"]
+    params = _params_in(tmp_path, raw)
+    line = _one_line_error(run_cli("--params", str(params), "teacher", "--task", "reviews", cwd=tmp_path), 1)
+    assert "train.csv: line 4, column 'label': label 0.5" in line, line
+
+
+def test_config_error_is_one_line_exit_2(tmp_path):
+    params = _params_in(tmp_path)
+    params.write_text(params.read_text() + "profile: again\n")
+    line = _one_line_error(run_cli("--params", str(params), "check", cwd=tmp_path), 2)
+    assert "'profile' appears twice" in line, line
+
+
+def test_default_output_root_is_scratch():
+    from alpkd import __main__ as cli
+
+    assert cli.DEFAULT_OUT == "scratch"
+    assert "scratch/" in (Path(__file__).resolve().parents[1] / ".gitignore").read_text().splitlines()
