@@ -490,8 +490,19 @@ def distill_cell(params: Params, task_name: str, depth: int, method: str, root: 
             write_json(folder / "same_as.json", marker)
         return [marker]
     layout.same_as(task_name, depth, method).unlink(missing_ok=True)
-    cell = Cell(params, task_name, depth, method, root)
+    cell = _cell(params, task_name, depth, method, root)
     return [cell.train_seed(seed) for seed in seeds]
+
+
+_LAST: dict = {}
+
+
+def _cell(params: Params, task_name: str, depth: int, method: str, root) -> Cell:
+    """The cell's shared inputs, reused when the same notebook asks again (e.g. `explain_batch` after training)."""
+    key = (params, task_name, depth, method, str(Path(root).resolve()))
+    if _LAST.get("key") != key:
+        _LAST.update(key=key, cell=Cell(params, task_name, depth, method, root))
+    return _LAST["cell"]
 
 
 def distill_student(params: Params, task_name: str, depth: int, method: str, seed: int, root: str | Path = ".") -> dict:
@@ -548,7 +559,7 @@ def explain_batch(params: Params, task_name: str, depth: int, method: str, seed:
     weights behind it (the notebook's look inside `distillation_loss`)."""
     from .losses import alp_loss
 
-    cell = Cell(params, task_name, depth, method, root)
+    cell = _cell(params, task_name, depth, method, root)
     run = Run(cell.task.name, depth, method, seed)
     model = AutoModelForSequenceClassification.from_pretrained(cell.layout.student_model(run)).eval()
     split = cell.task.validation_splits[0]

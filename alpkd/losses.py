@@ -18,7 +18,14 @@ import torch.nn.functional as F
 
 
 def _fp32(x: torch.Tensor) -> torch.Tensor:
-    return x.float()
+    """At least float32: half-precision tensors are upcast, float32 and float64 kept as they are."""
+    return x.float() if x.element_size() < 4 else x
+
+
+def _pair(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Student at least float32; the teacher (a constant: detached) in the student's dtype."""
+    student = _fp32(student)
+    return student, teacher.detach().to(student.dtype)
 
 
 def float32_terms(fn):
@@ -48,7 +55,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
     For regression (one output) the soft term is the MSE between the two predictions (T is unused).
     """
-    student_logits, teacher_logits = _fp32(student_logits), _fp32(teacher_logits.detach())
+    student_logits, teacher_logits = _pair(student_logits, teacher_logits)
     if student_logits.shape[-1] == 1:
         return F.mse_loss(student_logits, teacher_logits)
     t = temperature
@@ -99,8 +106,7 @@ def pkd_loss(student_states: torch.Tensor, teacher_states: torch.Tensor, layers:
     student_states (B, m', d), teacher_states (B, n, d); `layers[i]` is the teacher layer g(i) of student
     layer i, for the m' student layers taking part (the first m' ones).
     """
-    teacher = _fp32(teacher_states.detach()[:, layers])
-    student = _fp32(student_states[:, : len(layers)])
+    student, teacher = _pair(student_states[:, : len(layers)], teacher_states[:, layers])
     diff = F.normalize(student, dim=-1) - F.normalize(teacher, dim=-1)
     return diff.pow(2).sum(dim=(-1, -2)).mean()
 
@@ -119,7 +125,7 @@ def alp_attention(
     divides the scores by sqrt(d): the paper's formula is unscaled, and unscaled scores between states of
     norm ~10 make the softmax nearly one-hot.
     """
-    student_states, teacher = _fp32(student_states), _fp32(teacher_states.detach())
+    student_states, teacher = _pair(student_states, teacher_states)
     scores = student_states @ teacher.transpose(-1, -2)
     if scale:
         scores = scores / math.sqrt(student_states.shape[-1])
@@ -143,7 +149,7 @@ def alp_loss(
     gradient flows both through the MSE and through the weights alpha (which depend on h_S): the paper
     gives the loss, not a stop-gradient, so none is added.
     """
-    student_states, teacher_states = _fp32(student_states), _fp32(teacher_states.detach())
+    student_states, teacher_states = _pair(student_states, teacher_states)
     weights = alp_attention(student_states, teacher_states, allowed, scale)
     fused = weights @ teacher_states
     per_position = (student_states - fused).pow(2).mean(dim=-1).sum(dim=-1)  # (...,): sum over layers
@@ -174,8 +180,8 @@ def rail_loss(student_states: torch.Tensor, teacher_states: torch.Tensor, layers
     layer i this epoch (`rail_layers`). Student and teacher share a width here (the student is the
     teacher's architecture), so RAIL-KD's projection for unequal widths is not needed.
     """
-    teacher = F.normalize(_fp32(teacher_states.detach()[:, layers]), dim=-1)
-    student = F.normalize(_fp32(student_states[:, : len(layers)]), dim=-1)
+    student, teacher = _pair(student_states[:, : len(layers)], teacher_states[:, layers])
+    student, teacher = F.normalize(student, dim=-1), F.normalize(teacher, dim=-1)
     return (student - teacher).pow(2).sum(dim=-1).mean()
 
 

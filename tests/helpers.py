@@ -39,7 +39,7 @@ def run_cli(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.Comp
 def distill_params(**overrides) -> types.SimpleNamespace:
     """The weights `distillation_loss` reads, with values unlike the defaults so that mix-ups show."""
     base = dict(temperature=3.0, kd_alpha=0.3, pkd_beta=7.0, pkd_exclude_last=True, alp_lambda=2.5,
-                alp_scale=False, alp_overlap=1)
+                alp_scale=False, alp_overlap=1, rail_weight=11.0)
     base.update(overrides)
     return types.SimpleNamespace(**base)
 

@@ -305,12 +305,30 @@ def make_batch(classes=3, B=4, m=2, n=6, d=8, tokens=False):
     )
 
 
+def rail_pairs_of(b) -> list[int]:
+    """A fixed RAIL-KD draw for a batch: the last m of the n-1 intermediate layers (any valid draw will do)."""
+    m, n = b["student_states"].shape[-2], b["teacher_states"].shape[-2]
+    return list(range(n - 1 - m, n - 1))
+
+
 def call(method, p, b, grad=False):
     tensors = {k: t64(v, grad) for k, v in b.items() if k != "labels"}
     labels = torch.tensor(b["labels"]) if b["labels"].dtype.kind == "i" else torch.tensor(b["labels"], dtype=torch.float64)
     total, terms = losses.distillation_loss(method, p, tensors["logits"], labels, tensors["student_states"],
-                                            tensors["teacher_logits"], tensors["teacher_states"])
+                                            tensors["teacher_logits"], tensors["teacher_states"], None,
+                                            rail_pairs_of(b) if method == "rail" else None)
     return total, terms, tensors
+
+
+def rail_ref(s: np.ndarray, t: np.ndarray, pairs: list[int]) -> float:
+    """RAIL-KD by hand: mean over examples and pairs of || s_i/|s_i| - t_l(i)/|t_l(i)| ||^2."""
+    total, count = 0.0, 0
+    for sb, tb in zip(s, t):
+        for i, j in enumerate(pairs):
+            a, c = sb[i] / math.sqrt(sum(x * x for x in sb[i])), tb[j] / math.sqrt(sum(x * x for x in tb[j]))
+            total += sum((x - y) ** 2 for x, y in zip(a, c))
+            count += 1
+    return total / count
 
 
 def expected_total(method, p, b):
@@ -327,6 +345,10 @@ def expected_total(method, p, b):
     if method == "pkd":
         layers = skip_ref(n, m)[:-1] if p.pkd_exclude_last else skip_ref(n, m)
         return kd + (p.pkd_beta * pkd_ref(b["student_states"], b["teacher_states"], layers) if layers else 0.0)
+    if method == "rail":
+        return kd + p.rail_weight * rail_ref(b["student_states"], b["teacher_states"], rail_pairs_of(b))
+    if method == "alp_scaled":
+        return kd + p.alp_lambda * alp_ref(b["student_states"], b["teacher_states"], None, True)[0]
     buckets = {"alp": None, "alp_no": buckets_ref(n, m),
                "alp_po": [list(range(max(0, c[0] - p.alp_overlap), min(n, c[-1] + 1 + p.alp_overlap)))
                           for c in buckets_ref(n, m)]}[method]
@@ -359,7 +381,7 @@ def test_no_gradient_reaches_the_teacher(method):
     assert t["teacher_logits"].grad is None
     assert t["teacher_states"].grad is None
     assert t["logits"].grad is not None and t["logits"].grad.abs().sum() > 0
-    if method in ("pkd", "alp", "alp_no", "alp_po"):
+    if method in ("pkd", "alp", "alp_no", "alp_po", "alp_scaled", "rail"):
         assert t["student_states"].grad is not None and t["student_states"].grad.abs().sum() > 0
 
 
@@ -387,3 +409,81 @@ def test_pkd_with_token_states_matches_cls_vectors():
                                         tensors["student_states"], tensors["teacher_logits"],
                                         tensors["teacher_states"], mask)
     close(terms["pkd"], pkd_ref(b["student_states"][:, 0], b["teacher_states"][:, 0], skip_ref(6, 2)))
+
+
+# --- RAIL-KD's draw ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n,m", [(6, 3), (6, 1), (12, 6), (4, 3)])
+def test_rail_layers_draw(n, m):
+    draws = [losses.rail_layers(n, m, seed=7, epoch=e) for e in range(200)]
+    for d in draws:
+        assert d == sorted(d) and len(set(d)) == m  # sorted, without replacement
+        assert all(0 <= j <= n - 2 for j in d)  # intermediate layers only: the last is left to the logits
+    assert draws == [losses.rail_layers(n, m, seed=7, epoch=e) for e in range(200)]  # a function of (seed, epoch)
+    assert {j for d in draws for j in d} == set(range(n - 1))  # over epochs every intermediate layer is drawn
+    if m < n - 1:
+        assert len({tuple(d) for d in draws}) > 1  # a new draw each epoch
+        assert draws != [losses.rail_layers(n, m, seed=8, epoch=e) for e in range(200)]  # and per seed
+    # uniform over subsets: each layer is drawn with probability m/(n-1) (binomial 4-sigma band over 200 draws)
+    counts = np.bincount([j for d in draws for j in d], minlength=n - 1)
+    q = m / (n - 1)
+    assert np.all(np.abs(counts - 200 * q) <= 4 * math.sqrt(200 * q * (1 - q)) + 1e-9)
+
+
+def test_rail_layers_bad_input():
+    with pytest.raises(ValueError, match="n-1 intermediate"):
+        losses.rail_layers(4, 4, 0, 0)
+
+
+def test_rail_loss_ignores_norms_and_needs_a_draw():
+    b = make_batch(m=2, n=6)
+    s, t = t64(b["student_states"]), t64(b["teacher_states"])
+    close(losses.rail_loss(3 * s, 0.5 * t, [1, 3]), losses.rail_loss(s, t, [1, 3]))
+    with pytest.raises(ValueError, match="rail_pairs"):
+        call_without_pairs = losses.distillation_loss
+        call_without_pairs("rail", distill_params(), t64(b["logits"]), torch.tensor(b["labels"]), s,
+                           t64(b["teacher_logits"]), t)
+
+
+# --- duplicates: the same objective, numerically ---------------------------------------------------------
+@pytest.mark.parametrize("method,n,m,overrides,same", [
+    ("pkd", 6, 1, {}, "kd"), ("pkd", 6, 1, {"pkd_exclude_last": False}, "pkd"), ("pkd", 6, 2, {}, "pkd"),
+    ("alp_no", 6, 1, {}, "alp"), ("alp_po", 6, 1, {}, "alp"), ("alp_po", 6, 2, {"alp_overlap": 3}, "alp"),
+    ("alp_po", 6, 2, {}, "alp_po"), ("alp_no", 6, 3, {}, "alp_no"), ("alp_scaled", 6, 2, {"alp_scale": True}, "alp"),
+    ("alp_scaled", 6, 2, {}, "alp_scaled"), ("rail", 6, 1, {}, "rail"), ("kd", 6, 1, {}, "kd"),
+])
+def test_same_objective_is_numerically_the_same(method, n, m, overrides, same):
+    """`same_objective` against the objectives themselves: equal totals on random batches when it names another
+    method, different totals when it names the method itself."""
+    p = distill_params(**overrides)
+    assert losses.same_objective(method, n, m, p) == same
+    b = make_batch(m=m, n=n)
+    a, _, _ = call(method, p, b)
+    other = "alp" if method.startswith("alp") else "kd"
+    c, _, _ = call(other, p, b)
+    if same != method:
+        close(a, c)
+    elif method != other:
+        assert abs(float(a) - float(c)) > 1e-6
+
+
+# --- float32 loss terms under mixed precision ------------------------------------------------------------
+@pytest.mark.parametrize("method", ["kd", "pkd", "alp", "alp_scaled", "rail"])
+def test_loss_terms_are_float32_under_bf16_autocast(method):
+    """Under CPU bf16 autocast, with bf16 activations (what a bf16 forward pass gives), every term equals the
+    float32 computation on the same values, and is float32."""
+    p = distill_params(pkd_exclude_last=False)
+    b = make_batch(m=3, n=6, d=64)
+    b["student_states"] = b["student_states"] * 4  # MiniLM-like norms: unscaled ALP scores in the hundreds
+    b["teacher_states"] = b["teacher_states"] * 2
+    bf = {k: torch.tensor(v, dtype=torch.bfloat16) for k, v in b.items() if k != "labels"}
+    labels = torch.tensor(b["labels"])
+    pairs = [1, 2, 4] if method == "rail" else None
+    args = lambda ts: (ts["logits"], labels, ts["student_states"], ts["teacher_logits"], ts["teacher_states"], None, pairs)  # noqa: E731
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, got = losses.distillation_loss(method, p, *args(bf))
+    _, ref = losses.distillation_loss(method, p, *args({k: v.float() for k, v in bf.items()}))
+    for k in ref:
+        if k == "ce":  # the task loss follows autocast like the model; the distillation terms do not
+            continue
+        assert got[k].dtype == torch.float32, k
+        torch.testing.assert_close(got[k], ref[k], rtol=1e-6, atol=1e-6)

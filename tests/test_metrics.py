@@ -77,3 +77,32 @@ def test_predictions_are_argmax_or_score():
     logits = np.array([[0.1, 0.9, 0.0], [2.0, -1.0, 1.0]])
     assert metrics.predictions(GLUE_TASKS["mnli"], logits).tolist() == [1, 0]
     assert metrics.predictions(GLUE_TASKS["stsb"], np.array([[1.5], [3.0]])).tolist() == [1.5, 3.0]
+
+
+# --- the trivial predictor and the constant-predictor flag -----------------------------------------------
+def test_trivial_classification_is_the_training_majority():
+    from sklearn.dummy import DummyClassifier
+
+    rng = np.random.default_rng(3)
+    task = GLUE_TASKS["mrpc"]
+    train, val = rng.choice(2, 500, p=[0.3, 0.7]), rng.choice(2, 200, p=[0.4, 0.6])
+    dummy = DummyClassifier(strategy="most_frequent").fit(np.zeros((len(train), 1)), train)
+    expected = dummy.predict(np.zeros((len(val), 1)))
+    got = metrics.trivial_scores(task, train, val)
+    assert got == {"f1": pytest.approx(f1_score(val, expected)), "accuracy": pytest.approx(accuracy_score(val, expected))}
+    # CoLA's Matthews correlation of a constant is 0 (sklearn's convention), not NaN
+    assert metrics.trivial_scores(GLUE_TASKS["cola"], train, val) == {"matthews": 0.0}
+
+
+def test_trivial_regression_is_the_mean_and_its_correlation_undefined():
+    rng = np.random.default_rng(4)
+    train, val = rng.uniform(0, 5, 300), rng.uniform(0, 5, 100)
+    preds = metrics.trivial_predictions(GLUE_TASKS["stsb"], train, len(val))
+    assert np.all(preds == pytest.approx(train.mean()))
+    got = metrics.trivial_scores(GLUE_TASKS["stsb"], train, val)
+    assert set(got) == {"pearson", "spearman"} and all(np.isnan(v) for v in got.values())
+
+
+def test_is_constant():
+    assert metrics.is_constant([1, 1, 1]) and metrics.is_constant(np.full(4, 2.5))
+    assert not metrics.is_constant([0, 1, 1]) and not metrics.is_constant([2.5, 2.5000001])

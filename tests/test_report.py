@@ -292,3 +292,60 @@ def test_no_predictions_no_significance(params, root):
     result = report.write_report(params, root, resamples=RESAMPLES)
     assert result["significance"].empty
     assert "more than noise" not in (root / "report" / "results.md").read_text()
+
+
+def test_trivial_row(params, root):
+    from alpkd import report
+
+    report.write_report(params, root, resamples=RESAMPLES)
+    md = (root / "report" / "results.md").read_text()
+    trivial = [c.strip() for c in md.split("| – | trivial |", 1)[1].split("\n", 1)[0].strip(" |").split("|")]
+    assert trivial == [f"{100 * TRIVIAL['rte']:.1f}", f"{100 * TRIVIAL['mrpc']:.1f}",
+                       f"{100 * np.mean(list(TRIVIAL.values())):.1f}"]
+
+
+def test_constant_and_undefined_scores_are_flagged(params, root):
+    """A seed with constant predictions flags its cell; an undefined score (null, e.g. Pearson r of a constant)
+    shows as NaN with its count, is left out of the mean, and makes that seed's average undefined."""
+    from alpkd import report
+
+    folder = root / "metrics" / "students"
+    rec = json.loads((folder / "rte-2-kd" / "s1.json").read_text())
+    rec["constant_predictions"] = True
+    write_json(folder / "rte-2-kd" / "s1.json", rec)
+    rec = json.loads((folder / "mrpc-2-alp" / "s2.json").read_text())
+    rec["score"] = None
+    write_json(folder / "mrpc-2-alp" / "s2.json", rec)
+    report.write_report(params, root, resamples=RESAMPLES)
+    rows = table_rows((root / "report" / "results.md").read_text())
+    assert rows[("2", "KD")][0].endswith(report.FLAG) and not rows[("2", "KD")][1].endswith(report.FLAG)
+    assert rows[("2", "KD")][2].endswith(report.FLAG)  # the average of a flagged seed is flagged too
+    assert rows[("2", "ALP")][1] == f"NaN (1 of 3 seeds) {report.FLAG}"
+    assert rows[("2", "ALP")][2] == f"NaN (1 of 3 seeds) {report.FLAG}"
+    csv = pd.read_csv(root / "report" / "results.csv")
+    row = csv[(csv.layers == 2) & (csv.method == "alp") & (csv.task == "mrpc")].iloc[0]
+    kept = np.array([root.scores[("mrpc", 2, "alp", s)] for s in (1, 3)]) * 100
+    assert row["mean"] == pytest.approx(kept.mean(), abs=1e-4) and row["n_nan"] == 1
+
+
+def test_duplicate_cells_are_shown_once(params, root, smoke_raw):
+    """A cell marked `same_as` (the same objective as another method at that depth) has no row and no
+    missing runs; the report names the method it repeats and why."""
+    from alpkd import config, report
+
+    smoke_raw.update(profile="handmade")
+    smoke_raw["data"]["tasks"], smoke_raw["student"]["depths"] = list(TASKS), DEPTHS
+    smoke_raw["distill"]["methods"], smoke_raw["distill"]["seeds"] = [*METHODS, "pkd"], SEEDS
+    for task in TASKS:
+        write_json(root / "metrics" / "students" / f"{task}-1-pkd" / "same_as.json",
+                   {"task": task, "depth": 1, "method": "pkd", "same_as": "kd", "why": "..."})
+    for task in TASKS:  # PKD at 2 layers is run: give it results
+        for seed in SEEDS:
+            write_json(root / "metrics" / "students" / f"{task}-2-pkd" / f"s{seed}.json",
+                       record(task, 2, "pkd", seed, 0.5))
+    result = report.write_report(config.validate(smoke_raw), root, resamples=RESAMPLES)
+    md = (root / "report" / "results.md").read_text()
+    rows = table_rows(md)
+    assert ("2", "PKD") in rows and ("1", "PKD") not in rows
+    assert "PKD at 1 layer(s) = KD" in md
+    assert not [m for m in result["missing"] if "-1-pkd-" in m]
