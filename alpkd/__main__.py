@@ -1,7 +1,7 @@
 """Command line: the same steps the notebooks run, launchable with `torchrun --nproc_per_node N -m alpkd ...`.
 
   python -m alpkd teacher  --task rte                               fine-tune, evaluate, write the cache
-  python -m alpkd distill  --task rte --depth 2 --method alp        every seed of one cell (or --seed)
+  python -m alpkd distill  --task rte --depth 2 --method alp        every seed (or --seed) of one method
   python -m alpkd cache    --task rte                               rebuild the teacher cache
   python -m alpkd evaluate --task rte --model scratch/models/rte/teacher   GLUE metrics of a saved model
   python -m alpkd check                                             validate params.yaml and exit
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("distill")
     p.add_argument("--task", required=True)
     p.add_argument("--depth", type=int, required=True)
-    p.add_argument("--method", required=True, choices=config.METHODS)
+    p.add_argument("--method", choices=config.METHODS, help="default: every method in distill.methods")
     p.add_argument("--seed", type=int, help="default: every seed in distill.seeds")
     sub.add_parser("check")
     args = parser.parse_args(argv)
@@ -85,7 +85,8 @@ def _run(args, params, distill):
         _require_model(Path(args.model), f"--model {args.model}: no saved model there (a folder holding config.json)")
         return distill.evaluate_saved(params, args.task, args.model)
     seeds = [args.seed] if args.seed is not None else None
-    return distill.distill_cell(params, args.task, args.depth, args.method, args.out, seeds)
+    methods = [args.method] if args.method else None
+    return distill.distill_group(params, args.task, args.depth, args.out, methods, seeds)
 
 
 def _require_model(folder: Path, message: str) -> None:

@@ -6,6 +6,7 @@ the method's objective (`alpkd.losses.distillation_loss`). Teacher outputs come 
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -147,6 +148,7 @@ def training_args(train, runtime, out_dir: Path, seed: int) -> TrainingArguments
         seed=seed,
         data_seed=seed,
         bf16=runtime.precision == "bf16",
+        use_cpu=not torch.cuda.is_available(),  # the Trainer refuses bf16 without a GPU unless told it is on CPU
         fp16=runtime.precision == "fp16",
         train_sampling_strategy="group_by_length" if runtime.group_by_length else "random",
         length_column_name="length",
@@ -370,7 +372,8 @@ class AttentionHistory(TrainerCallback):
 
 
 class Cell:
-    """What every seed of one (task, depth, method) shares: data, teacher, its cache. Loaded once."""
+    """What every run of one (task, depth, method) shares: data, teacher, its cache. A group (task, depth)
+    loads them once and hands them from method to method (`with_method`)."""
 
     def __init__(self, params: Params, task_name: str, depth: int, method: str, root: str | Path = "."):
         self.params, self.layout, self.task = params, Layout(Path(root)), params.task(task_name)
@@ -384,7 +387,7 @@ class Cell:
         self.teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
         self.n = self.teacher.config.num_hidden_layers
         self.teacher_fingerprint = cache_lib.model_fingerprint(teacher_dir)
-        self.use_cache = method != "nokd" and dp.states == "cls" and dp.teacher_cache
+        self.use_cache = dp.states == "cls" and dp.teacher_cache
         self.caches = {}
         if self.use_cache:  # train split for the loss, validation split for ALP's attention map
             keys = _cache_keys(self.layout, self.task, self.tokenizer, self.dsets, params, self.teacher_fingerprint)
@@ -393,6 +396,12 @@ class Cell:
         self.train_ds = data.subsample(self.dsets["train"], dp.max_train_samples)
         self.data_fingerprint = data.fingerprint(self.dsets["train"])
         self.setup_time_s = round(time.perf_counter() - start, 2)
+
+    def with_method(self, method: str) -> "Cell":
+        """The same loaded inputs for another method of the group (nothing is loaded again)."""
+        other = copy.copy(self)
+        other.method = method
+        return other
 
     def attention(self, model, ds, with_entropy: bool = False):
         split = self.task.validation_splits[0]
@@ -426,7 +435,8 @@ class Cell:
             callbacks.append(AttentionHistory(dp.attention_every, lambda: self.attention(trainer.model, probe, True)))
         trainer = DistillTrainer(
             model=student, args=training_args(dp, params.runtime, ckpt, seed), train_dataset=self.train_ds,
-            data_collator=data.Collator(self.tokenizer, self.caches.get("train")), callbacks=callbacks,
+            data_collator=data.Collator(self.tokenizer, self.caches.get("train") if method != "nokd" else None),
+            callbacks=callbacks,
             method=method, distill_params=dp, teacher=None if (method == "nokd" or self.use_cache) else self.teacher,
             states=dp.states,
         )
@@ -453,7 +463,7 @@ class Cell:
         record = _record(params, task, "student", scores, timing, method=method, depth=self.depth, seed=seed,
                          teacher_layers=self.n, init=params.student.init,
                          init_layers=student.config.alpkd_init_layers, train_examples=len(self.train_ds),
-                         teacher_cached=self.use_cache, cell_setup_time_s=self.setup_time_s,
+                         teacher_cached=self.use_cache and method != "nokd", group_setup_time_s=self.setup_time_s,
                          constant_predictions=any(p["constant"] for p in preds.values()), **extra)
         write_json(layout.student_metrics(run), record)
         shutil.rmtree(ckpt, ignore_errors=True)
@@ -470,39 +480,52 @@ def duplicate_of(params: Params, depth: int, method: str) -> str | None:
     return same if same != method else None
 
 
-def distill_cell(params: Params, task_name: str, depth: int, method: str, root: str | Path = ".",
-                 seeds: list[int] | None = None) -> list[dict]:
-    """Distil every seed (default `distill.seeds`) of one cell; data, teacher and cache are loaded once.
+def distill_group(params: Params, task_name: str, depth: int, root: str | Path = ".",
+                  methods: list[str] | None = None, seeds: list[int] | None = None) -> dict[str, list[dict]]:
+    """Distil every method (default `distill.methods`) and seed (default `distill.seeds`) of one (task, depth),
+    loading data, teacher and cache once. Returns the records by method.
 
-    A cell whose objective is another configured method's at this depth (`duplicate_of`) is not trained:
-    its folders get a `same_as.json` marker naming that method, and the report shows the cell once.
+    A method whose objective is another's at this depth (`duplicate_of`) is not trained: its metrics folder
+    gets a `same_as.json` marker naming that method and why, and the report shows the cell once.
     """
     layout = Layout(Path(root))
+    methods = list(params.distill.methods if methods is None else methods)
     seeds = list(params.distill.seeds if seeds is None else seeds)
-    dirs = layout.cell_dirs(task_name, depth, method)
-    twin = duplicate_of(params, depth, method)
-    if twin is not None:
-        marker = {"task": task_name, "depth": depth, "method": method, "same_as": twin, "seeds": seeds,
-                  "why": f"at {depth} student layer(s), {method} optimises the same objective as {twin}; "
-                         f"it is trained once, as {twin}"}
-        for folder in dirs.values():
-            shutil.rmtree(folder, ignore_errors=True)
-            write_json(folder / "same_as.json", marker)
-        return [marker]
-    layout.same_as(task_name, depth, method).unlink(missing_ok=True)
-    cell = _cell(params, task_name, depth, method, root)
-    return [cell.train_seed(seed) for seed in seeds]
+    for folder in layout.group_dirs(task_name, depth).values():
+        folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for method in methods:
+        twin = duplicate_of(params, depth, method)
+        if twin is not None:
+            for folder in layout.cell_dirs(task_name, depth, method).values():
+                shutil.rmtree(folder, ignore_errors=True)
+            marker = {"task": task_name, "depth": depth, "method": method, "same_as": twin, "seeds": seeds,
+                      "why": f"at {depth} student layer(s), {method} optimises the same objective as {twin}; "
+                             f"it is trained once, as {twin}"}
+            write_json(layout.same_as(task_name, depth, method), marker)
+            out[method] = [marker]
+            continue
+        layout.same_as(task_name, depth, method).unlink(missing_ok=True)
+        cell = _cell(params, task_name, depth, method, root)
+        out[method] = [cell.train_seed(seed) for seed in seeds]
+    return out
+
+
+def distill_cell(params: Params, task_name: str, depth: int, method: str, root: str | Path = ".",
+                 seeds: list[int] | None = None) -> list[dict]:
+    """Every seed of one method at one depth (`distill_group` with that method alone)."""
+    return distill_group(params, task_name, depth, root, [method], seeds)[method]
 
 
 _LAST: dict = {}
 
 
 def _cell(params: Params, task_name: str, depth: int, method: str, root) -> Cell:
-    """The cell's shared inputs, reused when the same notebook asks again (e.g. `explain_batch` after training)."""
-    key = (params, task_name, depth, method, str(Path(root).resolve()))
+    """The loaded inputs, reused when the same notebook asks again (e.g. `explain_batch` after training)."""
+    key = (params, task_name, depth, str(Path(root).resolve()))
     if _LAST.get("key") != key:
         _LAST.update(key=key, cell=Cell(params, task_name, depth, method, root))
-    return _LAST["cell"]
+    return _LAST["cell"].with_method(method)
 
 
 def distill_student(params: Params, task_name: str, depth: int, method: str, seed: int, root: str | Path = ".") -> dict:

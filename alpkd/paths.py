@@ -1,9 +1,11 @@
 """Where each output of the pipeline lives, relative to an output root (the repository for `dvc repro`).
 
-A student run is one (task, depth, method, seed); a *cell* is one (task, depth, method) with all its seeds,
-and is what one pipeline stage trains. Each kind of output has a folder per cell, one file (or model
-folder) per seed inside it, so a stage's outputs are a handful of folders whatever the number of seeds.
-Paths are built from the run's fields, never parsed back out of a name.
+A student run is one (task, depth, method, seed); a *cell* is one (task, depth, method) with all its seeds;
+a *group* is one (task, depth) with all its cells, and is what one pipeline stage trains (data, teacher and
+cache load once per group). Each kind of output has a folder per group, a folder per method inside it and
+one file (or model folder) per seed inside that: `metrics/students/<task>-<depth>/<method>/s<seed>.json`,
+`models/<task>/<task>-<depth>/<method>/s<seed>/`. A stage's outputs are a handful of folders whatever the
+number of methods and seeds. Paths are built from the run's fields, never parsed back out of a name.
 """
 from __future__ import annotations
 
@@ -34,6 +36,10 @@ def cell_name(task: str, depth: int, method: str) -> str:
     return f"{task}-{depth}-{method}"
 
 
+def group_name(task: str, depth: int) -> str:
+    return f"{task}-{depth}"
+
+
 def run_name(task: str, depth: int, method: str, seed: int) -> str:
     return f"{cell_name(task, depth, method)}-s{seed}"
 
@@ -58,15 +64,18 @@ class Layout:
     def cache(self, task: str) -> Path:
         return self.root / "cache" / task
 
-    # --- students: <kind>/<cell>/s<seed>
+    # --- students: <kind>/<task>-<depth>/<method>/s<seed>
+    def group_dirs(self, task: str, depth: int) -> dict[str, Path]:
+        """The folders one group's stage writes (and declares as its outputs)."""
+        group = group_name(task, depth)
+        return {"models": self.root / "models" / task / group,
+                "metrics": self.root / "metrics" / "students" / group,
+                "predictions": self.root / "predictions" / group,
+                "attention": self.root / "attention" / group,
+                "logs": self.root / "logs" / group}
+
     def cell_dirs(self, task: str, depth: int, method: str) -> dict[str, Path]:
-        """The folders one cell's stage writes (and declares as its outputs)."""
-        cell = cell_name(task, depth, method)
-        return {"models": self.root / "models" / task / cell,
-                "metrics": self.root / "metrics" / "students" / cell,
-                "predictions": self.root / "predictions" / cell,
-                "attention": self.root / "attention" / cell,
-                "logs": self.root / "logs" / cell}
+        return {kind: folder / method for kind, folder in self.group_dirs(task, depth).items()}
 
     def _student(self, kind: str, run: Run, suffix: str) -> Path:
         return self.cell_dirs(run.task, run.depth, run.method)[kind] / f"s{run.seed}{suffix}"

@@ -54,7 +54,7 @@ def collect(root: str | Path) -> pd.DataFrame:
     root = Path(root)
     rows = []
     files = [("teacher", p) for p in sorted((root / "metrics" / "teacher").glob("*.json"))]
-    files += [("student", p) for p in sorted((root / "metrics" / "students").glob("*/s*.json"))]
+    files += [("student", p) for p in sorted((root / "metrics" / "students").glob("*/*/s*.json"))]
     for role, path in files:
         rec = _read_json(path)
         if not rec or "score" not in rec or "task" not in rec:
@@ -81,7 +81,7 @@ def duplicates(root: str | Path) -> dict[tuple[str, int, str], dict]:
     """Cells not trained because their objective is another method's at that depth: (task, depth, method)
     -> the `same_as.json` marker (names the method, says why)."""
     out = {}
-    for path in sorted((Path(root) / "metrics" / "students").glob("*/same_as.json")):
+    for path in sorted((Path(root) / "metrics" / "students").glob("*/*/same_as.json")):
         rec = _read_json(path)
         if rec and "same_as" in rec:
             out[(rec["task"], int(rec["depth"]), rec["method"])] = rec

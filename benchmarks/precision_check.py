@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=2)
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     args = ap.parse_args()
     params = config.load(args.params)
     tokenizer = load_tokenizer("minilm")
@@ -38,7 +39,7 @@ def main() -> None:
         dsets = data.prepare(task, tokenizer, params.data)
         train = data.subsample(dsets["train"], args.train)
         teacher = load_pretrained(params.teacher.model_copy(update={"model": "minilm"}), task.num_labels, 0)
-        for precision in ("fp32", "bf16"):
+        for precision in args.precision:
             runtime = params.runtime.model_copy(update={"precision": precision})
             dp = params.distill.model_copy(update={"epochs": args.epochs})
             scores, per_step = [], []

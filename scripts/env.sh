@@ -6,3 +6,4 @@ if [ -z "${ALPKD_GLUE_DIR:-}" ] && [ -d "$(dirname "${BASH_SOURCE[0]}")/../../sh
 fi
 # (an `if`, not `&&`: sourcing this from a `set -e` script must not fail when no local GLUE copy is found)
 if [ -n "${ALPKD_GLUE_DIR:-}" ]; then export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}; fi
+export TRANSFORMERS_VERBOSITY=error  # library warnings stay out of the executed notebooks

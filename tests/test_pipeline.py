@@ -24,7 +24,7 @@ OUTPUT_DIRS = {"models", "cache", "metrics", "attention", "logs", "report", "run
 # KD, ALP (layer attention) and PKD, which at one student layer is KD: a duplicate cell that trains nothing
 METHODS = ["kd", "alp", "pkd"]
 TRAINED = ["kd", "alp"]
-DISTILL_STAGES = {f"distill@rte-1-{m}" for m in METHODS}
+DISTILL_STAGES = {"distill@rte-1"}
 
 
 def source_files() -> list[str]:
@@ -86,18 +86,18 @@ def test_repro_from_a_fresh_checkout(repo, first_repro):
     assert ran_stages(first_repro.stdout) == {"teacher@rte", "report", *DISTILL_STAGES}
     assert (repo / "dvc.lock").exists()
     assert json.loads((repo / "metrics" / "teacher" / "rte.json").read_text())["profile"] == "smoke"
-    for method in TRAINED:  # <kind>/<cell>/s<seed>
-        cell = f"rte-1-{method}"
-        assert json.loads((repo / "metrics" / "students" / cell / "s42.json").read_text())["method"] == method
-        assert (repo / "models" / "rte" / cell / "s42" / "config.json").exists()
-        assert (repo / "predictions" / cell / "s42.json").exists()
-        assert (repo / "logs" / cell / "s42.csv").exists() and (repo / "runs" / f"distill-{cell}.ipynb").exists()
-    attention = json.loads((repo / "attention" / "rte-1-alp" / "s42.json").read_text())
+    assert (repo / "runs" / "distill-rte-1.ipynb").exists()  # one stage per (task, depth)
+    for method in TRAINED:  # <kind>/<task>-<depth>/<method>/s<seed>
+        assert json.loads((repo / "metrics" / "students" / "rte-1" / method / "s42.json").read_text())["method"] == method
+        assert (repo / "models" / "rte" / "rte-1" / method / "s42" / "config.json").exists()
+        assert (repo / "predictions" / "rte-1" / method / "s42.json").exists()
+        assert (repo / "logs" / "rte-1" / method / "s42.csv").exists()
+    attention = json.loads((repo / "attention" / "rte-1" / "alp" / "s42.json").read_text())
     assert len(attention["weights"]) == 1 and len(attention["weights"][0]) == 4
-    assert json.loads((repo / "attention" / "rte-1-kd" / "s42.json").read_text())["weights"] is None
-    # the duplicate cell trained nothing and says which method it repeats
-    assert json.loads((repo / "metrics" / "students" / "rte-1-pkd" / "same_as.json").read_text())["same_as"] == "kd"
-    assert not (repo / "models" / "rte" / "rte-1-pkd" / "s42").exists()
+    assert json.loads((repo / "attention" / "rte-1" / "kd" / "s42.json").read_text())["weights"] is None
+    # the duplicate trained nothing and says which method it repeats
+    assert json.loads((repo / "metrics" / "students" / "rte-1" / "pkd" / "same_as.json").read_text())["same_as"] == "kd"
+    assert not (repo / "models" / "rte" / "rte-1" / "pkd").exists()
     md = (repo / "report" / "results.md").read_text()
     assert "`smoke`" in md and "tiny (4 layers)" in md and "| 1 | ALP |" in md
     assert "| 1 | PKD |" not in md and "PKD at 1 layer(s) = KD" in md and "| – | trivial |" in md

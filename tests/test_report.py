@@ -68,7 +68,7 @@ def root(tmp_path):
                         continue
                     score = float(rng.uniform(0.4, 0.9))
                     scores[(task, depth, method, seed)] = score
-                    cell, run = f"{task}-{depth}-{method}", f"s{seed}"
+                    cell, run = f"{task}-{depth}/{method}", f"s{seed}"
                     write_json(tmp_path / "metrics" / "students" / cell / f"{run}.json",
                                record(task, depth, method, seed, score))
                     weights = None
@@ -86,10 +86,10 @@ def root(tmp_path):
                                {"task": task, "validation": {"labels": labels[task].tolist(),
                                                              "predictions": preds.tolist()}})
     # outside the configured grid: another task, another seed, another method; and a damaged file
-    write_json(tmp_path / "metrics" / "students" / "cola-1-kd" / "s1.json", record("cola", 1, "kd", 1, 0.01))
-    write_json(tmp_path / "metrics" / "students" / "rte-1-kd" / "s99.json", record("rte", 1, "kd", 99, 0.01))
-    write_json(tmp_path / "metrics" / "students" / "rte-1-pkd" / "s1.json", record("rte", 1, "pkd", 1, 0.01))
-    (tmp_path / "metrics" / "students" / "rte-2-kd" / "s7.json").write_text('{"task": "rte", "sco')
+    write_json(tmp_path / "metrics" / "students" / "cola-1" / "kd" / "s1.json", record("cola", 1, "kd", 1, 0.01))
+    write_json(tmp_path / "metrics" / "students" / "rte-1" / "kd" / "s99.json", record("rte", 1, "kd", 99, 0.01))
+    write_json(tmp_path / "metrics" / "students" / "rte-1" / "pkd" / "s1.json", record("rte", 1, "pkd", 1, 0.01))
+    (tmp_path / "metrics" / "students" / "rte-2" / "kd" / "s7.json").write_text('{"task": "rte", "sco')
     return Grid(tmp_path, scores)
 
 
@@ -256,7 +256,7 @@ def test_significance_gaps(params, root):
     def task_score(task, depth, method, seeds):
         values = []
         for seed in seeds:
-            rec = json.loads((root / "predictions" / f"{task}-{depth}-{method}" / f"s{seed}.json").read_text())
+            rec = json.loads((root / "predictions" / f"{task}-{depth}" / method / f"s{seed}.json").read_text())
             values.append(headline(TASKS[task], np.array(rec["validation"]["labels"]),
                                    np.array(rec["validation"]["predictions"])))
         return np.mean(values)
@@ -310,12 +310,12 @@ def test_constant_and_undefined_scores_are_flagged(params, root):
     from alpkd import report
 
     folder = root / "metrics" / "students"
-    rec = json.loads((folder / "rte-2-kd" / "s1.json").read_text())
+    rec = json.loads((folder / "rte-2" / "kd" / "s1.json").read_text())
     rec["constant_predictions"] = True
-    write_json(folder / "rte-2-kd" / "s1.json", rec)
-    rec = json.loads((folder / "mrpc-2-alp" / "s2.json").read_text())
+    write_json(folder / "rte-2" / "kd" / "s1.json", rec)
+    rec = json.loads((folder / "mrpc-2" / "alp" / "s2.json").read_text())
     rec["score"] = None
-    write_json(folder / "mrpc-2-alp" / "s2.json", rec)
+    write_json(folder / "mrpc-2" / "alp" / "s2.json", rec)
     report.write_report(params, root, resamples=RESAMPLES)
     rows = table_rows((root / "report" / "results.md").read_text())
     assert rows[("2", "KD")][0].endswith(report.FLAG) and not rows[("2", "KD")][1].endswith(report.FLAG)
@@ -337,11 +337,11 @@ def test_duplicate_cells_are_shown_once(params, root, smoke_raw):
     smoke_raw["data"]["tasks"], smoke_raw["student"]["depths"] = list(TASKS), DEPTHS
     smoke_raw["distill"]["methods"], smoke_raw["distill"]["seeds"] = [*METHODS, "pkd"], SEEDS
     for task in TASKS:
-        write_json(root / "metrics" / "students" / f"{task}-1-pkd" / "same_as.json",
+        write_json(root / "metrics" / "students" / f"{task}-1" / "pkd" / "same_as.json",
                    {"task": task, "depth": 1, "method": "pkd", "same_as": "kd", "why": "..."})
     for task in TASKS:  # PKD at 2 layers is run: give it results
         for seed in SEEDS:
-            write_json(root / "metrics" / "students" / f"{task}-2-pkd" / f"s{seed}.json",
+            write_json(root / "metrics" / "students" / f"{task}-2" / "pkd" / f"s{seed}.json",
                        record(task, 2, "pkd", seed, 0.5))
     result = report.write_report(config.validate(smoke_raw), root, resamples=RESAMPLES)
     md = (root / "report" / "results.md").read_text()

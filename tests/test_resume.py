@@ -39,7 +39,7 @@ def _long_params(tmp_path: Path, group_by_length: bool = False) -> Path:
     return path
 
 
-CELL = f"{TASK}-1-alp"
+CELL = f"{TASK}-1/alp"
 
 
 def _cmd(params: Path, root: Path, *extra: str) -> list[str]:
@@ -92,7 +92,7 @@ def test_killed_run_resumes_and_matches_uninterrupted(teacher_root, tmp_path):
 
     # nothing that looks finished
     assert not (killed / "metrics" / "students" / CELL / "s42.json").exists()
-    assert not (killed / "models" / TASK / CELL / "s42").exists()
+    assert not (killed / "models" / TASK / f"{TASK}-1" / "alp" / "s42").exists()
 
     _run(_cmd(params, killed))
     _run(_cmd(params, clean))
@@ -106,8 +106,8 @@ def test_killed_run_resumes_and_matches_uninterrupted(teacher_root, tmp_path):
     # the final weights match too, not only the (coarse) accuracy
     from safetensors.numpy import load_file
 
-    a = load_file(killed / "models" / TASK / CELL / "s42" / "model.safetensors")
-    b = load_file(clean / "models" / TASK / CELL / "s42" / "model.safetensors")
+    a = load_file(killed / "models" / TASK / f"{TASK}-1" / "alp" / "s42" / "model.safetensors")
+    b = load_file(clean / "models" / TASK / f"{TASK}-1" / "alp" / "s42" / "model.safetensors")
     assert a.keys() == b.keys()
     for key in a:
         assert (a[key] == b[key]).all(), key
@@ -177,8 +177,8 @@ def test_resume_after_first_epoch_with_length_grouping(teacher_root, tmp_path):
     assert resumed["resumed_from_step"] == 4
     from safetensors.numpy import load_file
 
-    a = load_file(killed / "models" / TASK / CELL / "s42" / "model.safetensors")
-    b = load_file(clean / "models" / TASK / CELL / "s42" / "model.safetensors")
+    a = load_file(killed / "models" / TASK / f"{TASK}-1" / "alp" / "s42" / "model.safetensors")
+    b = load_file(clean / "models" / TASK / f"{TASK}-1" / "alp" / "s42" / "model.safetensors")
     assert all((a[key] == b[key]).all() for key in a)
 
 
