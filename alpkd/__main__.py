@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args, params, distill):
+    distill.PRINT_LOGS = True  # progress on stderr (stdout is redirected there while a step runs)
     if args.command == "teacher":
         return distill.train_teacher(params, args.task, args.out)
     if args.command == "cache":

@@ -34,6 +34,9 @@ from .students import build_student, load_pretrained, load_tokenizer
 from .tasks import Task
 
 
+PRINT_LOGS = False  # the CLI turns the Trainer's printed logs on (to stderr); notebooks keep them out
+
+
 class SeededLengthGroupedSampler(LengthGroupedSampler):
     """Length-grouped order drawn from (seed, epoch) instead of the global random state.
 
@@ -59,7 +62,8 @@ class DistillTrainer(Trainer):
 
     def __init__(self, *args, method: str = "nokd", distill_params=None, teacher=None, states: str = "cls", **kwargs):
         super().__init__(*args, **kwargs)
-        self.remove_callback(PrinterCallback)  # the curves go to logs/<run>.csv, not as dicts into the notebooks
+        if not PRINT_LOGS:  # the curves go to logs/<run>.csv, not as raw dicts into the executed notebooks
+            self.remove_callback(PrinterCallback)
         self.method, self.distill_params, self.states = method, distill_params, states
         self.teacher = teacher.to(self.args.device).eval() if teacher is not None else None
         self._terms: dict[str, list[float]] = {}
@@ -458,8 +462,10 @@ class Cell:
                      "attention_top_layers": [int(j) + 1 for j in weights.argmax(-1)]}
             mapping = {"split": split, "scale": alp_scaled(method, dp), "weights": weights.tolist(),
                        "entropy_bits": entropy.tolist(), "history": callbacks[0].history}
+        if "weights" not in mapping:  # no attention: PKD's fixed pairs, RAIL-KD's draws, or no layer term
+            mapping = {"weights": None, **mapping, "note": f"{method}: no attention map"}
         write_json(layout.attention(run), {"task": task.name, "depth": self.depth, "method": method, "seed": seed,
-                                           **(mapping or {"weights": None, "note": f"{method}: no layer mapping"})})
+                                           **mapping})
         record = _record(params, task, "student", scores, timing, method=method, depth=self.depth, seed=seed,
                          teacher_layers=self.n, init=params.student.init,
                          init_layers=student.config.alpkd_init_layers, train_examples=len(self.train_ds),

@@ -203,7 +203,8 @@ def results_table(summary: pd.DataFrame, tasks: list[str], depths: list[int], me
 def markdown_table(table: pd.DataFrame, headers: dict[str, str] | None = None) -> str:
     headers = headers or {}
     names = [headers.get(c, c) for c in table.columns]
-    lines = ["| " + " | ".join(names) + " |", "|" + "|".join("---:" if c != "method" else ":---" for c in table.columns) + "|"]
+    text = {"method", "comparison", "verdict", "task", "top teacher layer per student layer, per seed"}
+    lines = ["| " + " | ".join(names) + " |", "|" + "|".join(":---" if c in text else "---:" for c in table.columns) + "|"]
     lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines)
 

@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    ap.add_argument("--lr", type=float, default=None, help="default: distill.learning_rate")
     args = ap.parse_args()
     params = config.load(args.params)
     tokenizer = load_tokenizer("minilm")
@@ -41,7 +42,8 @@ def main() -> None:
         teacher = load_pretrained(params.teacher.model_copy(update={"model": "minilm"}), task.num_labels, 0)
         for precision in args.precision:
             runtime = params.runtime.model_copy(update={"precision": precision})
-            dp = params.distill.model_copy(update={"epochs": args.epochs})
+            dp = params.distill.model_copy(update={"epochs": args.epochs,
+                                                   "learning_rate": args.lr or params.distill.learning_rate})
             scores, per_step = [], []
             for seed in args.seeds:
                 student = build_student(teacher, args.depth, "skip", seed)

@@ -2,14 +2,14 @@
 """Where the pipeline's time went: training, evaluation, and start-up and loading, per stage kind.
 
 Reads the executed notebooks in runs/ (papermill records each cell's duration and the notebook's) and the
-metrics records (training and evaluation time of every run, and each cell's loading time), and prints a
+metrics records (training and evaluation time of every run, and each stage's loading time), and prints a
 Markdown table:
 
   python scripts/stage_times.py [--root .]
 
 Per stage: `wall` is the notebook's duration as papermill measured it; `start-up and loading` is the kernel's
 start (wall minus the cells' durations), the set-up cell (imports, params) and the loading of data, teacher
-and cache before the first seed trains (`cell_setup_time_s`, students; the teacher's data loading is inside
+and cache before the first run trains (`group_setup_time_s`, students; the teacher's data loading is inside
 its training cell and counted there); `train` and `eval` are the Trainer's training and evaluation time.
 """
 from __future__ import annotations
@@ -43,9 +43,9 @@ def main() -> None:
         row["wall"] += t["wall"]
         row["startup"] += t["kernel"] + t["setup"]
         if kind == "distill":
-            cell = nb.stem.removeprefix("distill-")
-            records = [json.loads(p.read_text()) for p in sorted((root / "metrics" / "students" / cell).glob("s*.json"))]
-            row["startup"] += records[0].get("cell_setup_time_s", 0.0) if records else 0.0
+            group = nb.stem.removeprefix("distill-")
+            records = [json.loads(p.read_text()) for p in sorted((root / "metrics" / "students" / group).glob("*/s*.json"))]
+            row["startup"] += records[0].get("group_setup_time_s", 0.0) if records else 0.0  # loaded once per stage
             row["train"] += sum(r.get("train_time_s", 0.0) for r in records)
             row["eval"] += sum(r.get("eval_time_s", 0.0) for r in records)
         elif kind == "teacher":

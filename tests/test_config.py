@@ -226,9 +226,9 @@ SMOKE_TEXT = (REPO / "profiles" / "smoke.yaml").read_text()
 
 
 def test_student_folder_uses_the_given_task(tmp_path):
-    """The folder is models/<task>/<cell>/s<seed> with the task as given (it used to be parsed out of the run name)."""
+    """The folder is models/<task>/<task>-<depth>/<method>/s<seed> with the task as given (it used to be parsed out of the run name)."""
     from alpkd.paths import Layout, Run
 
     for task in ("my_task", "rte"):
         run = Run(task, 2, "alp", 42)
-        assert Layout(tmp_path).student_model(run) == tmp_path / "models" / task / f"{task}-2-alp" / "s42"
+        assert Layout(tmp_path).student_model(run) == tmp_path / "models" / task / f"{task}-2" / "alp" / "s42"

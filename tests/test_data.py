@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from alpkd import config, data
+from alpkd.paths import Run
 from alpkd.tasks import GLUE_TASKS
 
 GLUE = Path(__file__).resolve().parents[2] / "shared" / "glue"
