@@ -42,9 +42,9 @@ def _long_params(tmp_path: Path, group_by_length: bool = False) -> Path:
 CELL = f"{TASK}-1/alp"
 
 
-def _cmd(params: Path, root: Path, *extra: str) -> list[str]:
+def _cmd(params: Path, root: Path, *extra: str, method: str = "alp") -> list[str]:
     return [sys.executable, "-m", "alpkd", "--params", str(params), "--out", str(root), *extra,
-            "distill", "--task", TASK, "--depth", "1", "--method", "alp", "--seed", "42"]
+            "distill", "--task", TASK, "--depth", "1", "--method", method, "--seed", "42"]
 
 
 def _env() -> dict:
@@ -162,24 +162,28 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-def test_resume_after_first_epoch_with_length_grouping(teacher_root, tmp_path):
+@pytest.mark.parametrize("method", ["alp", "rail"])  # RAIL-KD: the resumed epochs must draw the same layers
+def test_resume_after_first_epoch_with_length_grouping(teacher_root, tmp_path, method):
     params = _long_params(tmp_path, group_by_length=True)
     killed = _root_with_teacher(teacher_root, tmp_path / "killed")
     clean = _root_with_teacher(teacher_root, tmp_path / "clean")
-    run = f"{TASK}-1-alp-s42"
-    args = _cmd(params, killed)[3:]
+    args = _cmd(params, killed, method=method)[3:]
     done = subprocess.run([sys.executable, "-c", _KILL_AT, *args], cwd=ROOT, env={**_env(), "KILL_AFTER": "4"},
                           capture_output=True, text=True)
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
-    _run(_cmd(params, killed))
-    _run(_cmd(params, clean))
-    resumed = json.loads((killed / "metrics" / "students" / CELL / "s42.json").read_text())
+    _run(_cmd(params, killed, method=method))
+    _run(_cmd(params, clean, method=method))
+    cell = f"{TASK}-1/{method}"
+    resumed = json.loads((killed / "metrics" / "students" / cell / "s42.json").read_text())
     assert resumed["resumed_from_step"] == 4
     from safetensors.numpy import load_file
 
-    a = load_file(killed / "models" / TASK / f"{TASK}-1" / "alp" / "s42" / "model.safetensors")
-    b = load_file(clean / "models" / TASK / f"{TASK}-1" / "alp" / "s42" / "model.safetensors")
+    a = load_file(killed / "models" / TASK / f"{TASK}-1" / method / "s42" / "model.safetensors")
+    b = load_file(clean / "models" / TASK / f"{TASK}-1" / method / "s42" / "model.safetensors")
     assert all((a[key] == b[key]).all() for key in a)
+    if method == "rail":  # twelve epochs, more than one distinct draw: the resumed run replayed them
+        draws = json.loads((killed / "attention" / cell / "s42.json").read_text())["draws"]
+        assert len(draws) == 12 and len({tuple(d) for d in draws}) > 1
 
 
 def test_length_grouped_order_depends_on_seed_and_epoch_only():
