@@ -161,15 +161,18 @@ def alp_loss(
 
 # --- RAIL-KD -------------------------------------------------------------------------------------------
 def rail_layers(n: int, m: int, seed: int, epoch: int) -> list[int]:
-    """RAIL-KD's draw for one epoch: m of the teacher's intermediate layers (0-based 0..n-2; the last layer
-    is left to the logits, as in PKD), without replacement, sorted; student layer i is paired with the i-th.
+    """RAIL-KD's draw for one epoch: m-1 of the teacher's intermediate layers (0-based 0..n-2), without
+    replacement, sorted; the i-th is paired with student layer i, for the student's intermediate layers
+    1..m-1. The last layer of each model is left to the logits (the KD term), as in PKD: RAIL-KD distils
+    "into the intermediate layers of the student". With one student layer there is nothing to pair (KD).
 
     A pure function of (seed, epoch): a run is reproducible, and a resumed run draws the same layers.
     """
-    if not 1 <= m <= n - 1:
-        raise ValueError(f"RAIL-KD draws m of the n-1 intermediate teacher layers: need 1 <= m <= n-1, got m={m}, n={n}")
+    if not 1 <= m <= n:
+        raise ValueError(f"RAIL-KD pairs the m-1 intermediate student layers with m-1 of the n-1 intermediate "
+                         f"teacher layers: need 1 <= m <= n, got m={m}, n={n}")
     rng = np.random.default_rng([seed & 0xFFFFFFFF, epoch])
-    return sorted(int(j) for j in rng.choice(n - 1, size=m, replace=False))
+    return sorted(int(j) for j in rng.choice(n - 1, size=m - 1, replace=False))
 
 
 @float32_terms
@@ -177,7 +180,7 @@ def rail_loss(student_states: torch.Tensor, teacher_states: torch.Tensor, layers
     """RAIL-KD (layer-wise): `mean_i || h_S^i/|h_S^i| - h_T^l(i)/|h_T^l(i)| ||^2` over the pairs and examples.
 
     student_states (B, m, d), teacher_states (B, n, d); `layers[i]` is the teacher layer drawn for student
-    layer i this epoch (`rail_layers`). Student and teacher share a width here (the student is the
+    layer i this epoch (`rail_layers`: the first m-1 student layers take part). Student and teacher share a width here (the student is the
     teacher's architecture), so RAIL-KD's projection for unequal widths is not needed.
     """
     student, teacher = _pair(student_states[:, : len(layers)], teacher_states[:, layers])
@@ -210,13 +213,16 @@ def same_objective(method: str, n: int, m: int, p) -> str:
     """The simplest method whose objective is identical to `method`'s for an n-layer teacher and an m-layer
     student (`method` itself when there is none). At one student layer PKD without the last layer matches
     no layer (it is KD), and ALP-NO/ALP-PO have one bucket holding every layer (they are ALP); with
-    `alp_scale` on, ALP is already scaled (ALP-scaled is ALP)."""
+    `alp_scale` on, ALP is already scaled (ALP-scaled is ALP); a one-layer student has no intermediate layer
+    for RAIL-KD to pair (it is KD)."""
     if method == "pkd" and not pkd_layers(n, m, p.pkd_exclude_last):
         return "kd"
     if method in ("alp_no", "alp_po") and bool(alp_allowed(method, n, m, p.alp_overlap).all()):
         return "alp"
     if method == "alp_scaled" and p.alp_scale:
         return "alp"
+    if method == "rail" and m == 1:
+        return "kd"
     return method
 
 
@@ -260,8 +266,12 @@ def distillation_loss(
     elif method == "rail":
         if rail_pairs is None:
             raise ValueError("method 'rail' needs the epoch's teacher layers (rail_pairs = rail_layers(...))")
-        terms["rail"] = rail_loss(student_states, teacher_states, rail_pairs)
-        total = total + p.rail_weight * terms["rail"]
+        if len(rail_pairs) != m - 1:
+            raise ValueError(f"RAIL-KD pairs the {m - 1} intermediate student layers: got {len(rail_pairs)} "
+                             "teacher layers (rail_pairs = rail_layers(n, m, ...))")
+        if rail_pairs:
+            terms["rail"] = rail_loss(student_states, teacher_states, rail_pairs)
+            total = total + p.rail_weight * terms["rail"]
     elif method in ALP_METHODS:
         allowed = alp_allowed(method, n, m, p.alp_overlap)
         terms["alp"], _ = alp_loss(student_states, teacher_states, allowed, alp_scaled(method, p), mask)

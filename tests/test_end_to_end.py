@@ -71,6 +71,10 @@ def test_student_model_loads_and_scores_as_reported(runs, run_root, smoke_params
             preds.append(int(model(**enc).logits.argmax(-1)))
     expected = accuracy_score(rows["label"].to_numpy(), np.array(preds))
     assert runs[method]["metrics"]["accuracy"] == pytest.approx(expected, abs=1e-9)
+    # the stored predictions are the split's examples in the split's order (the report pairs them by position)
+    stored = read_json(Layout(run_root).predictions(Run(TASK, DEPTH, method, SEED)))["validation"]
+    assert stored["labels"] == rows["label"].tolist()
+    assert stored["predictions"] == preds
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -78,8 +82,8 @@ def test_attention_maps_only_for_alp(runs, run_root, method):
     record = read_json(Layout(run_root).attention(Run(TASK, DEPTH, method, SEED)))
     if method not in ALP:
         assert record["weights"] is None
-        if method == "rail":  # one draw per epoch, written with the run
-            assert record["draws"] == [[int(j)] for j in record["draws"][0]] and 0 <= record["draws"][0][0] <= 2
+        if method == "rail":  # one draw per epoch, written with the run; a one-layer student has none to pair
+            assert record["draws"] == [[]]
         return
     weights = np.array(record["weights"])
     assert weights.shape == (DEPTH, 4)

@@ -306,9 +306,9 @@ def make_batch(classes=3, B=4, m=2, n=6, d=8, tokens=False):
 
 
 def rail_pairs_of(b) -> list[int]:
-    """A fixed RAIL-KD draw for a batch: the last m of the n-1 intermediate layers (any valid draw will do)."""
+    """A fixed RAIL-KD draw for a batch: the last m-1 of the n-1 intermediate layers (any valid draw will do)."""
     m, n = b["student_states"].shape[-2], b["teacher_states"].shape[-2]
-    return list(range(n - 1 - m, n - 1))
+    return list(range(n - m, n - 1))
 
 
 def call(method, p, b, grad=False):
@@ -345,8 +345,9 @@ def expected_total(method, p, b):
     if method == "pkd":
         layers = skip_ref(n, m)[:-1] if p.pkd_exclude_last else skip_ref(n, m)
         return kd + (p.pkd_beta * pkd_ref(b["student_states"], b["teacher_states"], layers) if layers else 0.0)
-    if method == "rail":
-        return kd + p.rail_weight * rail_ref(b["student_states"], b["teacher_states"], rail_pairs_of(b))
+    if method == "rail":  # the intermediate student layers 1..m-1 only: none at m = 1
+        pairs = rail_pairs_of(b)
+        return kd + (p.rail_weight * rail_ref(b["student_states"], b["teacher_states"], pairs) if pairs else 0.0)
     if method == "alp_scaled":
         return kd + p.alp_lambda * alp_ref(b["student_states"], b["teacher_states"], None, True)[0]
     buckets = {"alp": None, "alp_no": buckets_ref(n, m),
@@ -412,26 +413,40 @@ def test_pkd_with_token_states_matches_cls_vectors():
 
 
 # --- RAIL-KD's draw ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("n,m", [(6, 3), (6, 1), (12, 6), (4, 3)])
+@pytest.mark.parametrize("n,m", [(6, 3), (6, 2), (12, 6), (4, 4), (6, 5)])
 def test_rail_layers_draw(n, m):
     draws = [losses.rail_layers(n, m, seed=7, epoch=e) for e in range(200)]
     for d in draws:
-        assert d == sorted(d) and len(set(d)) == m  # sorted, without replacement
+        assert d == sorted(d) and len(set(d)) == m - 1  # one per intermediate student layer, without replacement
         assert all(0 <= j <= n - 2 for j in d)  # intermediate layers only: the last is left to the logits
     assert draws == [losses.rail_layers(n, m, seed=7, epoch=e) for e in range(200)]  # a function of (seed, epoch)
     assert {j for d in draws for j in d} == set(range(n - 1))  # over epochs every intermediate layer is drawn
-    if m < n - 1:
+    if m < n:
         assert len({tuple(d) for d in draws}) > 1  # a new draw each epoch
         assert draws != [losses.rail_layers(n, m, seed=8, epoch=e) for e in range(200)]  # and per seed
-    # uniform over subsets: each layer is drawn with probability m/(n-1) (binomial 4-sigma band over 200 draws)
+    # uniform over subsets: each layer is drawn with probability (m-1)/(n-1) (binomial 4-sigma band, 200 draws)
     counts = np.bincount([j for d in draws for j in d], minlength=n - 1)
-    q = m / (n - 1)
+    q = (m - 1) / (n - 1)
     assert np.all(np.abs(counts - 200 * q) <= 4 * math.sqrt(200 * q * (1 - q)) + 1e-9)
 
 
+def test_rail_layers_one_student_layer_draws_nothing():
+    """A one-layer student's only layer is its last: nothing is paired, the objective is KD."""
+    assert [losses.rail_layers(6, 1, seed=3, epoch=e) for e in range(5)] == [[]] * 5
+
+
 def test_rail_layers_bad_input():
-    with pytest.raises(ValueError, match="n-1 intermediate"):
-        losses.rail_layers(4, 4, 0, 0)
+    for n, m in [(4, 5), (4, 0)]:
+        with pytest.raises(ValueError, match="need 1 <= m <= n"):
+            losses.rail_layers(n, m, 0, 0)
+
+
+def test_rail_pairs_must_cover_the_intermediate_student_layers():
+    b = make_batch(m=3, n=6)
+    t = {k: t64(v) for k, v in b.items() if k != "labels"}
+    args = (t["logits"], torch.tensor(b["labels"]), t["student_states"], t["teacher_logits"], t["teacher_states"], None)
+    with pytest.raises(ValueError, match="pairs the 2 intermediate student layers: got 3"):
+        losses.distillation_loss("rail", distill_params(), *args, [0, 1, 2])
 
 
 def test_rail_loss_ignores_norms_and_needs_a_draw():
@@ -449,7 +464,7 @@ def test_rail_loss_ignores_norms_and_needs_a_draw():
     ("pkd", 6, 1, {}, "kd"), ("pkd", 6, 1, {"pkd_exclude_last": False}, "pkd"), ("pkd", 6, 2, {}, "pkd"),
     ("alp_no", 6, 1, {}, "alp"), ("alp_po", 6, 1, {}, "alp"), ("alp_po", 6, 2, {"alp_overlap": 3}, "alp"),
     ("alp_po", 6, 2, {}, "alp_po"), ("alp_no", 6, 3, {}, "alp_no"), ("alp_scaled", 6, 2, {"alp_scale": True}, "alp"),
-    ("alp_scaled", 6, 2, {}, "alp_scaled"), ("rail", 6, 1, {}, "rail"), ("kd", 6, 1, {}, "kd"),
+    ("alp_scaled", 6, 2, {}, "alp_scaled"), ("rail", 6, 1, {}, "kd"), ("rail", 6, 2, {}, "rail"), ("kd", 6, 1, {}, "kd"),
 ])
 def test_same_objective_is_numerically_the_same(method, n, m, overrides, same):
     """`same_objective` against the objectives themselves: equal totals on random batches when it names another
@@ -477,7 +492,7 @@ def test_loss_terms_are_float32_under_bf16_autocast(method):
     b["teacher_states"] = b["teacher_states"] * 2
     bf = {k: torch.tensor(v, dtype=torch.bfloat16) for k, v in b.items() if k != "labels"}
     labels = torch.tensor(b["labels"])
-    pairs = [1, 2, 4] if method == "rail" else None
+    pairs = [1, 4] if method == "rail" else None
     args = lambda ts: (ts["logits"], labels, ts["student_states"], ts["teacher_logits"], ts["teacher_states"], None, pairs)  # noqa: E731
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _, got = losses.distillation_loss(method, p, *args(bf))

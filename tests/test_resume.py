@@ -34,6 +34,7 @@ def _long_params(tmp_path: Path, group_by_length: bool = False) -> Path:
     raw["runtime"]["save_steps"] = 2
     # the length-grouped order is drawn from (data seed, epoch), so a resume after the first epoch replays it
     raw["runtime"]["group_by_length"] = group_by_length
+    raw["student"]["depths"] = [1, 2]  # RAIL-KD needs two student layers to pair one
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -42,9 +43,9 @@ def _long_params(tmp_path: Path, group_by_length: bool = False) -> Path:
 CELL = f"{TASK}-1/alp"
 
 
-def _cmd(params: Path, root: Path, *extra: str, method: str = "alp") -> list[str]:
+def _cmd(params: Path, root: Path, *extra: str, method: str = "alp", depth: int = 1) -> list[str]:
     return [sys.executable, "-m", "alpkd", "--params", str(params), "--out", str(root), *extra,
-            "distill", "--task", TASK, "--depth", "1", "--method", method, "--seed", "42"]
+            "distill", "--task", TASK, "--depth", str(depth), "--method", method, "--seed", "42"]
 
 
 def _env() -> dict:
@@ -165,23 +166,24 @@ sys.exit(cli.main(sys.argv[1:]))
 @pytest.mark.parametrize("method", ["alp", "rail"])  # RAIL-KD: the resumed epochs must draw the same layers
 def test_resume_after_first_epoch_with_length_grouping(teacher_root, tmp_path, method):
     params = _long_params(tmp_path, group_by_length=True)
+    depth = 2 if method == "rail" else 1  # a one-layer RAIL-KD student has no intermediate layer: it is KD
     killed = _root_with_teacher(teacher_root, tmp_path / "killed")
     clean = _root_with_teacher(teacher_root, tmp_path / "clean")
-    args = _cmd(params, killed, method=method)[3:]
+    args = _cmd(params, killed, method=method, depth=depth)[3:]
     done = subprocess.run([sys.executable, "-c", _KILL_AT, *args], cwd=ROOT, env={**_env(), "KILL_AFTER": "4"},
                           capture_output=True, text=True)
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
-    _run(_cmd(params, killed, method=method))
-    _run(_cmd(params, clean, method=method))
-    cell = f"{TASK}-1/{method}"
+    _run(_cmd(params, killed, method=method, depth=depth))
+    _run(_cmd(params, clean, method=method, depth=depth))
+    cell = f"{TASK}-{depth}/{method}"
     resumed = json.loads((killed / "metrics" / "students" / cell / "s42.json").read_text())
     assert resumed["resumed_from_step"] == 4
     from safetensors.numpy import load_file
 
-    a = load_file(killed / "models" / TASK / f"{TASK}-1" / method / "s42" / "model.safetensors")
-    b = load_file(clean / "models" / TASK / f"{TASK}-1" / method / "s42" / "model.safetensors")
+    a = load_file(killed / "models" / TASK / f"{TASK}-{depth}" / method / "s42" / "model.safetensors")
+    b = load_file(clean / "models" / TASK / f"{TASK}-{depth}" / method / "s42" / "model.safetensors")
     assert all((a[key] == b[key]).all() for key in a)
-    if method == "rail":  # twelve epochs, more than one distinct draw: the resumed run replayed them
+    if method == "rail":  # twelve epochs, more than one distinct draw (1 of 3 layers): the resumed run replayed them
         draws = json.loads((killed / "attention" / cell / "s42.json").read_text())["draws"]
         assert len(draws) == 12 and len({tuple(d) for d in draws}) > 1
 
