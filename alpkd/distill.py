@@ -75,6 +75,13 @@ class DistillTrainer(Trainer):
                                               list(ds[self.args.length_column_name]), self.args.data_seed)
         return super()._get_train_sampler(train_dataset)
 
+    def _get_eval_sampler(self, eval_dataset):
+        # in the dataset's order (`evaluate` sorts by length first): transformers 5 would length-group the
+        # evaluation in an order drawn from the run's seed, so each seed's predictions came in its own order
+        if eval_dataset is None or self.args.world_size > 1:
+            return None  # several processes: accelerate shards the dataloader in order and gathers in order
+        return torch.utils.data.SequentialSampler(eval_dataset)
+
     def rail_pairs(self, n: int, m: int) -> list[int]:
         """RAIL-KD's teacher layers for the current epoch (a function of the run's seed and the epoch)."""
         return rail_layers(n, m, self.args.seed, math.floor(self.state.epoch or 0))
@@ -219,12 +226,18 @@ def evaluate(trainer: Trainer, task: Task, dsets, predictions: dict | None = Non
     """
     out = {}
     for split in task.validation_splits:
-        pred = trainer.predict(dsets[split].remove_columns("cache_row"))
+        ds = dsets[split].remove_columns("cache_row")
+        # shortest first, so each batch pads little; the predictions are put back in the split's order
+        order = np.argsort(ds["length"], kind="stable")
+        pred = trainer.predict(ds.select(order))
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        logits, label_ids = pred.predictions[back], np.asarray(pred.label_ids)[back]
         suffix = "" if split == "validation" else "_" + split.removeprefix("validation_")
-        out.update({k + suffix: v for k, v in metrics.compute(task, pred.predictions, pred.label_ids).items()})
+        out.update({k + suffix: v for k, v in metrics.compute(task, logits, label_ids).items()})
         if predictions is not None:
-            values = metrics.predictions(task, pred.predictions)
-            predictions[split] = {"predictions": values.tolist(), "labels": np.asarray(pred.label_ids).tolist(),
+            values = metrics.predictions(task, logits)
+            predictions[split] = {"predictions": values.tolist(), "labels": label_ids.tolist(),
                                   "constant": metrics.is_constant(values)}
     return out
 
@@ -557,8 +570,10 @@ def attention_map(model, ds, tokenizer, split_cache, method: str, dp, batch_size
     model.eval()
     collator = data.Collator(tokenizer, split_cache)
     total, entropy, count = None, None, 0.0
+    # shortest first, so each batch pads little (a mean does not depend on the order)
+    order = [int(i) for i in np.argsort(ds["length"], kind="stable")] if "length" in ds.column_names else list(range(len(ds)))
     for start in range(0, len(ds), batch_size):
-        batch = collator([ds[i] for i in range(start, min(start + batch_size, len(ds)))])
+        batch = collator([ds[i] for i in order[start:start + batch_size]])
         inputs = {k: v.to(device) for k, v in batch.items() if k in data.MODEL_INPUTS}
         hs = torch.stack(model(**inputs, output_hidden_states=True).hidden_states[1:], dim=-2)
         if teacher is not None:

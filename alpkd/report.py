@@ -255,43 +255,6 @@ def load_predictions(root: str | Path, run: Run, split: str) -> tuple[np.ndarray
     return np.asarray(rec[split]["labels"]), np.asarray(rec[split]["predictions"])
 
 
-class EvalOrder:
-    """Puts a run's validation predictions back in the split's order.
-
-    With `runtime.group_by_length`, the Trainer (transformers 5) evaluates in a length-grouped order drawn from
-    a generator seeded by the run's data seed, so each seed's predictions file lists the examples in its own
-    order (every method of one seed in the same order). The order is recomputed here from the split's token
-    lengths, and accepted only if it puts the file's labels exactly onto the split's labels.
-    """
-
-    def __init__(self, params):
-        self.params, self.lengths = params, {}
-
-    def _split(self, task, split: str):
-        if (task.name, split) not in self.lengths:
-            from . import data
-            from .students import load_tokenizer
-
-            ds = data.prepare(task, load_tokenizer(self.params.teacher.model), self.params.data)[split]
-            self.lengths[(task.name, split)] = (list(ds["length"]), np.asarray(ds["labels"]))
-        return self.lengths[(task.name, split)]
-
-    def canonical(self, task, split: str, seed: int, labels: np.ndarray, preds: np.ndarray):
-        import torch
-        from transformers.trainer_pt_utils import get_length_grouped_indices
-
-        lengths, truth = self._split(task, split)
-        order = np.asarray(get_length_grouped_indices(lengths, self.params.runtime.eval_batch_size,
-                                                      generator=torch.Generator().manual_seed(seed)))
-        if len(order) != len(labels):
-            return labels, preds
-        out_labels, out_preds = np.empty_like(labels), np.empty_like(preds)
-        out_labels[order], out_preds[order] = labels, preds
-        if not np.allclose(out_labels.astype(float), truth.astype(float), atol=1e-6):
-            return labels, preds  # not the order it was evaluated in: leave it (the pairing check skips it)
-        return out_labels, out_preds
-
-
 BASELINES = ("nokd", "kd", "pkd")  # what each layer-mapping method is compared with
 CHALLENGERS = ("alp", "alp_no", "alp_po", "alp_scaled", "rail")
 SIG_COLUMNS = ["layers", "method", "baseline", "gap", "low", "high", "p_value", "p_adjusted", "n_tasks", "n_seeds"]
@@ -316,7 +279,6 @@ def significance(params, root: str | Path, records: pd.DataFrame, resamples: int
     from .significance import adjust, paired_bootstrap
 
     students = records[records["role"] == "student"]
-    order = EvalOrder(params)
     rows = []
     for depth in params.student.depths:
         for a, b in comparisons(list(params.distill.methods)):
@@ -335,13 +297,10 @@ def significance(params, root: str | Path, records: pd.DataFrame, resamples: int
                 seeds = sorted(set(preds[a]) & set(preds[b]))
                 if not seeds:
                     continue
-                if any(len(preds[m][k][0]) != len(preds[a][seeds[0]][0]) or (preds[m][k][0] != preds[a][seeds[0]][0]).any()
-                       for m in (a, b) for k in seeds):  # evaluated in each seed's own order: back to the split's
-                    preds = {m: {k: order.canonical(task, split, k, *preds[m][k]) for k in seeds} for m in (a, b)}
                 labels = preds[a][seeds[0]][0]
                 if any(len(preds[m][k][0]) != len(labels) or (preds[m][k][0] != labels).any()
                        for m in (a, b) for k in seeds):
-                    continue  # runs evaluated on different examples cannot be paired
+                    continue  # runs evaluated on different examples (or in another order) cannot be paired
                 items.append({"metric": task.headline, "labels": labels,
                               "a": [preds[a][k][1] for k in seeds], "b": [preds[b][k][1] for k in seeds]})
             if items:
