@@ -3,6 +3,7 @@
   python -m alpkd teacher  --task rte                               fine-tune, evaluate, write the cache
   python -m alpkd distill  --task rte --depth 2 --method alp        every seed (or --seed) of one method
   python -m alpkd cache    --task rte                               rebuild the teacher cache
+  python -m alpkd verify-cache --task rte                           re-hash every byte of the teacher cache
   python -m alpkd evaluate --task rte --model scratch/models/rte/teacher   GLUE metrics of a saved model
   python -m alpkd check                                             validate params.yaml and exit
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"output root (default: {DEFAULT_OUT}, git-ignored; "
                              "`--out .` writes the pipeline's outputs)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("teacher", "cache", "evaluate"):
+    for name in ("teacher", "cache", "evaluate", "verify-cache"):
         p = sub.add_parser(name)
         p.add_argument("--task", required=True)
         if name == "evaluate":
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         print(f"{args.params}: valid ({params.profile} profile)")
         return 0
+
+    if args.command == "verify-cache":  # reads no model and no data
+        return _verify_cache(args)
 
     from . import cache, data, distill  # heavy imports only once the parameters are known to be good
 
@@ -88,6 +92,23 @@ def _run(args, params, distill):
     seeds = [args.seed] if args.seed is not None else None
     methods = [args.method] if args.method else None
     return distill.distill_group(params, args.task, args.depth, args.out, methods, seeds)
+
+
+def _verify_cache(args) -> int:
+    """Full verification of a task's teacher cache: one line of JSON on stdout, or `error: ...` and exit 1."""
+    import time
+
+    from . import cache
+
+    start = time.perf_counter()
+    try:
+        result = cache.verify_task(Layout(Path(args.out)).cache(args.task), "full")
+    except cache.CacheError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    result["seconds"] = round(time.perf_counter() - start, 3)
+    print(json.dumps(result))
+    return 0
 
 
 def _require_model(folder: Path, message: str) -> None:

@@ -2,9 +2,13 @@
 
 A teacher in eval mode is deterministic, so every student, method and seed can reuse its outputs. The
 cache of a split is a folder of `.npy` files (memory-mapped on load: MNLI with bert-base fits) and a
-`meta.json` holding its key (teacher weights, tokenizer, maximum length, split, subsample and a
-fingerprint of the token ids) and the SHA-256 of each file. `load` refuses a cache whose key differs from
-the one expected or whose files are damaged; it never silently reuses one.
+`meta.json` manifest holding its key (teacher weights, tokenizer, maximum length, split, subsample and a
+fingerprint of the token ids) and, per file, its size, shape, dtype, full SHA-256 (computed once, when the
+cache is written) and the SHA-256 of a fixed sample of rows. `load` refuses a cache whose key differs from
+the one expected or whose files are damaged; it never silently reuses one. Every load checks sizes, shapes,
+dtypes, the manifest's own hash and the sampled rows (cheap: a few MB read whatever the size); `verify="full"`
+and `python -m alpkd verify-cache --task <task>` re-hash every byte. The cheap check cannot see a change to a
+row outside the sample that keeps the file's size: that is what the full check is for.
 """
 from __future__ import annotations
 
@@ -12,12 +16,17 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-FORMAT = 1
+FORMAT = 1  # of the key (what the cached outputs depend on); unchanged by the manifest's version
+MANIFEST = 2  # of meta.json: 2 added file sizes, dtypes, sample hashes and the manifest's own hash
+SAMPLE_ROWS = 64  # rows hashed by the cheap check, spread evenly, first and last included
+FILES = ("logits.npy", "states.npy")
+VERIFY_LEVELS = ("cheap", "full", "none")
 
 
 class CacheError(RuntimeError):
@@ -95,19 +104,60 @@ def teacher_outputs(model, ds, collator, batch_size: int, device=None):
     return logits, states
 
 
+def sample_rows(n: int, k: int = SAMPLE_ROWS) -> list[int]:
+    """`k` row indices spread evenly over `n` rows, the first and the last included (every row when n <= k)."""
+    if n <= 0:
+        return []
+    return sorted({int(r) for r in np.linspace(0, n - 1, min(k, n)).round()})
+
+
+def sample_sha256(array: np.ndarray, rows: list[int]) -> str:
+    """SHA-256 over the indices and the bytes of the given rows (reads only those rows of a memory map)."""
+    h = hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode())
+    for r in rows:
+        h.update(np.ascontiguousarray(array[r]).tobytes())
+    return h.hexdigest()
+
+
+def _canonical_sha256(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _manifest_sha256(meta: dict) -> str:
+    """The hash of the manifest itself (key, sizes, shapes, dtypes, sample and file hashes)."""
+    return _canonical_sha256({k: v for k, v in meta.items() if k != "manifest_sha256"})
+
+
 def write(cache_dir: str | Path, split: str, key: dict, logits: np.ndarray, states: np.ndarray) -> Path:
-    """Write one split's cache atomically: a temporary folder, renamed once complete."""
+    """Write one split's cache atomically: a temporary folder, renamed once complete.
+
+    The manifest (`meta.json`) records, per file, its size, shape, dtype, full SHA-256 (hashed once, here) and
+    the SHA-256 of a fixed sample of rows; and the hash of the key and of the manifest itself.
+    """
     final = Path(cache_dir) / split
     tmp = final.with_name(f".{split}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     np.save(tmp / "logits.npy", logits.astype(np.float32))
     np.save(tmp / "states.npy", states.astype(np.float16))
+    rows = sample_rows(len(logits))
+    files = {}
+    for name in FILES:
+        array = np.load(tmp / name, mmap_mode="r")  # hashed as written, the way `load` will read it
+        files[name] = {"bytes": (tmp / name).stat().st_size, "shape": list(array.shape), "dtype": array.dtype.str,
+                       "sha256": sha256_file(tmp / name), "sample_sha256": sample_sha256(array, rows)}
+        del array
     meta = {
+        "manifest": MANIFEST,
         "key": key,
+        "key_sha256": _canonical_sha256(key),
+        "sample_rows": rows,
+        "files": files,
+        # read by caches' older readers (format 1 manifests had only these two)
         "shapes": {"logits": list(logits.shape), "states": list(states.shape)},
-        "sha256": {f: sha256_file(tmp / f) for f in ("logits.npy", "states.npy")},
+        "sha256": {name: files[name]["sha256"] for name in FILES},
     }
+    meta["manifest_sha256"] = _manifest_sha256(meta)
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -131,31 +181,113 @@ class SplitCache:
         )
 
 
-def load(cache_dir: str | Path, split: str, expected_key: dict, verify: bool = True) -> SplitCache:
-    """The cache of `split`, after checking its key and its files; `CacheError` if it cannot be used."""
-    folder = Path(cache_dir) / split
+HINT = "rebuild it with the teacher stage (dvc repro) or `python -m alpkd cache --task <task>`"
+
+
+def _read_meta(folder: Path) -> dict:
     meta_file = folder / "meta.json"
-    hint = "rebuild it with the teacher stage (dvc repro) or `python -m alpkd cache --task <task>`"
     if not meta_file.exists():
-        raise CacheError(f"no teacher cache at {folder}; {hint}")
+        raise CacheError(f"no teacher cache at {folder}; {HINT}")
     try:
         meta = json.loads(meta_file.read_text())
     except json.JSONDecodeError as err:
-        raise CacheError(f"teacher cache {folder} has a damaged meta.json ({err}); {hint}") from None
-    stale = {k: (meta["key"].get(k), v) for k, v in expected_key.items() if meta["key"].get(k) != v}
-    if stale:
-        what = ", ".join(f"{k} (cached {a!r}, now {b!r})" for k, (a, b) in stale.items())
-        raise CacheError(f"teacher cache {folder} is stale: it was built for a different {what}; {hint}")
-    for name, digest in meta["sha256"].items():
+        raise CacheError(f"teacher cache {folder} has a damaged meta.json ({err}); {HINT}") from None
+    if not isinstance(meta, dict) or "key" not in meta or "sha256" not in meta:
+        raise CacheError(f"teacher cache {folder} has a damaged meta.json (no key or checksums); {HINT}")
+    return meta
+
+
+def _level(verify) -> str:
+    if verify is True:  # the boolean of older callers: True re-hashed every byte, False nothing
+        return "full"
+    if verify is False:
+        return "none"
+    if verify not in VERIFY_LEVELS:
+        raise ValueError(f"verify={verify!r}: expected one of {VERIFY_LEVELS}")
+    return verify
+
+
+def _check(folder: Path, meta: dict, level: str) -> SplitCache:
+    """The integrity checks of `level` on one split's files; the opened cache, or `CacheError`."""
+    def damaged(why: str) -> CacheError:
+        return CacheError(f"teacher cache {folder} is damaged: {why}; {HINT}")
+
+    legacy = meta.get("manifest") is None  # written before the manifest held sizes and sample hashes
+    if not legacy:
+        if meta.get("manifest_sha256") != _manifest_sha256(meta):
+            raise damaged("meta.json does not match its own checksum (edited or corrupted)")
+        if meta.get("key_sha256") != _canonical_sha256(meta["key"]):
+            raise damaged("the key in meta.json does not match its checksum")
+    for name in meta["sha256"]:
         path = folder / name
         if not path.exists():
-            raise CacheError(f"teacher cache {folder} is damaged: {name} is missing; {hint}")
-        if verify and sha256_file(path) != digest:
-            raise CacheError(f"teacher cache {folder} is damaged: {name} does not match its checksum; {hint}")
+            raise damaged(f"{name} is missing")
+        if not legacy and path.stat().st_size != meta["files"][name]["bytes"]:
+            raise damaged(f"{name} has {path.stat().st_size} bytes, meta.json records {meta['files'][name]['bytes']} "
+                          "(truncated or overwritten)")
+    if legacy and level == "cheap":
+        warnings.warn(f"teacher cache {folder} was written by an older version (no sample hashes in meta.json): "
+                      f"verifying every byte instead; {HINT} to make later loads cheap", stacklevel=3)
+        level = "full"
+    if level == "full":
+        for name, digest in meta["sha256"].items():
+            if sha256_file(folder / name) != digest:
+                raise damaged(f"{name} does not match its checksum (full SHA-256)")
     try:
         cache = SplitCache(folder)
     except ValueError as err:  # truncated .npy
-        raise CacheError(f"teacher cache {folder} is damaged: {err}; {hint}") from None
+        raise damaged(str(err)) from None
     if list(cache.states.shape) != meta["shapes"]["states"] or list(cache.logits.shape) != meta["shapes"]["logits"]:
-        raise CacheError(f"teacher cache {folder} is damaged: shapes differ from meta.json; {hint}")
+        raise damaged("shapes differ from meta.json")
+    if not legacy:
+        arrays = {"logits.npy": cache.logits, "states.npy": cache.states}
+        for name, entry in meta["files"].items():
+            array = arrays[name]
+            if list(array.shape) != entry["shape"] or array.dtype.str != entry["dtype"]:
+                raise damaged(f"{name} is {array.dtype.str} {list(array.shape)}, meta.json records "
+                              f"{entry['dtype']} {entry['shape']}")
+            if level == "cheap" and sample_sha256(array, meta["sample_rows"]) != entry["sample_sha256"]:
+                raise damaged(f"{name} does not match its sample checksum ({len(meta['sample_rows'])} rows)")
     return cache
+
+
+def load(cache_dir: str | Path, split: str, expected_key: dict, verify: str | bool = "cheap") -> SplitCache:
+    """The cache of `split`, after checking its key and its files; `CacheError` if it cannot be used.
+
+    `verify`: "cheap" (default) checks the manifest's own hash and its key's, file sizes, shapes, dtypes and the
+    SHA-256 of a fixed sample of rows (reads a few MB whatever the cache's size); "full" also re-hashes every
+    byte against the SHA-256 recorded at write time; "none" skips both hashes (key, sizes, shapes still
+    checked). `True`/`False` (older callers) mean "full"/"none". A cache written before sample hashes existed
+    is verified in full under "cheap", with a warning to rebuild it.
+    """
+    level = _level(verify)
+    folder = Path(cache_dir) / split
+    meta = _read_meta(folder)
+    stale = {k: (meta["key"].get(k), v) for k, v in expected_key.items() if meta["key"].get(k) != v}
+    if stale:
+        what = ", ".join(f"{k} (cached {a!r}, now {b!r})" for k, (a, b) in stale.items())
+        raise CacheError(f"teacher cache {folder} is stale: it was built for a different {what}; {HINT}")
+    return _check(folder, meta, level)
+
+
+def verify_task(cache_dir: str | Path, level: str = "full") -> dict:
+    """Check every split cached under `cache_dir` (one task's cache) at `level`; a summary, or `CacheError`.
+
+    Integrity only: whether the cache still matches the current teacher and data (its key) is checked by every
+    `load`, which knows the key it expects.
+    """
+    cache_dir = Path(cache_dir)
+    splits = sorted(p.name for p in cache_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if cache_dir.is_dir() else []
+    if not splits:
+        raise CacheError(f"no teacher cache at {cache_dir}; {HINT}")
+    level = _level(level)
+    size = 0
+    for split in splits:
+        folder = cache_dir / split
+        meta = _read_meta(folder)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _check(folder, meta, level)
+        size += sum((folder / name).stat().st_size for name in meta["sha256"])
+    return {"cache": str(cache_dir), "verify": level, "ok": True, "splits": splits, "bytes": size}

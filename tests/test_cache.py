@@ -153,3 +153,161 @@ def test_student_subsample_reads_its_own_rows(layout, smoke_params, keys):
     cls = torch.stack(out.hidden_states[1:], dim=1)[:, :, 0]
     np.testing.assert_allclose(batch["teacher_states"].numpy(), cls.numpy(), rtol=3e-3, atol=3e-3)
     np.testing.assert_allclose(batch["teacher_logits"].numpy(), out.logits.numpy(), rtol=1e-3, atol=1e-4)
+
+
+# --- verification levels: cheap (every load) and full (on request), on a synthetic cache written by `cache.write`
+
+ROWS, LAYERS, WIDTH, LABELS = 1000, 4, 8, 3  # more rows than the cheap check samples
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    """A cache of `ROWS` random rows under tmp_path/cache/<split>, with the key it was written with."""
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(ROWS, LABELS)).astype(np.float32)
+    states = rng.normal(size=(ROWS, LAYERS, WIDTH)).astype(np.float16)
+    key = {"format": cache.FORMAT, "teacher": "t" * 64, "split": "train", "rows": ROWS}
+    cache.write(tmp_path / "cache", "train", key, logits, states)
+    return tmp_path / "cache", key
+
+
+def _flip_byte_in_row(folder, name: str, row: int, byte: int = 1) -> None:
+    """Flip one bit of one byte inside `row` of `name` (offsets from the .npy header, not guessed)."""
+    array = np.load(folder / name, mmap_mode="r")
+    row_bytes = array.itemsize * int(np.prod(array.shape[1:]))
+    offset = array.offset + row * row_bytes + byte
+    del array
+    with open(folder / name, "r+b") as f:
+        f.seek(offset)
+        value = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([value ^ 0x04]))
+
+
+def test_sample_rows_spread_evenly_with_first_and_last():
+    rows = cache.sample_rows(ROWS)
+    assert len(rows) == cache.SAMPLE_ROWS and rows[0] == 0 and rows[-1] == ROWS - 1
+    gaps = np.diff(rows)
+    assert gaps.min() >= (ROWS - 1) // (cache.SAMPLE_ROWS - 1) and gaps.max() <= -(-(ROWS - 1) // (cache.SAMPLE_ROWS - 1))
+    assert cache.sample_rows(5) == [0, 1, 2, 3, 4] and cache.sample_rows(1) == [0] and cache.sample_rows(0) == []
+
+
+def test_manifest_records_sizes_shapes_dtypes_and_hashes(synthetic):
+    import hashlib
+    import json
+
+    folder = synthetic[0] / "train"
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["manifest"] == cache.MANIFEST and meta["sample_rows"] == cache.sample_rows(ROWS)
+    for name, shape, dtype in [("logits.npy", [ROWS, LABELS], "<f4"), ("states.npy", [ROWS, LAYERS, WIDTH], "<f2")]:
+        entry = meta["files"][name]
+        assert entry["bytes"] == (folder / name).stat().st_size
+        assert entry["shape"] == shape and entry["dtype"] == dtype
+        assert entry["sha256"] == hashlib.sha256((folder / name).read_bytes()).hexdigest() == meta["sha256"][name]
+
+
+@pytest.mark.parametrize("name", ["states.npy", "logits.npy"])
+@pytest.mark.parametrize("which", [0, 1, -1])  # first, second and last sampled row
+def test_cheap_check_catches_a_corrupted_sampled_row(synthetic, name, which):
+    cache_dir, key = synthetic
+    cache.load(cache_dir, "train", key)  # intact: loads
+    _flip_byte_in_row(cache_dir / "train", name, cache.sample_rows(ROWS)[which])
+    with pytest.raises(cache.CacheError, match=f"damaged: {name} does not match its sample checksum"):
+        cache.load(cache_dir, "train", key)  # the default is the cheap check
+
+
+@pytest.mark.parametrize("name", ["states.npy", "logits.npy"])
+def test_row_outside_the_sample_is_missed_by_cheap_but_caught_by_full(synthetic, name):
+    """The trade-off, documented: the cheap check reads only the sampled rows, so it misses this change."""
+    cache_dir, key = synthetic
+    sampled = cache.sample_rows(ROWS)
+    row = next(r for r in range(ROWS) if r not in sampled)
+    attr = name.removesuffix(".npy")
+    before = np.array(getattr(cache.load(cache_dir, "train", key, verify="none"), attr)[row])
+    _flip_byte_in_row(cache_dir / "train", name, row)
+    loaded = cache.load(cache_dir, "train", key, verify="cheap")  # NOT caught
+    assert not np.array_equal(np.array(getattr(loaded, attr)[row]), before)  # though the row did change
+    for verify in ("full", True):
+        with pytest.raises(cache.CacheError, match=f"{name} does not match its checksum \\(full SHA-256\\)"):
+            cache.load(cache_dir, "train", key, verify=verify)
+
+
+@pytest.mark.parametrize("verify", ["cheap", "none", "full"])
+@pytest.mark.parametrize("change", ["truncate", "append"])
+def test_size_check_catches_truncated_or_grown_file(synthetic, verify, change):
+    cache_dir, key = synthetic
+    path = cache_dir / "train" / "states.npy"
+    content = path.read_bytes()
+    path.write_bytes(content[:-1] if change == "truncate" else content + b"\0")
+    with pytest.raises(cache.CacheError, match="states.npy has \\d+ bytes, meta.json records \\d+"):
+        cache.load(cache_dir, "train", key, verify=verify)
+
+
+def test_wrong_key_is_stale(synthetic):
+    cache_dir, key = synthetic
+    for change in ({"teacher": "u" * 64}, {"rows": ROWS - 1}, {"split": "validation"}):
+        with pytest.raises(cache.CacheError, match=f"stale.*{next(iter(change))}"):
+            cache.load(cache_dir, "train", {**key, **change})
+
+
+def test_edited_manifest_is_caught(synthetic):
+    """A key or a recorded hash edited in meta.json (so that a stale cache would pass) is refused."""
+    import json
+
+    cache_dir, key = synthetic
+    meta_file = cache_dir / "train" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta["key"]["teacher"] = "u" * 64
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(cache.CacheError, match="meta.json does not match its own checksum"):
+        cache.load(cache_dir, "train", {**key, "teacher": "u" * 64}, verify="none")
+
+
+def test_unknown_verify_level(synthetic):
+    with pytest.raises(ValueError, match="verify='fast'"):
+        cache.load(synthetic[0], "train", synthetic[1], verify="fast")
+
+
+def test_older_manifest_is_verified_in_full_with_a_warning(synthetic):
+    """A cache written before sample hashes existed: the cheap load falls back to the full check and says so."""
+    import json
+
+    cache_dir, key = synthetic
+    meta_file = cache_dir / "train" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({k: meta[k] for k in ("key", "shapes", "sha256")}))  # the format-1 manifest
+    with pytest.warns(UserWarning, match="older version.*verifying every byte.*rebuild it"):
+        cache.load(cache_dir, "train", key)
+    row = next(r for r in range(ROWS) if r not in cache.sample_rows(ROWS))
+    _flip_byte_in_row(cache_dir / "train", "states.npy", row)
+    with pytest.warns(UserWarning), pytest.raises(cache.CacheError, match="full SHA-256"):
+        cache.load(cache_dir, "train", key)
+    cache.load(cache_dir, "train", key, verify="none")  # as before: no hashing asked, none done
+
+
+def test_verify_cache_cli(tmp_path, synthetic):
+    import json
+
+    from alpkd.paths import Layout
+    from helpers import SMOKE, run_cli
+
+    params = tmp_path / "params.yaml"
+    params.write_text(SMOKE.read_text())
+    root = tmp_path / "out"
+    shutil.copytree(synthetic[0], Layout(root).cache(TASK))
+    args = ("--params", str(params), "--out", str(root), "verify-cache", "--task", TASK)
+    good = run_cli(*args, cwd=tmp_path)
+    assert good.returncode == 0, good.stderr[-3000:]
+    assert len(good.stdout.splitlines()) == 1
+    record = json.loads(good.stdout)
+    assert record["ok"] and record["verify"] == "full" and record["splits"] == ["train"]
+    # a change the cheap check cannot see (a row outside the sample) is what this command is for
+    row = next(r for r in range(ROWS) if r not in cache.sample_rows(ROWS))
+    _flip_byte_in_row(Layout(root).cache(TASK) / "train", "states.npy", row)
+    bad = run_cli(*args, cwd=tmp_path)
+    assert bad.returncode == 1 and bad.stdout == "", (bad.returncode, bad.stdout)
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "states.npy does not match its checksum" in errors[0], bad.stderr[-3000:]
+    missing = run_cli("--params", str(params), "--out", str(tmp_path / "none"), "verify-cache", "--task", TASK,
+                      cwd=tmp_path)
+    assert missing.returncode == 1 and "no teacher cache" in missing.stderr
