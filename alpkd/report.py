@@ -14,6 +14,8 @@ average over tasks; `write_report` writes, atomically, under `report/`:
 - `summary.json`  the mean scores (teacher, and `students_<depth>L.<method>.<task or average>`) for
                   `dvc metrics show` and `dvc metrics diff`
 - `figures/`      score vs depth, ALP attention maps per task, training curves per task (PNG)
+- `plots/`        what `dvc plots show` draws, a column per method: `scores/<task>.csv` (score vs depth) and
+                  `curves/<task>-<depth>.csv` (task loss during training, mean over seeds)
 
 Scores are the task's headline GLUE metric (accuracy, F1, Matthews correlation or Pearson) x100. With
 several seeds a cell is `mean ± std` (sample standard deviation, ddof=1). The average over tasks is taken
@@ -420,6 +422,35 @@ def _figures(params, root: Path, records: pd.DataFrame, summary: pd.DataFrame, t
     return written
 
 
+def plot_tables(root: Path, records: pd.DataFrame, summary: pd.DataFrame, tasks: list[str], depths: list[int],
+                methods: list[str]) -> dict[str, pd.DataFrame]:
+    """What `dvc plots show` draws, a column per method (every method of the grid, empty where it has no run),
+    so each plot holds one task (and depth) and the methods are the lines:
+
+    - `scores/<task>.csv` (and `average.csv`): the mean headline score x100 against the student's depth;
+    - `curves/<task>-<depth>.csv`: the task loss (cross-entropy, MSE for regression) during training, mean
+      over seeds, against the step: the term every method shares, so the curves can be compared.
+    """
+    tables = {}
+    student = summary[summary["role"] == "student"]
+    for task in [*tasks, AVERAGE]:
+        rows = student[student["task"] == task]
+        if not rows.empty:
+            tables[f"scores/{task}.csv"] = (rows.pivot_table(index="layers", columns="method", values="mean")
+                                            .reindex(index=sorted(depths), columns=methods).rename_axis("depth"))
+    students = records[records["role"] == "student"]
+    for (task, depth), cell in students.groupby(["task", "depth"]):
+        logs = load_logs(root, runs_of(cell))
+        curves = {}
+        for method, group in cell.groupby("method"):
+            frames = [logs[r] for r in group["run"] if r in logs and "loss_ce" in logs[r]]
+            if frames:
+                curves[method] = pd.concat(frames).groupby("step")["loss_ce"].mean()
+        if curves:
+            tables[f"curves/{task}-{int(depth)}.csv"] = pd.DataFrame(curves).reindex(columns=methods).sort_index()
+    return tables
+
+
 def _numbers(out: Path, summary: pd.DataFrame, methods: list[str], trivial: dict, sig: pd.DataFrame,
              attention: pd.DataFrame) -> dict[str, Path]:
     """The CSV files and `summary.json` (headline numbers for `dvc metrics`)."""
@@ -490,6 +521,12 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
     sig = significance(params, root, records, resamples, skipped=dups)
     attention = attention_summary(records, load_attention(root, runs_of(students)))
     files = {p.stem: p for p in written} | _numbers(out, summary, methods, trivial, sig, attention)
+    plot_files = [write_text(out / "plots" / name, _round(table).to_csv())
+                  for name, table in plot_tables(root, records, summary, tasks, depths, methods).items()]
+    for stale in (out / "plots").rglob("*.csv") if (out / "plots").exists() else []:
+        if stale not in plot_files:
+            stale.unlink()
+    files |= {f"plots/{p.parent.name}/{p.stem}": p for p in plot_files}
 
     teacher_models = [f"{m} ({int(n)} layers)" for m, n in
                       teachers[["model", "depth"]].drop_duplicates().itertuples(index=False)]

@@ -154,3 +154,74 @@ def test_stage_params_exist_in_every_profile():
             for part in key.split("."):
                 assert isinstance(node, dict) and part in node, f"{profile.name} has no {key} (listed in dvc.yaml)"
                 node = node[part]
+
+
+# --- sharing results: a DVC remote, queued experiments ------------------------------------------------------
+@pytest.mark.slow
+def test_remote_round_trip(repo, env, first_repro, tmp_path):
+    """After `dvc push` to a folder remote, a fresh clone `dvc pull`s everything: `dvc status` is clean and
+    `dvc repro` runs nothing (models, caches and predictions come from the remote, not from re-computing)."""
+    sh(["dvc", "repro"], repo, env)  # order-independent: start from an up-to-date pipeline
+    remote = tmp_path / "remote"
+    sh(["dvc", "remote", "add", "--force", "-d", "shared", str(remote)], repo, env)
+    sh(["dvc", "push"], repo, env)
+    sh(["git", "add", "-A"], repo, env)  # dvc.lock, .dvc/config and the uncached records, as the project commits them
+    sh(["git", "commit", "-q", "--allow-empty", "-m", "a finished run"], repo, env)
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    assert not (clone / "models" / "rte" / "teacher").exists()  # git holds no model, no cache
+    sh(["dvc", "pull"], clone, env)
+    assert (clone / "models" / "rte" / "teacher" / "model.safetensors").exists()
+    assert (clone / "predictions" / "rte-1" / "kd" / "s42.json").read_text() == \
+        (repo / "predictions" / "rte-1" / "kd" / "s42.json").read_text()
+    assert changed_stages(clone, env) == {}
+    again = sh(["dvc", "repro"], clone, env)
+    assert ran_stages(again.stdout) == set()
+
+
+@pytest.mark.slow
+def test_queued_experiments_on_two_workers(repo, env, first_repro):
+    """Two parameter sets queued, run by `dvc queue start -j 2`; `dvc exp show` has a row for each with the
+    headline metrics of report/summary.json, and no per-run records among its columns."""
+    import time
+
+    sh(["dvc", "repro"], repo, env)
+    sh(["git", "add", "-A"], repo, env)
+    sh(["git", "commit", "-q", "--allow-empty", "-m", "baseline"], repo, env)
+    for t in ("2.0", "8.0"):
+        sh(["dvc", "exp", "run", "--queue", "-S", f"distill.temperature={t}", "--name", f"temp-{t[0]}"], repo, env)
+    sh(["dvc", "queue", "start", "-j", "2"], repo, env)
+    deadline = time.time() + 900
+    while True:
+        status = sh(["dvc", "queue", "status"], repo, env).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        assert time.time() < deadline, status
+        time.sleep(5)
+    assert status.count("Success") == 2, status
+    shown = json.loads(sh(["dvc", "exp", "show", "--json"], repo, env).stdout)
+    rows = {rev["name"]: rev for baseline in shown for exp in (baseline.get("experiments") or [])
+            for rev in exp.get("revs", []) if (rev.get("name") or "").startswith("temp-")}
+    assert set(rows) == {"temp-2", "temp-8"}, shown
+    for row in rows.values():
+        data = row["data"]
+        assert data["params"]["params.yaml"]["data"]["distill"]["temperature"] in (2.0, 8.0)
+        metrics = data["metrics"]
+        assert list(metrics) == ["report/summary.json"]  # the headline numbers alone, readable in a terminal
+        assert "students_1L" in metrics["report/summary.json"]["data"]
+    table = sh(["dvc", "exp", "show", "--no-pager", "--md"], repo, env).stdout
+    assert "temp-2" in table and "temp-8" in table and "students_1L.kd" in table
+
+
+@pytest.mark.slow
+def test_plots_one_task_and_depth_a_colour_per_method(repo, env, first_repro):
+    """`dvc plots show`: a plot per task (scores) and per (task, depth) (curves), the methods as lines told
+    apart by colour (the template's colour is the method, the same colour for a method in every plot)."""
+    shown = json.loads(sh(["dvc", "plots", "show", "--json"], repo, env).stdout)["data"]
+    assert {"report/plots/scores/rte.csv", "report/plots/scores/average.csv", "report/plots/curves/rte-1.csv"} <= set(shown)
+    for name in ("report/plots/scores/rte.csv", "report/plots/curves/rte-1.csv"):
+        content = shown[name][0]["content"]
+        color = content["encoding"]["color"]
+        assert color["field"] == "field" and color["scale"]["domain"][:3] == ["nokd", "kd", "pkd"]
+        drawn = {v["field"] for v in content["data"]["values"] if v["dvc_inferred_y_value"] != ""}
+        assert drawn == set(TRAINED), drawn  # PKD (= KD at one layer) has no line of its own

@@ -55,6 +55,7 @@ def params(smoke_raw):
 def root(tmp_path):
     """Metrics, attention maps and logs of a 2-task grid, plus files the report must ignore."""
     rng = np.random.default_rng(0)
+    ce_rng = np.random.default_rng(1)  # the task-loss curves, drawn apart so the other values stay as they were
     scores = {}
     (tmp_path / "logs").mkdir()
     labels = {task: rng.integers(0, 2, N_EVAL) for task in TASKS}
@@ -79,7 +80,7 @@ def root(tmp_path):
                                {"task": task, "depth": depth, "method": method, "seed": seed, "weights": weights,
                                 "entropy_bits": None if weights is None else [1.0] * depth})
                     (tmp_path / "logs" / cell).mkdir(parents=True, exist_ok=True)
-                    pd.DataFrame({"step": [1, 2, 3], "loss": rng.uniform(size=3)}).to_csv(
+                    pd.DataFrame({"step": [1, 2, 3], "loss": rng.uniform(size=3), "loss_ce": ce_rng.uniform(size=3)}).to_csv(
                         tmp_path / "logs" / cell / f"{run}.csv", index=False)
                     preds = np.where(rng.random(N_EVAL) < score, labels[task], 1 - labels[task])
                     write_json(tmp_path / "predictions" / cell / f"{run}.json",
@@ -349,3 +350,31 @@ def test_duplicate_cells_are_shown_once(params, root, smoke_raw):
     assert ("2", "PKD") in rows and ("1", "PKD") not in rows
     assert "PKD at 1 layer(s) = KD" in md
     assert not [m for m in result["missing"] if "-1-pkd-" in m]
+
+
+def test_plot_tables_are_one_task_and_depth_with_a_column_per_method(params, root):
+    """report/plots/: the files `dvc plots show` draws, checked against the records and logs read by hand."""
+    from alpkd import report
+
+    report.write_report(params, root, resamples=RESAMPLES)
+    plots = root / "report" / "plots"
+    assert sorted(p.name for p in (plots / "scores").iterdir()) == ["average.csv", "mrpc.csv", "rte.csv"]
+    assert sorted(p.name for p in (plots / "curves").iterdir()) == sorted(f"{t}-{d}.csv" for t in TASKS for d in DEPTHS)
+    scores = pd.read_csv(plots / "scores" / "rte.csv")
+    assert list(scores.columns) == ["depth", *METHODS] and sorted(scores.depth) == sorted(DEPTHS)
+    for method in METHODS:
+        for depth in DEPTHS:
+            expected = np.mean([root.scores[("rte", depth, method, s)] for s in SEEDS]) * 100
+            got = scores.loc[scores.depth == depth, method].iloc[0]
+            assert got == pytest.approx(expected, abs=1e-3)
+    curves = pd.read_csv(plots / "curves" / "mrpc-1.csv")
+    assert list(curves.columns) == ["step", *METHODS] and list(curves.step) == [1, 2, 3]
+    for method in METHODS:  # the mean over the seeds that ran (alp_no has no seed 3 at mrpc-1)
+        logs = [pd.read_csv(root / "logs" / "mrpc-1" / method / f"s{s}.csv") for s in SEEDS
+                if ("mrpc", 1, method, s) != MISSING]
+        expected = np.mean([log["loss_ce"].to_numpy() for log in logs], axis=0)
+        np.testing.assert_allclose(curves[method].to_numpy(), expected, atol=1e-4)
+    # a file left by an earlier grid is removed
+    (plots / "curves" / "cola-1.csv").write_text("step\n")
+    report.write_report(params, root, resamples=RESAMPLES)
+    assert not (plots / "curves" / "cola-1.csv").exists()
