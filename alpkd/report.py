@@ -264,15 +264,15 @@ class EvalOrder:
     lengths, and accepted only if it puts the file's labels exactly onto the split's labels.
     """
 
-    def __init__(self, params):
-        self.params, self.lengths = params, {}
+    def __init__(self, params, root: str | Path = "."):
+        self.params, self.root, self.lengths = params, root, {}
 
     def _split(self, task, split: str):
         if (task.name, split) not in self.lengths:
             from . import data
             from .students import load_tokenizer
 
-            ds = data.prepare(task, load_tokenizer(self.params.teacher.model), self.params.data)[split]
+            ds = data.prepare(task, load_tokenizer(self.params.teacher.model), self.params.data, self.root)[split]
             self.lengths[(task.name, split)] = (list(ds["length"]), np.asarray(ds["labels"]))
         return self.lengths[(task.name, split)]
 
@@ -316,7 +316,7 @@ def significance(params, root: str | Path, records: pd.DataFrame, resamples: int
     from .significance import adjust, paired_bootstrap
 
     students = records[records["role"] == "student"]
-    order = EvalOrder(params)
+    order = EvalOrder(params, root)
     rows = []
     for depth in params.student.depths:
         for a, b in comparisons(list(params.distill.methods)):
