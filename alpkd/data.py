@@ -267,7 +267,7 @@ def splits(task: Task) -> tuple[str, ...]:
     return ("train", *task.validation_splits)
 
 
-def write_task_data(task: Task, root: str | Path = ".") -> Path:
+def write_task_data(task: Task, root: str | Path) -> Path:
     """The `data` stage: the task's checked splits from their source to `<root>/data/<task>/<split>.parquet`
     (the folder replaced as a whole, atomically), and `data/<task>.source.json` (source, rows, fingerprints)."""
     layout = Layout(Path(root))
@@ -306,7 +306,7 @@ def _stored(task: Task, layout: Layout) -> bool:
     return True
 
 
-def read_task_data(task: Task, root: str | Path = ".") -> datasets.DatasetDict:
+def read_task_data(task: Task, root: str | Path) -> datasets.DatasetDict:
     """The task's splits from `<root>/data/<task>/`, written there first (`write_task_data`) when missing."""
     import pyarrow.parquet as pq
 
@@ -325,13 +325,13 @@ def read_task_data(task: Task, root: str | Path = ".") -> datasets.DatasetDict:
     return datasets.DatasetDict(out)
 
 
-def stored_source(task_name: str, root: str | Path = ".") -> str | None:
+def stored_source(task_name: str, root: str | Path) -> str | None:
     """Where the stored data of a task came from originally (`source_label` when it was written)."""
     path = Layout(Path(root)).data_source(task_name)
     return json.loads(path.read_text())["source"] if path.is_file() else None
 
 
-def prepare(task: Task, tokenizer: PreTrainedTokenizerBase, data_params, root: str | Path = ".") -> datasets.DatasetDict:
+def prepare(task: Task, tokenizer: PreTrainedTokenizerBase, data_params, root: str | Path) -> datasets.DatasetDict:
     """Read (`read_task_data`), subsample and tokenise the train and validation splits of `task`."""
     raw = read_task_data(task, root)
     out = {"train": subsample(raw["train"], data_params.max_train_samples)}

@@ -610,7 +610,7 @@ def explain_batch(params: Params, task_name: str, depth: int, method: str, seed:
     return detail
 
 
-def evaluate_saved(params: Params, task_name: str, model_dir: str | Path, root: str | Path = ".") -> dict[str, float]:
+def evaluate_saved(params: Params, task_name: str, model_dir: str | Path, root: str | Path) -> dict[str, float]:
     """GLUE metrics of a saved model on the task's validation split(s) (the data read from `<root>/data/`)."""
     task = params.task(task_name)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

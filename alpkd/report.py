@@ -264,7 +264,7 @@ class EvalOrder:
     lengths, and accepted only if it puts the file's labels exactly onto the split's labels.
     """
 
-    def __init__(self, params, root: str | Path = "."):
+    def __init__(self, params, root: str | Path):
         self.params, self.root, self.lengths = params, root, {}
 
     def _split(self, task, split: str):
