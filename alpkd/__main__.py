@@ -1,5 +1,6 @@
 """Command line: the same steps the notebooks run, launchable with `torchrun --nproc_per_node N -m alpkd ...`.
 
+  python -m alpkd data     --task rte                               write data/rte/<split>.parquet (the data stage)
   python -m alpkd teacher  --task rte                               fine-tune, evaluate, write the cache
   python -m alpkd distill  --task rte --depth 2 --method alp        every seed (or --seed) of one method
   python -m alpkd cache    --task rte                               rebuild the teacher cache
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"output root (default: {DEFAULT_OUT}, git-ignored; "
                              "`--out .` writes the pipeline's outputs)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("teacher", "cache", "evaluate", "verify-cache"):
+    for name in ("data", "teacher", "cache", "evaluate", "verify-cache"):
         p = sub.add_parser(name)
         p.add_argument("--task", required=True)
         if name == "evaluate":
@@ -79,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args, params, distill):
     distill.PRINT_LOGS = True  # progress on stderr (stdout is redirected there while a step runs)
+    if args.command == "data":
+        from .data import write_task_data
+
+        layout = Layout(Path(args.out))
+        write_task_data(params.task(args.task), args.out)
+        return json.loads(layout.data_source(args.task).read_text())
     if args.command == "teacher":
         return distill.train_teacher(params, args.task, args.out)
     if args.command == "cache":
@@ -88,7 +95,7 @@ def _run(args, params, distill):
         return {"cache": str(distill.write_cache(params, args.task, args.out))}
     if args.command == "evaluate":
         _require_model(Path(args.model), f"--model {args.model}: no saved model there (a folder holding config.json)")
-        return distill.evaluate_saved(params, args.task, args.model)
+        return distill.evaluate_saved(params, args.task, args.model, args.out)
     seeds = [args.seed] if args.seed is not None else None
     methods = [args.method] if args.method else None
     return distill.distill_group(params, args.task, args.depth, args.out, methods, seeds)

@@ -148,6 +148,11 @@ class Params(_Section):
             if not re.fullmatch(r"[A-Za-z0-9_]+", name):
                 raise ValueError(f"custom_tasks.{name}: the task name {name!r} is not allowed; use letters, "
                                  "digits and underscores only (e.g. my_task)")
+            for split in ("train", "validation"):  # data/ is the data stage's output: a file there is replaced
+                path = getattr(self.custom_tasks[name], split)
+                if Path(path).parts[:1] == ("data",):
+                    raise ValueError(f"custom_tasks.{name}.{split} = {path!r}: data/ holds the pipeline's copies "
+                                     "(data/<task>/); put your files under custom/ (README: \"Your own task\")")
         return self
 
     @model_validator(mode="after")

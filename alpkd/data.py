@@ -1,4 +1,9 @@
-"""GLUE data: loading (local folder or the hub), deterministic subsampling, tokenising, batching."""
+"""GLUE data: loading (local folder or the hub), deterministic subsampling, tokenising, batching.
+
+The `data` stage (`write_task_data`) copies a task's checked splits from its source (ALPKD_GLUE_DIR, the hub or
+a custom task's files) to `<root>/data/<task>/<split>.parquet`; every later step reads them from there alone
+(`read_task_data`), writing them first where they are missing (a `--out scratch` run, a notebook's defaults).
+"""
 from __future__ import annotations
 
 import csv
@@ -12,6 +17,7 @@ import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from .paths import Layout, replace_atomically
 from .tasks import Task
 
 GLUE_HUB = "nyu-mll/glue"
@@ -61,7 +67,8 @@ def _load_glue(task: Task) -> tuple[datasets.DatasetDict, dict[str, str]]:
         if not folder.is_dir():
             found = sorted(p.name for p in Path(source).iterdir() if p.is_dir()) if Path(source).is_dir() else []
             raise DataError(f"GLUE task {task.name!r}: no folder {folder} ({GLUE_ENV}={source}); "
-                            f"tasks found there: {found or 'none'}. Expected {task.name}/<split>-*.parquet")
+                            f"tasks found there: {found or 'none'}. Expected {task.name}/<split>-*.parquet: set "
+                            f"{GLUE_ENV} to a folder holding it, or unset it to read the hub dataset {GLUE_HUB}")
         for split in splits:
             if not list(folder.glob(f"{split}-*")):
                 raise DataError(f"GLUE task {task.name!r}: no file {folder}/{split}-*.parquet for split "
@@ -256,9 +263,77 @@ def tokenize(ds: datasets.Dataset, task: Task, tokenizer: PreTrainedTokenizerBas
                   desc=f"tokenizing {task.name}")
 
 
-def prepare(task: Task, tokenizer: PreTrainedTokenizerBase, data_params) -> datasets.DatasetDict:
-    """Load, subsample and tokenise the train and validation splits of `task`."""
+def splits(task: Task) -> tuple[str, ...]:
+    return ("train", *task.validation_splits)
+
+
+def write_task_data(task: Task, root: str | Path) -> Path:
+    """The `data` stage: the task's checked splits from their source to `<root>/data/<task>/<split>.parquet`
+    (the folder replaced as a whole, atomically), and `data/<task>.source.json` (source, rows, fingerprints)."""
+    layout = Layout(Path(root))
     raw = load_task(task)
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        for split in splits(task):
+            raw[split].to_parquet(str(tmp / f"{split}.parquet"))
+
+    replace_atomically(layout.data(task.name), write)
+    record = {"task": task.name, "source": source_label(task),
+              "splits": {s: {"rows": len(raw[s]), "fingerprint": fingerprint(raw[s])} for s in splits(task)}}
+    if task.files:
+        record["files"] = _file_hashes(task)
+    replace_atomically(layout.data_source(task.name),
+                       lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
+    return layout.data(task.name)
+
+
+def _file_hashes(task: Task) -> dict[str, str]:
+    return {split: hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            for split, path in task.files if Path(path).is_file()}
+
+
+def _stored(task: Task, layout: Layout) -> bool:
+    """The copy is there; a custom task's copy must be of its files as they are now (else one clear error)."""
+    folder = layout.data(task.name)
+    if not (layout.data_source(task.name).is_file() and all((folder / f"{s}.parquet").is_file() for s in splits(task))):
+        return False
+    recorded = json.loads(layout.data_source(task.name).read_text()).get("files")
+    if task.files and recorded != _file_hashes(task):
+        raise DataError(f"task {task.name!r}: {folder}/ is a copy of its files before they changed; write it again "
+                        f"(`dvc repro data@{task.name}`, or `python -m alpkd --out {layout.root} data --task "
+                        f"{task.name}` outside the pipeline)")
+    return True
+
+
+def read_task_data(task: Task, root: str | Path) -> datasets.DatasetDict:
+    """The task's splits from `<root>/data/<task>/`, written there first (`write_task_data`) when missing."""
+    import pyarrow.parquet as pq
+
+    layout = Layout(Path(root))
+    if not _stored(task, layout):
+        try:
+            write_task_data(task, root)
+        except DataError as err:
+            raise DataError(f"task {task.name!r}: no {layout.data(task.name)}/ (the data stage's copy) and it could "
+                            f"not be written from the source: {err}") from None
+    out = {}
+    for split in splits(task):
+        path = layout.data(task.name) / f"{split}.parquet"
+        out[split] = datasets.Dataset(pq.read_table(path))  # features (ClassLabel, ...) from the file's schema
+        check_split(out[split], task, str(path))
+    return datasets.DatasetDict(out)
+
+
+def stored_source(task_name: str, root: str | Path) -> str | None:
+    """Where the stored data of a task came from originally (`source_label` when it was written)."""
+    path = Layout(Path(root)).data_source(task_name)
+    return json.loads(path.read_text())["source"] if path.is_file() else None
+
+
+def prepare(task: Task, tokenizer: PreTrainedTokenizerBase, data_params, root: str | Path) -> datasets.DatasetDict:
+    """Read (`read_task_data`), subsample and tokenise the train and validation splits of `task`."""
+    raw = read_task_data(task, root)
     out = {"train": subsample(raw["train"], data_params.max_train_samples)}
     for split in task.validation_splits:
         out[split] = subsample(raw[split], data_params.max_eval_samples)

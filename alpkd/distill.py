@@ -29,7 +29,7 @@ from . import data, metrics
 from .config import Params
 from .losses import (ALP_METHODS, LAYER_METHODS, alp_allowed, alp_attention, alp_scaled, distillation_loss,
                      pkd_layers, rail_layers, same_objective, task_loss)
-from .paths import Layout, Run, remove_stale_temporaries
+from .paths import Layout, Run, remove_stale_temporaries, replace_atomically
 from .students import build_student, load_pretrained, load_tokenizer
 from .tasks import Task
 
@@ -259,38 +259,30 @@ def environment() -> dict:
 
 def write_json(path: Path, obj) -> None:
     """Atomic: a temporary file renamed into place, so a killed run never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 def save_model(model, tokenizer, dest: Path) -> None:
     """Atomic save: written beside `dest`, then renamed over it."""
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, dest)
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    replace_atomically(dest, write)
 
 
 def write_log(trainer: Trainer, path: Path) -> None:
     import pandas as pd
 
     rows = [r for r in trainer.state.log_history if "loss" in r]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pd.DataFrame(rows).to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    replace_atomically(path, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
 
 
-def _record(params: Params, task: Task, role: str, scores: dict, timing: dict, **extra) -> dict:
+def _record(params: Params, task: Task, role: str, scores: dict, timing: dict, root: str | Path, **extra) -> dict:
     key = headline_key(task)
     scores = {k: (None if np.isnan(v) else v) for k, v in scores.items()}  # undefined (constant input): null
     return {"task": task.name, "role": role, **extra, "headline": key, "score": scores[key], "metrics": scores,
-            **timing, "profile": params.profile, "data_source": data.source_label(task), "environment": environment()}
+            **timing, "profile": params.profile, "data_source": data.stored_source(task.name, root), "environment": environment()}
 
 
 def _cache_keys(layout: Layout, task: Task, tokenizer, dsets, params: Params,
@@ -309,7 +301,7 @@ def train_teacher(params: Params, task_name: str, root: str | Path = ".") -> dic
     layout, task, tp = Layout(Path(root)), params.task(task_name), params.teacher
     remove_stale_temporaries(layout.teacher_outputs(task.name))  # what a kill during a save left
     tokenizer = load_tokenizer(tp.model)
-    dsets = data.prepare(task, tokenizer, params.data)
+    dsets = data.prepare(task, tokenizer, params.data, root)
     set_seed(tp.seed)
     model = load_pretrained(tp, task.num_labels, tp.seed)
     # resumed only by the same settings on the same data (its content) and the same task declaration
@@ -330,7 +322,7 @@ def train_teacher(params: Params, task_name: str, root: str | Path = ".") -> dic
         suffix = "" if split == "validation" else "_" + split.removeprefix("validation_")
         trivial.update({k + suffix: v for k, v in
                         metrics.trivial_scores(task, dsets["train"]["labels"], dsets[split]["labels"]).items()})
-    record = _record(params, task, "teacher", scores, timing, method="teacher", depth=model.config.num_hidden_layers,
+    record = _record(params, task, "teacher", scores, timing, root, method="teacher", depth=model.config.num_hidden_layers,
                      seed=tp.seed, model=tp.model, train_examples=len(dsets["train"]),
                      trivial={k: (None if np.isnan(v) else v) for k, v in trivial.items()},
                      constant_predictions=any(p["constant"] for p in preds.values()))
@@ -344,7 +336,7 @@ def write_cache(params: Params, task_name: str, root: str | Path = ".", tokenize
     layout, task = Layout(Path(root)), params.task(task_name)
     teacher_dir = layout.teacher_model(task.name)
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(teacher_dir)
-    dsets = dsets or data.prepare(task, tokenizer, params.data)
+    dsets = dsets or data.prepare(task, tokenizer, params.data, root)
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     teacher.to("cuda" if torch.cuda.is_available() else "cpu")
     collator = data.Collator(tokenizer)
@@ -400,7 +392,7 @@ class Cell:
         if not (teacher_dir / "config.json").exists():
             raise FileNotFoundError(f"no teacher for {self.task.name!r} at {teacher_dir}: run the teacher stage first")
         self.tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-        self.dsets = data.prepare(self.task, self.tokenizer, params.data)
+        self.dsets = data.prepare(self.task, self.tokenizer, params.data, root)
         self.teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
         self.n = self.teacher.config.num_hidden_layers
         self.teacher_fingerprint = cache_lib.model_fingerprint(teacher_dir)
@@ -479,7 +471,7 @@ class Cell:
             mapping = {"weights": None, **mapping, "note": f"{method}: no attention map"}
         write_json(layout.attention(run), {"task": task.name, "depth": self.depth, "method": method, "seed": seed,
                                            **mapping})
-        record = _record(params, task, "student", scores, timing, method=method, depth=self.depth, seed=seed,
+        record = _record(params, task, "student", scores, timing, self.layout.root, method=method, depth=self.depth, seed=seed,
                          teacher_layers=self.n, init=params.student.init,
                          init_layers=student.config.alpkd_init_layers, train_examples=len(self.train_ds),
                          teacher_cached=self.use_cache and method != "nokd", group_setup_time_s=self.setup_time_s,
@@ -633,12 +625,12 @@ def explain_batch(params: Params, task_name: str, depth: int, method: str, seed:
     return detail
 
 
-def evaluate_saved(params: Params, task_name: str, model_dir: str | Path) -> dict[str, float]:
-    """GLUE metrics of a saved model on the task's validation split(s)."""
+def evaluate_saved(params: Params, task_name: str, model_dir: str | Path, root: str | Path) -> dict[str, float]:
+    """GLUE metrics of a saved model on the task's validation split(s) (the data read from `<root>/data/`)."""
     task = params.task(task_name)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-    dsets = data.prepare(task, tokenizer, params.data)
+    dsets = data.prepare(task, tokenizer, params.data, root)
     args = TrainingArguments(output_dir=str(Path(model_dir) / ".eval"), per_device_eval_batch_size=params.runtime.eval_batch_size,
                              remove_unused_columns=False, report_to="none", disable_tqdm=True)
     return evaluate(Trainer(model=model, args=args, data_collator=data.Collator(tokenizer)), task, dsets)

@@ -14,7 +14,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 
 class Run(NamedTuple):
@@ -47,6 +47,15 @@ def run_name(task: str, depth: int, method: str, seed: int) -> str:
 @dataclass(frozen=True)
 class Layout:
     root: Path
+
+    # --- data: the task's splits as the `data` stage wrote them (what every later step reads)
+    def data(self, task: str) -> Path:
+        """`data/<task>/<split>.parquet` (DVC-cached: its hash in dvc.lock is the data's)."""
+        return self.root / "data" / task
+
+    def data_source(self, task: str) -> Path:
+        """Where the data came from, rows and fingerprint per split (git-tracked; no stage depends on it)."""
+        return self.root / "data" / f"{task}.source.json"
 
     # --- teachers
     def teacher_model(self, task: str) -> Path:
@@ -117,6 +126,20 @@ class Layout:
     def student_outputs(self, run: Run) -> list[Path]:
         return [self.student_model(run), self.student_metrics(run), self.predictions(run), self.log(run),
                 self.attention(run)]
+
+
+def replace_atomically(dest: Path, write: Callable[[Path], None]) -> Path:
+    """`write(tmp)` makes a file or folder at `.<name>.tmp-<pid>` beside `dest`, which is then renamed over `dest`:
+    a killed writer leaves a temporary (`remove_stale_temporaries` removes it), never half an output."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink(missing_ok=True)
+    write(tmp)
+    if dest.is_dir() and not dest.is_symlink():  # os.replace cannot replace a folder that holds files
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    return dest
 
 
 _TEMPORARY = re.compile(r"\.tmp-(\d+)$")

@@ -219,8 +219,11 @@ class _Stop(Exception):
 
 
 def _checkpoint_folder(monkeypatch, params, task: str, root: Path) -> str:
-    """The checkpoint folder `train_teacher` would resume from (training itself is stopped at once)."""
+    """The checkpoint folder `train_teacher` would resume from (training itself is stopped at once), after the
+    data stage copied the task's current source to `root/data/<task>/`."""
     from alpkd import distill
+
+    data.write_task_data(params.task(task), root)
 
     seen = []
 
@@ -323,3 +326,70 @@ def test_stale_temporaries_beside_a_students_outputs(tmp_path):
     neighbour.write_text("{")
     assert sorted(remove_stale_temporaries(layout.student_outputs(run))) == sorted(left)
     assert neighbour.exists() and not any(p.exists() for p in left)
+
+
+# --- the data stage: data/<task>/<split>.parquet, what every later step reads
+@needs_glue
+def test_data_stage_copies_every_row_exactly(tmp_path):
+    from helpers import glue_frame
+
+    task = GLUE_TASKS["rte"]
+    folder = data.write_task_data(task, tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == ["train.parquet", "validation.parquet"]
+    source = data.load_task(task)
+    stored = data.read_task_data(task, tmp_path)
+    record = json.loads((tmp_path / "data" / "rte.source.json").read_text())
+    assert record["source"] == data.source_label(task) == data.stored_source("rte", tmp_path)
+    for split in ("train", "validation"):
+        assert stored[split].features == source[split].features  # ClassLabel and dtypes survive the file
+        pd.testing.assert_frame_equal(stored[split].to_pandas(), glue_frame("rte", split))  # every row, in order
+        assert record["splits"][split] == {"rows": len(source[split]), "fingerprint": data.fingerprint(source[split])}
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    data.write_task_data(task, tmp_path)  # the same source writes the same bytes (dvc.lock's hash stays)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert not list((tmp_path / "data").glob(".*.tmp-*"))
+
+
+@needs_glue
+def test_later_steps_read_the_stored_copy_not_the_source(tmp_path, monkeypatch):
+    task = GLUE_TASKS["rte"]
+    data.write_task_data(task, tmp_path)
+    monkeypatch.setenv(data.GLUE_ENV, str(tmp_path / "nowhere"))
+    assert len(data.read_task_data(task, tmp_path)["validation"]) == 277
+    assert data.stored_source("rte", tmp_path) == "ALPKD_GLUE_DIR (a local copy of nyu-mll/glue)"
+
+
+def test_missing_source_is_one_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "glue").mkdir()
+    monkeypatch.setenv(data.GLUE_ENV, str(tmp_path / "glue"))
+    message = str(pytest.raises(data.DataError, data.read_task_data, GLUE_TASKS["rte"], tmp_path / "out").value)
+    for part in ("'rte'", str(tmp_path / "out" / "data" / "rte"), str(tmp_path / "glue" / "rte"), "set ALPKD_GLUE_DIR",
+                 data.GLUE_HUB):
+        assert part in message, message
+    assert not (tmp_path / "out" / "data" / "rte").exists()
+    monkeypatch.delenv(data.GLUE_ENV)  # the hub, offline (tests/helpers.py): tried and named
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    message = str(pytest.raises(data.DataError, data.read_task_data, GLUE_TASKS["rte"], tmp_path / "out").value)
+    assert "'rte'" in message and f"the hub dataset {data.GLUE_HUB}" in message and "Set ALPKD_GLUE_DIR" in message
+
+
+def test_custom_task_copy_round_trips_and_a_changed_file_is_named(tmp_path):
+    frame = pd.DataFrame({"text": [f"review {i}" for i in range(10)], "label": [i % 2 for i in range(10)]})
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    frame.to_csv(tmp_path / "dev.csv", index=False)
+    task = _custom_params(tmp_path, str(tmp_path / "train.csv"), str(tmp_path / "dev.csv")).task("reviews")
+    stored = data.read_task_data(task, tmp_path / "out")  # written first: the copy was missing
+    pd.testing.assert_frame_equal(stored["train"].to_pandas(), frame)
+    assert data.stored_source("reviews", tmp_path / "out") == "custom files (custom_tasks.reviews)"
+    frame.assign(label=1 - frame["label"]).to_csv(tmp_path / "train.csv", index=False)
+    with pytest.raises(data.DataError, match=r"'reviews': .*out/data/reviews/ is a copy of its files before they "
+                                             r"changed.*data --task reviews"):
+        data.read_task_data(task, tmp_path / "out")
+    data.write_task_data(task, tmp_path / "out")
+    assert data.read_task_data(task, tmp_path / "out")["train"]["label"] == (1 - frame["label"]).tolist()
+
+
+def test_custom_files_may_not_be_in_the_data_stages_folder(tmp_path):
+    with pytest.raises(config.ConfigError, match=r"custom_tasks.reviews.train = 'data/reviews/t.csv'.*custom/"):
+        _custom_params(tmp_path, "data/reviews/t.csv", "custom/v.csv")

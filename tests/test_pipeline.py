@@ -1,8 +1,9 @@
 """The DVC pipeline end to end on the smoke profile, in a fresh git repository (about 2 minutes).
 
 Checks what a user of `dvc repro` relies on: it runs from a clean checkout, leaves `dvc status` clean, a second
-`dvc repro` runs nothing, and a distillation-only parameter re-runs the students and the report, never the
-teacher. Also checks the committed notebooks are clean (fast).
+`dvc repro` runs nothing, a distillation-only parameter re-runs the students and the report, never the
+teacher, and a changed data file re-runs its own task and the report, never another task's teacher or students.
+Also checks the committed notebooks are clean (fast).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import yaml
 from helpers import REPO
 
 # pipeline outputs (and scratch) of the checkout are not part of a fresh clone
-OUTPUT_DIRS = {"models", "cache", "metrics", "attention", "logs", "report", "runs", "checkpoints", "scratch"}
+OUTPUT_DIRS = {"data", "models", "cache", "metrics", "attention", "logs", "report", "runs", "checkpoints", "scratch"}
 # KD, ALP (layer attention) and PKD, which at one student layer is KD: a duplicate cell that trains nothing
 METHODS = ["kd", "alp", "pkd"]
 TRAINED = ["kd", "alp"]
@@ -60,20 +61,27 @@ def env() -> dict:
                 GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com")
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory, env) -> Path:
-    """A fresh git repository holding the checkout, params.yaml set to the smoke profile (two methods)."""
-    repo = tmp_path_factory.mktemp("pipeline")
+def make_repo(repo: Path, env: dict, params: dict, files: dict[str, str] | None = None) -> Path:
+    """A fresh git repository at `repo` holding the checkout, `params` as params.yaml, and `files` (path: text)."""
     for f in source_files():
         (repo / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / f, repo / f)
-    params = yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text())
-    params["distill"]["methods"] = METHODS
+    for f, text in (files or {}).items():
+        (repo / f).parent.mkdir(parents=True, exist_ok=True)
+        (repo / f).write_text(text)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(["git", "init", "-q"], repo, env)
     sh(["git", "add", "-A"], repo, env)
     sh(["git", "commit", "-q", "-m", "checkout"], repo, env)
     return repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, env) -> Path:
+    """The checkout with params.yaml set to the smoke profile (two methods)."""
+    params = yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text())
+    params["distill"]["methods"] = METHODS
+    return make_repo(tmp_path_factory.mktemp("pipeline"), env, params)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +91,7 @@ def first_repro(repo, env) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_repro_from_a_fresh_checkout(repo, first_repro):
-    assert ran_stages(first_repro.stdout) == {"teacher@rte", "report", *DISTILL_STAGES}
+    assert ran_stages(first_repro.stdout) == {"data@rte", "teacher@rte", "report", *DISTILL_STAGES}
     assert (repo / "dvc.lock").exists()
     assert json.loads((repo / "metrics" / "teacher" / "rte.json").read_text())["profile"] == "smoke"
     assert (repo / "runs" / "distill-rte-1.ipynb").exists()  # one stage per (task, depth)
@@ -225,3 +233,48 @@ def test_plots_one_task_and_depth_a_colour_per_method(repo, env, first_repro):
         assert color["field"] == "field" and color["scale"]["domain"][:3] == ["nokd", "kd", "pkd"]
         drawn = {v["field"] for v in content["data"]["values"] if v["dvc_inferred_y_value"] != ""}
         assert drawn == set(TRAINED), drawn  # PKD (= KD at one layer) has no line of its own
+
+
+def _toy_csv(flip: bool = False) -> str:
+    rows = [f"toy review {i} {'good' if i % 2 else 'bad'},{(i % 2) ^ flip}" for i in range(24)]
+    return "text,label\n" + "\n".join(rows) + "\n"
+
+
+@pytest.mark.slow
+def test_changed_data_file_reruns_its_task_only(tmp_path, env):
+    """Two tasks (GLUE's RTE and a custom task from custom/toy/*.csv): dvc.lock holds each task's data hash, and
+    a changed custom file re-runs that task's teacher, students and the report, not RTE's (whose copy re-runs
+    and comes out identical: every data stage depends on custom/, dvc.yaml)."""
+    params = yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text())
+    params["distill"]["methods"] = ["kd"]
+    params["custom_tasks"] = {"toy": {"train": "custom/toy/train.csv", "validation": "custom/toy/dev.csv",
+                                      "text_columns": ["text"], "num_labels": 2, "metrics": ["accuracy"]}}
+    params["data"]["tasks"] = ["rte", "toy"]
+    repo = make_repo(tmp_path / "repo", env, params, {"custom/toy/train.csv": _toy_csv(),
+                                                      "custom/toy/dev.csv": _toy_csv()})
+    first = sh(["dvc", "repro"], repo, env)
+    tasks = {"rte", "toy"}
+    assert ran_stages(first.stdout) == {*(f"{s}@{t}" for s in ("data", "teacher") for t in tasks),
+                                        "distill@rte-1", "distill@toy-1", "report"}
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    for task in tasks:
+        outs = {o["path"]: o for o in lock[f"data@{task}"]["outs"]}
+        assert outs[f"data/{task}"]["md5"].endswith(".dir") and outs[f"data/{task}"]["nfiles"] == 2
+        assert f"data/{task}" in {d["path"] for d in lock[f"teacher@{task}"]["deps"]}
+        assert f"data/{task}" in {d["path"] for d in lock[f"distill@{task}-1"]["deps"]}
+    source = json.loads((repo / "data" / "rte.source.json").read_text())
+    assert source["splits"]["validation"]["rows"] == 277
+    assert json.loads((repo / "metrics" / "teacher" / "toy.json").read_text())["data_source"] == \
+        "custom files (custom_tasks.toy)"
+    assert changed_stages(repo, env) == {}
+    rte_hash = {o["path"]: o["md5"] for o in lock["data@rte"]["outs"] if "md5" in o}
+
+    (repo / "custom" / "toy" / "train.csv").write_text(_toy_csv(flip=True))
+    assert set(changed_stages(repo, env)) == {"data@rte", "data@toy"}  # both depend on custom/
+    rerun = sh(["dvc", "repro"], repo, env)
+    assert ran_stages(rerun.stdout) == {"data@rte", "data@toy", "teacher@toy", "distill@toy-1", "report"}
+    assert "Stage 'teacher@rte' didn't change" in rerun.stdout
+    assert "Stage 'distill@rte-1' didn't change" in rerun.stdout
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert {o["path"]: o["md5"] for o in lock["data@rte"]["outs"] if "md5" in o} == rte_hash
+    assert changed_stages(repo, env) == {}
