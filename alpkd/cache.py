@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .paths import replace_atomically
 
 FORMAT = 1  # of the key (what the cached outputs depend on); unchanged by the manifest's version
 MANIFEST = 2  # of meta.json: 2 added file sizes, dtypes, sample hashes and the manifest's own hash
@@ -134,34 +134,33 @@ def write(cache_dir: str | Path, split: str, key: dict, logits: np.ndarray, stat
     The manifest (`meta.json`) records, per file, its size, shape, dtype, full SHA-256 (hashed once, here) and
     the SHA-256 of a fixed sample of rows; and the hash of the key and of the manifest itself.
     """
-    final = Path(cache_dir) / split
-    tmp = final.with_name(f".{split}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.save(tmp / "logits.npy", logits.astype(np.float32))
-    np.save(tmp / "states.npy", states.astype(np.float16))
     rows = sample_rows(len(logits))
-    files = {}
-    for name in FILES:
-        array = np.load(tmp / name, mmap_mode="r")  # hashed as written, the way `load` will read it
-        files[name] = {"bytes": (tmp / name).stat().st_size, "shape": list(array.shape), "dtype": array.dtype.str,
-                       "sha256": sha256_file(tmp / name), "sample_sha256": sample_sha256(array, rows)}
-        del array
-    meta = {
-        "manifest": MANIFEST,
-        "key": key,
-        "key_sha256": _canonical_sha256(key),
-        "sample_rows": rows,
-        "files": files,
-        # read by caches' older readers (format 1 manifests had only these two)
-        "shapes": {"logits": list(logits.shape), "states": list(states.shape)},
-        "sha256": {name: files[name]["sha256"] for name in FILES},
-    }
-    meta["manifest_sha256"] = _manifest_sha256(meta)
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    return final
+
+    def write_split(tmp: Path) -> None:
+        tmp.mkdir()
+        np.save(tmp / "logits.npy", logits.astype(np.float32))
+        np.save(tmp / "states.npy", states.astype(np.float16))
+        files = {}
+        for name in FILES:
+            array = np.load(tmp / name, mmap_mode="r")  # hashed as written, the way `load` will read it
+            files[name] = {"bytes": (tmp / name).stat().st_size, "shape": list(array.shape),
+                           "dtype": array.dtype.str, "sha256": sha256_file(tmp / name),
+                           "sample_sha256": sample_sha256(array, rows)}
+            del array
+        meta = {
+            "manifest": MANIFEST,
+            "key": key,
+            "key_sha256": _canonical_sha256(key),
+            "sample_rows": rows,
+            "files": files,
+            # read by caches' older readers (format 1 manifests had only these two)
+            "shapes": {"logits": list(logits.shape), "states": list(states.shape)},
+            "sha256": {name: files[name]["sha256"] for name in FILES},
+        }
+        meta["manifest_sha256"] = _manifest_sha256(meta)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+
+    return replace_atomically(Path(cache_dir) / split, write_split)
 
 
 class SplitCache:
@@ -237,9 +236,10 @@ def _check(folder: Path, meta: dict, level: str) -> SplitCache:
         cache = SplitCache(folder)
     except ValueError as err:  # truncated .npy
         raise damaged(str(err)) from None
-    if list(cache.states.shape) != meta["shapes"]["states"] or list(cache.logits.shape) != meta["shapes"]["logits"]:
-        raise damaged("shapes differ from meta.json")
-    if not legacy:
+    if legacy:  # the format-1 manifest records shapes only
+        if [list(cache.logits.shape), list(cache.states.shape)] != [meta["shapes"]["logits"], meta["shapes"]["states"]]:
+            raise damaged("shapes differ from meta.json")
+    else:
         arrays = {"logits.npy": cache.logits, "states.npy": cache.states}
         for name, entry in meta["files"].items():
             array = arrays[name]

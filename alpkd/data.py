@@ -1,12 +1,13 @@
 """GLUE data: loading (local folder or the hub), deterministic subsampling, tokenising, batching.
 
 The `data` stage (`write_task_data`) copies a task's checked splits from its source (ALPKD_GLUE_DIR, the hub or
-a custom task's files) to `<root>/data/<task>/<split>.parquet`; every later step reads them from there alone
-(`read_task_data`), writing them first where they are missing (a `--out scratch` run, a notebook's defaults).
+a custom task's files) to `<root>/data/<task>/<split>.parquet`, with the task's declaration (`task.json`); every
+later step reads them from there alone (`read_task_data`), writing them first where they are missing (a `--out scratch` run, a notebook's defaults).
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ GLUE_HUB = "nyu-mll/glue"
 GLUE_ENV = "ALPKD_GLUE_DIR"
 SUBSAMPLE_SEED = 0  # fixed, so every run (and the teacher cache) sees the same subsample
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+TASK_FILE = "task.json"  # the task's declaration, beside its splits (`declaration`)
 
 
 class DataError(RuntimeError):
@@ -277,6 +279,7 @@ def write_task_data(task: Task, root: str | Path) -> Path:
         tmp.mkdir(parents=True)
         for split in splits(task):
             raw[split].to_parquet(str(tmp / f"{split}.parquet"))
+        (tmp / TASK_FILE).write_text(json.dumps(declaration(task), indent=2) + "\n")
 
     replace_atomically(layout.data(task.name), write)
     record = {"task": task.name, "source": source_label(task),
@@ -286,6 +289,17 @@ def write_task_data(task: Task, root: str | Path) -> Path:
     replace_atomically(layout.data_source(task.name),
                        lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
     return layout.data(task.name)
+
+
+def declaration(task: Task) -> dict:
+    """What the later stages read of a task's declaration (columns, labels, metrics; not where its files are).
+
+    Stored in `data/<task>/task.json`, so the data folder's hash in dvc.lock carries it per task: the teacher
+    and distill stages need not depend on the whole `custom_tasks` parameter, and editing one custom task's
+    declaration re-runs that task's stages alone."""
+    fields = dataclasses.asdict(task)
+    del fields["files"]
+    return fields
 
 
 def _file_hashes(task: Task) -> dict[str, str]:
@@ -298,11 +312,18 @@ def _stored(task: Task, layout: Layout) -> bool:
     folder = layout.data(task.name)
     if not (layout.data_source(task.name).is_file() and all((folder / f"{s}.parquet").is_file() for s in splits(task))):
         return False
+    if not (folder / TASK_FILE).is_file():  # written before the declaration was stored with the data
+        return False
+    again = (f"write it again (`dvc repro data@{task.name}`, or `python -m alpkd --out {layout.root} data --task "
+             f"{task.name}` outside the pipeline)")
     recorded = json.loads(layout.data_source(task.name).read_text()).get("files")
     if task.files and recorded != _file_hashes(task):
-        raise DataError(f"task {task.name!r}: {folder}/ is a copy of its files before they changed; write it again "
-                        f"(`dvc repro data@{task.name}`, or `python -m alpkd --out {layout.root} data --task "
-                        f"{task.name}` outside the pipeline)")
+        raise DataError(f"task {task.name!r}: {folder}/ is a copy of its files before they changed; {again}")
+    stored, now = json.loads((folder / TASK_FILE).read_text()), json.loads(json.dumps(declaration(task)))
+    if stored != now:  # compared as JSON: the tuples are stored as lists
+        changed = sorted(k for k in {*stored, *now} if stored.get(k) != now.get(k))
+        raise DataError(f"task {task.name!r}: {folder}/ was written for another declaration of the task (changed: "
+                        f"{', '.join(changed)}); {again}")
     return True
 
 

@@ -335,7 +335,10 @@ def test_data_stage_copies_every_row_exactly(tmp_path):
 
     task = GLUE_TASKS["rte"]
     folder = data.write_task_data(task, tmp_path)
-    assert sorted(p.name for p in folder.iterdir()) == ["train.parquet", "validation.parquet"]
+    assert sorted(p.name for p in folder.iterdir()) == ["task.json", "train.parquet", "validation.parquet"]
+    assert json.loads((folder / "task.json").read_text()) == {  # written by hand from tasks.py's RTE line
+        "name": "rte", "text_columns": ["sentence1", "sentence2"], "num_labels": 2, "metrics": ["accuracy"],
+        "headline": "accuracy", "validation_splits": ["validation"], "label_column": "label"}
     source = data.load_task(task)
     stored = data.read_task_data(task, tmp_path)
     record = json.loads((tmp_path / "data" / "rte.source.json").read_text())
@@ -388,6 +391,24 @@ def test_custom_task_copy_round_trips_and_a_changed_file_is_named(tmp_path):
         data.read_task_data(task, tmp_path / "out")
     data.write_task_data(task, tmp_path / "out")
     assert data.read_task_data(task, tmp_path / "out")["train"]["label"] == (1 - frame["label"]).tolist()
+
+
+def test_a_changed_declaration_is_named_and_its_path_is_not_part_of_it(tmp_path):
+    frame = pd.DataFrame({"text": [f"review {i}" for i in range(10)], "label": [i % 2 for i in range(10)]})
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    frame.to_csv(tmp_path / "dev.csv", index=False)
+    params = _custom_params(tmp_path, str(tmp_path / "train.csv"), str(tmp_path / "dev.csv"))
+    data.write_task_data(params.task("reviews"), tmp_path / "out")
+    stored = json.loads((tmp_path / "out" / "data" / "reviews" / "task.json").read_text())
+    assert "files" not in stored and stored["metrics"] == ["accuracy", "f1"]  # where the files are changes no output
+    raw = params.model_dump()
+    raw["custom_tasks"]["reviews"]["metrics"] = ["f1", "accuracy"]  # the headline becomes f1
+    changed = config.validate(raw).task("reviews")
+    with pytest.raises(data.DataError, match=r"'reviews': .*another declaration of the task \(changed: "
+                                             r"headline, metrics\).*data --task reviews"):
+        data.read_task_data(changed, tmp_path / "out")
+    data.write_task_data(changed, tmp_path / "out")
+    assert len(data.read_task_data(changed, tmp_path / "out")["train"]) == 10
 
 
 def test_custom_files_may_not_be_in_the_data_stages_folder(tmp_path):

@@ -244,7 +244,7 @@ def _toy_csv(flip: bool = False) -> str:
 def test_changed_data_file_reruns_its_task_only(tmp_path, env):
     """Two tasks (GLUE's RTE and a custom task from custom/toy/*.csv): dvc.lock holds each task's data hash, and
     a changed custom file re-runs that task's teacher, students and the report, not RTE's (whose copy re-runs
-    and comes out identical: every data stage depends on custom/, dvc.yaml)."""
+    and comes out identical: every data stage depends on custom/, dvc.yaml); so does a changed declaration."""
     params = yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text())
     params["distill"]["methods"] = ["kd"]
     params["custom_tasks"] = {"toy": {"train": "custom/toy/train.csv", "validation": "custom/toy/dev.csv",
@@ -259,7 +259,7 @@ def test_changed_data_file_reruns_its_task_only(tmp_path, env):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     for task in tasks:
         outs = {o["path"]: o for o in lock[f"data@{task}"]["outs"]}
-        assert outs[f"data/{task}"]["md5"].endswith(".dir") and outs[f"data/{task}"]["nfiles"] == 2
+        assert outs[f"data/{task}"]["md5"].endswith(".dir") and outs[f"data/{task}"]["nfiles"] == 3  # + task.json
         assert f"data/{task}" in {d["path"] for d in lock[f"teacher@{task}"]["deps"]}
         assert f"data/{task}" in {d["path"] for d in lock[f"distill@{task}-1"]["deps"]}
     source = json.loads((repo / "data" / "rte.source.json").read_text())
@@ -277,4 +277,13 @@ def test_changed_data_file_reruns_its_task_only(tmp_path, env):
     assert "Stage 'distill@rte-1' didn't change" in rerun.stdout
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert {o["path"]: o["md5"] for o in lock["data@rte"]["outs"] if "md5" in o} == rte_hash
+    assert changed_stages(repo, env) == {}
+
+    # a changed declaration (here the metrics) travels in data/toy/task.json: only toy's stages re-run
+    params["custom_tasks"]["toy"]["metrics"] = ["accuracy", "matthews"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert set(changed_stages(repo, env)) == {"data@rte", "data@toy"}  # teachers do not list custom_tasks
+    rerun = sh(["dvc", "repro"], repo, env)
+    assert ran_stages(rerun.stdout) == {"data@rte", "data@toy", "teacher@toy", "distill@toy-1", "report"}
+    assert "matthews" in json.loads((repo / "metrics" / "teacher" / "toy.json").read_text())["metrics"]
     assert changed_stages(repo, env) == {}
