@@ -24,13 +24,12 @@ per seed (over seeds that have every task), then averaged over seeds.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .paths import Layout, Run, run_name
+from .paths import Layout, Run, replace_atomically, run_name
 
 AVERAGE = "average"
 METRIC_ABBREVIATIONS = {"accuracy": "acc", "f1": "F1", "matthews": "MCC", "pearson": "Pearson r",
@@ -113,15 +112,24 @@ FLAG = "\u26a0"  # a cell with a seed whose validation predictions are constant 
 SUMMARY_COLUMNS = ["role", "layers", "method", "task", "mean", "std", "n_seeds", "n_nan", "n_constant"]
 
 
-def _stats(values) -> tuple[float, float, int, int]:
-    """Mean and sample std of the finite values, the number of values, and how many are NaN (undefined)."""
-    values = np.asarray(values, dtype=float)
-    finite = values[np.isfinite(values)]
-    n_nan = len(values) - len(finite)
-    if len(finite) == 0:
-        return float("nan"), float("nan"), len(values), n_nan
-    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan")
-    return float(np.mean(finite)), std, len(values), n_nan
+def _stats(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per group of `frame` (a row a seed, columns `score100` and `constant`): mean and sample std of the
+    defined scores, the number of seeds, how many scores are NaN (undefined), how many seeds were constant."""
+    return frame.groupby(by, sort=False).agg(
+        mean=("score100", "mean"), std=("score100", "std"), n_seeds=("score100", "size"),
+        n_nan=("score100", lambda s: int(s.isna().sum())), n_constant=("constant", "sum")).reset_index()
+
+
+def _seed_averages(records: pd.DataFrame, tasks: list[str], by: list[str]) -> pd.DataFrame:
+    """A row per group and seed that has every task: the mean score over tasks (NaN where a task's is NaN),
+    and whether the seed's predictions were constant on any task."""
+    seeds = [*by, "seed"]
+    cells = records[records["task"].isin(tasks)]
+    complete = cells.groupby(seeds)["task"].nunique() == len(set(tasks))
+    scores = cells.groupby([*seeds, "task"])["score100"].mean().unstack("task")
+    scores = scores.reindex(index=complete.index[complete], columns=tasks)
+    constant = records.groupby(seeds)["constant"].any().reindex(scores.index)
+    return pd.DataFrame({"score100": scores.mean(axis=1, skipna=False), "constant": constant}).reset_index()
 
 
 def summarise(records: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
@@ -130,25 +138,18 @@ def summarise(records: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
     Columns `SUMMARY_COLUMNS`: `n_nan` counts seeds whose metric is undefined (a Pearson r of constant
     predictions), left out of mean and std and flagged; `n_constant` counts seeds with constant predictions.
     The average of a (layers, method) is computed for each seed that has every task, then over those seeds;
-    a seed with an undefined task score has an undefined average.
+    a seed with an undefined task score has an undefined average. Rows: (role, layers, method) in the order
+    of `records`, each with its tasks in the order of `tasks`, then the average.
     """
-    out = []
     if records.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    records = records.assign(score100=records["score"] * 100.0)
-    for (role, layers, method), group in records.groupby(["role", "depth", "method"], sort=False):
-        for task in tasks:
-            rows = group[group["task"] == task]
-            if len(rows):
-                out.append((role, layers, method, task, *_stats(rows["score100"]), int(rows["constant"].sum())))
-        per_seed = group.pivot_table(index="seed", columns="task", values="score100", aggfunc="mean", dropna=False)
-        have = group.groupby("seed")["task"].apply(set)
-        complete = [seed for seed, ts in have.items() if set(tasks) <= ts]
-        if complete:
-            avg = per_seed.loc[complete].reindex(columns=tasks).mean(axis=1, skipna=False)
-            constant = int(group[group["seed"].isin(complete)].groupby("seed")["constant"].any().sum())
-            out.append((role, layers, method, AVERAGE, *_stats(avg), constant))
-    return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
+    cells = ["role", "depth", "method"]
+    records = records.assign(score100=records["score"] * 100.0, cell=records.groupby(cells, sort=False).ngroup())
+    per_task = _stats(records[records["task"].isin(tasks)], ["cell", *cells, "task"])
+    average = _stats(_seed_averages(records, tasks, ["cell", *cells]), ["cell", *cells]).assign(task=AVERAGE)
+    position = {task: i for i, task in enumerate([*tasks, AVERAGE])}
+    out = pd.concat([per_task, average]).assign(position=lambda f: f["task"].map(position))
+    return out.sort_values(["cell", "position"]).rename(columns={"depth": "layers"})[SUMMARY_COLUMNS].reset_index(drop=True)
 
 
 def format_cell(mean: float, std: float, n: int, n_nan: int = 0, n_constant: int = 0) -> str:
@@ -166,13 +167,9 @@ def trivial_row(records: pd.DataFrame, tasks: list[str]) -> dict[str, float]:
     """The trivial predictor's headline score x100 per task (from the teacher records; NaN where the metric
     is undefined for a constant, e.g. Pearson r), and its average over tasks with undefined counted as 0."""
     teachers = records[records["role"] == "teacher"]
-    out = {}
-    for task in tasks:
-        values = teachers.loc[teachers["task"] == task, "trivial"].dropna()
-        out[task] = 100.0 * float(values.iloc[0]) if len(values) else float("nan")
-    known = [t for t in tasks if (teachers["task"] == t).any() and not teachers.loc[teachers["task"] == t, "trivial"].isna().all()]
-    out[AVERAGE] = float(np.mean([0.0 if np.isnan(out[t]) else out[t] for t in tasks])) if known else float("nan")
-    return out
+    scores = 100.0 * teachers.groupby("task")["trivial"].first().reindex(tasks).astype(float)
+    average = float(scores.fillna(0.0).mean()) if scores.notna().any() else float("nan")
+    return {**{task: float(v) for task, v in scores.items()}, AVERAGE: average}
 
 
 def results_table(summary: pd.DataFrame, tasks: list[str], depths: list[int], methods: list[str],
@@ -202,23 +199,23 @@ def results_table(summary: pd.DataFrame, tasks: list[str], depths: list[int], me
     return pd.DataFrame(rows, columns=["layers", "method", *tasks, AVERAGE])
 
 
+TEXT_COLUMNS = {"method", "comparison", "verdict", "task", "top teacher layer per student layer, per seed"}
+
+
 def markdown_table(table: pd.DataFrame, headers: dict[str, str] | None = None) -> str:
-    headers = headers or {}
-    names = [headers.get(c, c) for c in table.columns]
-    text = {"method", "comparison", "verdict", "task", "top teacher layer per student layer, per seed"}
-    lines = ["| " + " | ".join(names) + " |", "|" + "|".join(":---" if c in text else "---:" for c in table.columns) + "|"]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
+    """`table` (cells as they are, columns renamed by `headers`) in Markdown: text columns left-aligned, the
+    rest right-aligned. Cells are not padded (tabulate would pad them to the column's width), so each row
+    reads `| 3 | KD | 78.7 ± 1.3 |`; the rule under the header is written here for the same reason."""
+    header, _, *rows = (table.rename(columns=headers or {})
+                        .to_markdown(index=False, stralign=None, numalign=None, disable_numparse=True).splitlines())
+    rule = "|" + "|".join(":---" if c in TEXT_COLUMNS else "---:" for c in table.columns) + "|"
+    return "\n".join([header, rule, *rows])
 
 
 # --- writing -------------------------------------------------------------------------------------------
 def write_text(path: Path, text: str) -> Path:
     """Atomic: a temporary file renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def _round(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
