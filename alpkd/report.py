@@ -149,7 +149,8 @@ def summarise(records: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
     average = _stats(_seed_averages(records, tasks, ["cell", *cells]), ["cell", *cells]).assign(task=AVERAGE)
     position = {task: i for i, task in enumerate([*tasks, AVERAGE])}
     out = pd.concat([per_task, average]).assign(position=lambda f: f["task"].map(position))
-    return out.sort_values(["cell", "position"]).rename(columns={"depth": "layers"})[SUMMARY_COLUMNS].reset_index(drop=True)
+    out = out.sort_values(["cell", "position"]).rename(columns={"depth": "layers"})
+    return out[SUMMARY_COLUMNS].reset_index(drop=True)
 
 
 def format_cell(mean: float, std: float, n: int, n_nan: int = 0, n_constant: int = 0) -> str:
@@ -604,31 +605,6 @@ def _duplicate_lines(dups: dict, methods: list[str]) -> list[str]:
                 for (d, m, t) in sorted(by_pair)), ""]
 
 
-def _attention_lines(attention: pd.DataFrame) -> list[str]:
-    if not len(attention):
-        return []
-    return [
-        "## ALP's attention: how spread, and is it the same in every seed?",
-        "",
-        "Mean entropy (bits) of each student layer's attention over the teacher layers, on the validation "
-        "set (0: one-hot; `max`: uniform over all teacher layers), and the teacher layer each student "
-        "layer attends to most, per seed. A one-hot map makes ALP a learnt one-to-one layer mapping; "
-        "where the seeds pick different layers, last-bit differences between machines can do the same "
-        "(the run differs across machines; the seeds' spread covers it).",
-        "",
-        markdown_table(_attention_table(attention)),
-        "",
-    ]
-
-
-def _missing_lines(missing: list[str]) -> list[str]:
-    return [f"Missing runs ({len(missing)}, shown as –): " + ", ".join(f"`{m}`" for m in missing), ""] if missing else []
-
-
-def _figure_lines(figures: list[Path]) -> list[str]:
-    return ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figures] + [""] if figures else []
-
-
 def _significance_lines(sig: pd.DataFrame, resamples: int) -> list[str]:
     if not len(sig):
         return []
@@ -661,3 +637,30 @@ def _significance_lines(sig: pd.DataFrame, resamples: int) -> list[str]:
             "",
         ]
     return lines
+
+
+def _attention_lines(attention: pd.DataFrame) -> list[str]:
+    if not len(attention):
+        return []
+    return [
+        "## ALP's attention: how spread, and is it the same in every seed?",
+        "",
+        "Mean entropy (bits) of each student layer's attention over the teacher layers, on the validation "
+        "set (0: one-hot; `max`: uniform over all teacher layers), and the teacher layer each student "
+        "layer attends to most, per seed. A one-hot map makes ALP a learnt one-to-one layer mapping; "
+        "where the seeds pick different layers, last-bit differences between machines can do the same "
+        "(the run differs across machines; the seeds' spread covers it).",
+        "",
+        markdown_table(_attention_table(attention)),
+        "",
+    ]
+
+
+def _missing_lines(missing: list[str]) -> list[str]:
+    if not missing:
+        return []
+    return [f"Missing runs ({len(missing)}, shown as –): " + ", ".join(f"`{m}`" for m in missing), ""]
+
+
+def _figure_lines(figures: list[Path]) -> list[str]:
+    return ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figures] + [""] if figures else []
