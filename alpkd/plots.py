@@ -7,12 +7,13 @@ Inputs are plain tables (pandas) and arrays, so the figures can be redrawn from 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt  # headless, pyplot falls back to Agg; in Jupyter it draws inline
 import numpy as np
 import pandas as pd
+
+from .paths import replace_atomically
 
 METHOD_LABELS = {"nokd": "NO-KD", "kd": "KD", "pkd": "PKD", "alp": "ALP", "alp_no": "ALP-NO", "alp_po": "ALP-PO",
                  "alp_scaled": "ALP-scaled", "rail": "RAIL-KD"}
@@ -200,10 +201,7 @@ def training_curve(log: str | Path | pd.DataFrame, title: str = "", y: str = "lo
 
 def save(fig, path: str | Path, dpi: int = 120) -> Path:
     """Write `fig` as PNG atomically (a temporary file renamed into place) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=dpi, format="png", metadata={"Software": None})
-    os.replace(tmp, path)
+    path = replace_atomically(Path(path), lambda tmp: fig.savefig(tmp, dpi=dpi, format="png",
+                                                                  metadata={"Software": None}))
     plt.close(fig)
     return path

@@ -24,13 +24,12 @@ per seed (over seeds that have every task), then averaged over seeds.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .paths import Layout, Run, run_name
+from .paths import Layout, Run, replace_atomically, run_name
 
 AVERAGE = "average"
 METRIC_ABBREVIATIONS = {"accuracy": "acc", "f1": "F1", "matthews": "MCC", "pearson": "Pearson r",
@@ -113,15 +112,24 @@ FLAG = "\u26a0"  # a cell with a seed whose validation predictions are constant 
 SUMMARY_COLUMNS = ["role", "layers", "method", "task", "mean", "std", "n_seeds", "n_nan", "n_constant"]
 
 
-def _stats(values) -> tuple[float, float, int, int]:
-    """Mean and sample std of the finite values, the number of values, and how many are NaN (undefined)."""
-    values = np.asarray(values, dtype=float)
-    finite = values[np.isfinite(values)]
-    n_nan = len(values) - len(finite)
-    if len(finite) == 0:
-        return float("nan"), float("nan"), len(values), n_nan
-    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan")
-    return float(np.mean(finite)), std, len(values), n_nan
+def _stats(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per group of `frame` (a row a seed, columns `score100` and `constant`): mean and sample std of the
+    defined scores, the number of seeds, how many scores are NaN (undefined), how many seeds were constant."""
+    return frame.groupby(by, sort=False).agg(
+        mean=("score100", "mean"), std=("score100", "std"), n_seeds=("score100", "size"),
+        n_nan=("score100", lambda s: int(s.isna().sum())), n_constant=("constant", "sum")).reset_index()
+
+
+def _seed_averages(records: pd.DataFrame, tasks: list[str], by: list[str]) -> pd.DataFrame:
+    """A row per group and seed that has every task: the mean score over tasks (NaN where a task's is NaN),
+    and whether the seed's predictions were constant on any task."""
+    seeds = [*by, "seed"]
+    cells = records[records["task"].isin(tasks)]
+    complete = cells.groupby(seeds)["task"].nunique() == len(set(tasks))
+    scores = cells.groupby([*seeds, "task"])["score100"].mean().unstack("task")
+    scores = scores.reindex(index=complete.index[complete], columns=tasks)
+    constant = records.groupby(seeds)["constant"].any().reindex(scores.index)
+    return pd.DataFrame({"score100": scores.mean(axis=1, skipna=False), "constant": constant}).reset_index()
 
 
 def summarise(records: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
@@ -130,25 +138,19 @@ def summarise(records: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
     Columns `SUMMARY_COLUMNS`: `n_nan` counts seeds whose metric is undefined (a Pearson r of constant
     predictions), left out of mean and std and flagged; `n_constant` counts seeds with constant predictions.
     The average of a (layers, method) is computed for each seed that has every task, then over those seeds;
-    a seed with an undefined task score has an undefined average.
+    a seed with an undefined task score has an undefined average. Rows: (role, layers, method) in the order
+    of `records`, each with its tasks in the order of `tasks`, then the average.
     """
-    out = []
     if records.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    records = records.assign(score100=records["score"] * 100.0)
-    for (role, layers, method), group in records.groupby(["role", "depth", "method"], sort=False):
-        for task in tasks:
-            rows = group[group["task"] == task]
-            if len(rows):
-                out.append((role, layers, method, task, *_stats(rows["score100"]), int(rows["constant"].sum())))
-        per_seed = group.pivot_table(index="seed", columns="task", values="score100", aggfunc="mean", dropna=False)
-        have = group.groupby("seed")["task"].apply(set)
-        complete = [seed for seed, ts in have.items() if set(tasks) <= ts]
-        if complete:
-            avg = per_seed.loc[complete].reindex(columns=tasks).mean(axis=1, skipna=False)
-            constant = int(group[group["seed"].isin(complete)].groupby("seed")["constant"].any().sum())
-            out.append((role, layers, method, AVERAGE, *_stats(avg), constant))
-    return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
+    cells = ["role", "depth", "method"]
+    records = records.assign(score100=records["score"] * 100.0, cell=records.groupby(cells, sort=False).ngroup())
+    per_task = _stats(records[records["task"].isin(tasks)], ["cell", *cells, "task"])
+    average = _stats(_seed_averages(records, tasks, ["cell", *cells]), ["cell", *cells]).assign(task=AVERAGE)
+    position = {task: i for i, task in enumerate([*tasks, AVERAGE])}
+    out = pd.concat([per_task, average]).assign(position=lambda f: f["task"].map(position))
+    out = out.sort_values(["cell", "position"]).rename(columns={"depth": "layers"})
+    return out[SUMMARY_COLUMNS].reset_index(drop=True)
 
 
 def format_cell(mean: float, std: float, n: int, n_nan: int = 0, n_constant: int = 0) -> str:
@@ -166,13 +168,9 @@ def trivial_row(records: pd.DataFrame, tasks: list[str]) -> dict[str, float]:
     """The trivial predictor's headline score x100 per task (from the teacher records; NaN where the metric
     is undefined for a constant, e.g. Pearson r), and its average over tasks with undefined counted as 0."""
     teachers = records[records["role"] == "teacher"]
-    out = {}
-    for task in tasks:
-        values = teachers.loc[teachers["task"] == task, "trivial"].dropna()
-        out[task] = 100.0 * float(values.iloc[0]) if len(values) else float("nan")
-    known = [t for t in tasks if (teachers["task"] == t).any() and not teachers.loc[teachers["task"] == t, "trivial"].isna().all()]
-    out[AVERAGE] = float(np.mean([0.0 if np.isnan(out[t]) else out[t] for t in tasks])) if known else float("nan")
-    return out
+    scores = 100.0 * teachers.groupby("task")["trivial"].first().reindex(tasks).astype(float)
+    average = float(scores.fillna(0.0).mean()) if scores.notna().any() else float("nan")
+    return {**{task: float(v) for task, v in scores.items()}, AVERAGE: average}
 
 
 def results_table(summary: pd.DataFrame, tasks: list[str], depths: list[int], methods: list[str],
@@ -202,23 +200,23 @@ def results_table(summary: pd.DataFrame, tasks: list[str], depths: list[int], me
     return pd.DataFrame(rows, columns=["layers", "method", *tasks, AVERAGE])
 
 
+TEXT_COLUMNS = {"method", "comparison", "verdict", "task", "top teacher layer per student layer, per seed"}
+
+
 def markdown_table(table: pd.DataFrame, headers: dict[str, str] | None = None) -> str:
-    headers = headers or {}
-    names = [headers.get(c, c) for c in table.columns]
-    text = {"method", "comparison", "verdict", "task", "top teacher layer per student layer, per seed"}
-    lines = ["| " + " | ".join(names) + " |", "|" + "|".join(":---" if c in text else "---:" for c in table.columns) + "|"]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
+    """`table` (cells as they are, columns renamed by `headers`) in Markdown: text columns left-aligned, the
+    rest right-aligned. Cells are not padded (tabulate would pad them to the column's width), so each row
+    reads `| 3 | KD | 78.7 ± 1.3 |`; the rule under the header is written here for the same reason."""
+    header, _, *rows = (table.rename(columns=headers or {})
+                        .to_markdown(index=False, stralign=None, numalign=None, disable_numparse=True).splitlines())
+    rule = "|" + "|".join(":---" if c in TEXT_COLUMNS else "---:" for c in table.columns) + "|"
+    return "\n".join([header, rule, *rows])
 
 
 # --- writing -------------------------------------------------------------------------------------------
 def write_text(path: Path, text: str) -> Path:
     """Atomic: a temporary file renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def _round(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
@@ -240,12 +238,12 @@ def load_attention(root: str | Path, runs: list[Run]) -> dict[Run, dict]:
     return maps
 
 
-def load_logs(root: str | Path, runs: list[Run], teacher: str | None = None) -> dict[str, pd.DataFrame]:
-    """Training logs of the student runs (keyed by run name) and of the teacher of `teacher` (`teacher-<task>`)."""
+def load_logs(root: str | Path, runs: list[Run], teachers: list[str] = ()) -> dict[str, pd.DataFrame]:
+    """Training logs of the student runs (keyed by run name) and of the teachers of the tasks `teachers`
+    (keyed `teacher-<task>`)."""
     layout = Layout(Path(root))
     paths = {run.name: layout.log(run) for run in runs}
-    if teacher:
-        paths[f"teacher-{teacher}"] = layout.teacher_log(teacher)
+    paths |= {f"teacher-{task}": layout.teacher_log(task) for task in teachers}
     return {name: pd.read_csv(path) for name, path in paths.items() if path.exists() and path.stat().st_size}
 
 
@@ -369,13 +367,12 @@ def _describe(values) -> str:
     return ", ".join(f"`{v}`" for v in values) if values else "unknown"
 
 
-def _figures(params, root: Path, records: pd.DataFrame, summary: pd.DataFrame, trivial: dict, headline: dict,
-             figures: Path) -> list[Path]:
+def _figures(params, records: pd.DataFrame, summary: pd.DataFrame, trivial: dict, headline: dict,
+             maps: dict[Run, dict], logs: dict[str, pd.DataFrame], figures: Path) -> list[Path]:
     """Score vs depth, attention maps (final, and during training) and training curves; stale PNGs removed."""
     from . import plots
 
     tasks, depths, methods = list(params.data.tasks), list(params.student.depths), list(params.distill.methods)
-    teachers, students = records[records["role"] == "teacher"], records[records["role"] == "student"]
     written = []
     student_summary = summary[summary["role"] == "student"].rename(columns={"layers": "depth"})
     teacher_scores = summary[summary["role"] == "teacher"].set_index("task")["mean"].to_dict()
@@ -383,53 +380,75 @@ def _figures(params, root: Path, records: pd.DataFrame, summary: pd.DataFrame, t
         panels = [t for t in [*tasks, AVERAGE] if (student_summary["task"] == t).any()]
         fig = plots.score_vs_depth(student_summary, teacher_scores, panels, headline, trivial)
         written.append(plots.save(fig, figures / "scores_vs_depth.png"))
-    alp_methods = [m for m in methods if m in ALP_FAMILY]
     for task in tasks:
-        runs = students[(students["task"] == task) & students["method"].isin(alp_methods)]
-        maps = load_attention(root, runs_of(runs))
-        by_cell, history = {}, {}
-        for (depth, method), group in runs.groupby(["depth", "method"]):
-            recs = [maps[r] for r in runs_of(group) if r in maps]
-            if recs:
-                by_cell[(int(depth), method)] = np.mean([r["weights"] for r in recs], axis=0)  # mean over seeds
-                if recs[0].get("history"):
-                    history[(int(depth), method)] = recs[0]["history"]  # the first seed's
-        n = teachers.loc[teachers["task"] == task, "depth"]
-        teacher_note = f" (teacher: {int(n.iloc[0])} layers)" if len(n) else ""
-        if by_cell:
-            shown = [d for d in depths if any(k[0] == d for k in by_cell)]
-            shown_methods = [m for m in alp_methods if any(k[1] == m for k in by_cell)]
-            fig = plots.attention_grid(by_cell, shown, shown_methods, f"{task}: ALP attention over teacher layers"
-                                       + teacher_note + ", mean over seeds")
-            written.append(plots.save(fig, figures / f"attention_{task}.png"))
-        if history:
-            fig = plots.attention_history(history, f"{task}: attention during training (first seed, fixed batch)")
-            written.append(plots.save(fig, figures / f"attention_history_{task}.png"))
-        task_runs = students[students["task"] == task]
-        logs = load_logs(root, runs_of(task_runs), teacher=task)
-        if logs:
-            panel_runs = {"teacher": [f"teacher-{task}"]}
-            panel_runs.update({f"{d} layer(s)": list(task_runs.loc[task_runs["depth"] == d, "run"]) for d in depths
-                               if (task_runs["depth"] == d).any()})
-            method_of = dict(zip(task_runs["run"], task_runs["method"])) | {f"teacher-{task}": "teacher"}
-            fig = plots.training_curves(logs, panel_runs, "loss", method_of)
-            fig.suptitle(f"{task}: training loss")
-            fig.tight_layout()
-            written.append(plots.save(fig, figures / f"curves_{task}.png"))
-    for stale in figures.glob("*.png") if figures.exists() else []:
-        if stale not in written:
-            stale.unlink()
+        written += _attention_figures(records, task, depths, [m for m in methods if m in ALP_FAMILY], maps, figures)
+        written += _curves_figure(records, task, depths, logs, figures)
+    _remove_stale(figures, "*.png", keep=written)
     return written
 
 
-def plot_tables(root: Path, records: pd.DataFrame, summary: pd.DataFrame, tasks: list[str], depths: list[int],
-                methods: list[str]) -> dict[str, pd.DataFrame]:
+def _attention_figures(records: pd.DataFrame, task: str, depths: list[int], alp_methods: list[str],
+                       maps: dict[Run, dict], figures: Path) -> list[Path]:
+    """The task's ALP attention maps (mean over seeds), and the first seed's attention during training."""
+    from . import plots
+
+    runs = records[(records["role"] == "student") & (records["task"] == task) & records["method"].isin(alp_methods)]
+    by_cell, history, written = {}, {}, []
+    for (depth, method), group in runs.groupby(["depth", "method"]):
+        recs = [maps[r] for r in runs_of(group) if r in maps]
+        if recs:
+            by_cell[(int(depth), method)] = np.mean([r["weights"] for r in recs], axis=0)  # mean over seeds
+            if recs[0].get("history"):
+                history[(int(depth), method)] = recs[0]["history"]  # the first seed's
+    n = records.loc[(records["role"] == "teacher") & (records["task"] == task), "depth"]
+    teacher_note = f" (teacher: {int(n.iloc[0])} layers)" if len(n) else ""
+    if by_cell:
+        shown = [d for d in depths if any(k[0] == d for k in by_cell)]
+        shown_methods = [m for m in alp_methods if any(k[1] == m for k in by_cell)]
+        fig = plots.attention_grid(by_cell, shown, shown_methods, f"{task}: ALP attention over teacher layers"
+                                   + teacher_note + ", mean over seeds")
+        written.append(plots.save(fig, figures / f"attention_{task}.png"))
+    if history:
+        fig = plots.attention_history(history, f"{task}: attention during training (first seed, fixed batch)")
+        written.append(plots.save(fig, figures / f"attention_history_{task}.png"))
+    return written
+
+
+def _curves_figure(records: pd.DataFrame, task: str, depths: list[int], logs: dict[str, pd.DataFrame],
+                   figures: Path) -> list[Path]:
+    """The task's training loss: a panel for the teacher and one per student depth, a line per run."""
+    from . import plots
+
+    task_runs = records[(records["role"] == "student") & (records["task"] == task)]
+    if not any(name in logs for name in [f"teacher-{task}", *task_runs["run"]]):
+        return []
+    panel_runs = {"teacher": [f"teacher-{task}"]}
+    panel_runs.update({f"{d} layer(s)": list(task_runs.loc[task_runs["depth"] == d, "run"]) for d in depths
+                       if (task_runs["depth"] == d).any()})
+    method_of = dict(zip(task_runs["run"], task_runs["method"])) | {f"teacher-{task}": "teacher"}
+    fig = plots.training_curves(logs, panel_runs, "loss", method_of)
+    fig.suptitle(f"{task}: training loss")
+    fig.tight_layout()
+    return [plots.save(fig, figures / f"curves_{task}.png")]
+
+
+def _remove_stale(folder: Path, pattern: str, keep: list[Path]) -> None:
+    """Delete the files matching `pattern` under `folder` that this report did not write (an earlier grid's)."""
+    for stale in folder.glob(pattern) if folder.exists() else []:
+        if stale not in keep:
+            stale.unlink()
+
+
+def plot_tables(records: pd.DataFrame, summary: pd.DataFrame, logs: dict[str, pd.DataFrame], tasks: list[str],
+                depths: list[int], methods: list[str]) -> dict[str, pd.DataFrame]:
     """What `dvc plots show` draws, a column per method (every method of the grid, empty where it has no run),
     so each plot holds one task (and depth) and the methods are the lines:
 
     - `scores/<task>.csv` (and `average.csv`): the mean headline score x100 against the student's depth;
     - `curves/<task>-<depth>.csv`: the task loss (cross-entropy, MSE for regression) during training, mean
       over seeds, against the step: the term every method shares, so the curves can be compared.
+
+    `logs`: the training logs by run name (`load_logs`).
     """
     tables = {}
     student = summary[summary["role"] == "student"]
@@ -440,7 +459,6 @@ def plot_tables(root: Path, records: pd.DataFrame, summary: pd.DataFrame, tasks:
                                             .reindex(index=sorted(depths), columns=methods).rename_axis("depth"))
     students = records[records["role"] == "student"]
     for (task, depth), cell in students.groupby(["task", "depth"]):
-        logs = load_logs(root, runs_of(cell))
         curves = {}
         for method, group in cell.groupby("method"):
             frames = [logs[r] for r in group["run"] if r in logs and "loss_ce" in logs[r]]
@@ -449,6 +467,13 @@ def plot_tables(root: Path, records: pd.DataFrame, summary: pd.DataFrame, tasks:
         if curves:
             tables[f"curves/{task}-{int(depth)}.csv"] = pd.DataFrame(curves).reindex(columns=methods).sort_index()
     return tables
+
+
+def _write_plot_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> dict[str, Path]:
+    """`plot_tables` as CSV under `folder` (`report/plots`), stale CSVs removed; keys `plots/<kind>/<name>`."""
+    written = [write_text(folder / name, _round(table).to_csv()) for name, table in tables.items()]
+    _remove_stale(folder, "**/*.csv", keep=written)
+    return {f"plots/{p.parent.name}/{p.stem}": p for p in written}
 
 
 def _numbers(out: Path, summary: pd.DataFrame, methods: list[str], trivial: dict, sig: pd.DataFrame,
@@ -501,37 +526,41 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
     Returns {"table": the table (strings), "summary": the numbers, "significance": the paired bootstrap
     comparisons, "attention": the ALP attention summary, "missing": runs without results, "files": {name: path}}.
     """
-    from .plots import method_label
-
-    root = Path(root)
+    root, out = Path(root), Layout(Path(root)).report()
     tasks, depths = list(params.data.tasks), list(params.student.depths)
     methods, seeds = list(params.distill.methods), list(params.distill.seeds)
+    # what the runs left behind
     records = select(collect(root), tasks, depths, methods, seeds)
     dups = {k: v for k, v in duplicates(root).items() if k[0] in tasks and k[1] in depths and k[2] in methods}
-    summary = summarise(records, tasks)
-    trivial = trivial_row(records, tasks)
+    student_runs = runs_of(records[records["role"] == "student"])
+    logs, maps = load_logs(root, student_runs, teachers=tasks), load_attention(root, student_runs)
+    # the numbers
+    summary, trivial = summarise(records, tasks), trivial_row(records, tasks)
     table = results_table(summary, tasks, depths, methods, trivial, skipped=dups)
     missing = missing_runs(records, tasks, depths, methods, seeds, skipped=dups)
-    out = Layout(root).report()
-    headline = {t: records.loc[records["task"] == t, "headline"].iloc[0] for t in tasks if (records["task"] == t).any()}
-    headers = {t: f"{t} ({METRIC_ABBREVIATIONS.get(h, h)})" for t, h in headline.items()}
-    teachers, students = records[records["role"] == "teacher"], records[records["role"] == "student"]
-
-    written = _figures(params, root, records, summary, trivial, headline, out / "figures")
     sig = significance(params, root, records, resamples, skipped=dups)
-    attention = attention_summary(records, load_attention(root, runs_of(students)))
-    files = {p.stem: p for p in written} | _numbers(out, summary, methods, trivial, sig, attention)
-    plot_files = [write_text(out / "plots" / name, _round(table).to_csv())
-                  for name, table in plot_tables(root, records, summary, tasks, depths, methods).items()]
-    for stale in (out / "plots").rglob("*.csv") if (out / "plots").exists() else []:
-        if stale not in plot_files:
-            stale.unlink()
-    files |= {f"plots/{p.parent.name}/{p.stem}": p for p in plot_files}
+    attention = attention_summary(records, maps)
+    # the files
+    headline = {t: records.loc[records["task"] == t, "headline"].iloc[0] for t in tasks if (records["task"] == t).any()}
+    figures = _figures(params, records, summary, trivial, headline, maps, logs, out / "figures")
+    files = {p.stem: p for p in figures} | _numbers(out, summary, methods, trivial, sig, attention)
+    files |= _write_plot_tables(out / "plots", plot_tables(records, summary, logs, tasks, depths, methods))
+    sections = [_preamble(params, records), _results_lines(table, headline), _duplicate_lines(dups, methods),
+                _significance_lines(sig, resamples), _attention_lines(attention), _missing_lines(missing),
+                _figure_lines(figures)]
+    files["results.md"] = write_text(out / "results.md", "\n".join(line for lines in sections for line in lines))
+    return {"table": table, "summary": summary, "significance": sig, "attention": attention, "missing": missing,
+            "files": files}
 
+
+# --- results.md, section by section (each a list of lines, ending with a blank one) ---------------------
+def _preamble(params, records: pd.DataFrame) -> list[str]:
+    """The title, and what produced the results: profile, data, teacher, seeds, initialisation; how to read a cell."""
+    teachers, students = records[records["role"] == "teacher"], records[records["role"] == "student"]
     teacher_models = [f"{m} ({int(n)} layers)" for m, n in
                       teachers[["model", "depth"]].drop_duplicates().itertuples(index=False)]
     profiles = set(records["profile"].dropna())
-    lines = [
+    return [
         "# ALP-KD replication: results",
         "",
         f"- Profile: {_describe(profiles or [params.profile])}"
@@ -539,7 +568,7 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
         f"- Data: GLUE validation splits, from {_describe(records['data_source'])}",
         f"- Teacher: {', '.join(teacher_models) or 'none found'}",
         f"- Student seeds: {', '.join(str(s) for s in sorted(set(students['seed']))) or 'none'}"
-        f" (configured: {', '.join(str(s) for s in seeds)}); teacher seed: "
+        f" (configured: {', '.join(str(s) for s in params.distill.seeds)}); teacher seed: "
         f"{', '.join(str(s) for s in sorted(set(teachers['seed']))) or 'none'}",
         f"- Student initialisation: `{params.student.init}`; ALP, ALP-NO, ALP-PO scores scaled by 1/sqrt(d): "
         f"{'yes' if params.distill.alp_scale else 'no (the paper)'}; ALP-scaled: always",
@@ -549,41 +578,31 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
         f"as 0 in the average). {FLAG}: at least one seed predicted the same value for every validation "
         "example (a constant predictor), or its metric is undefined (NaN, left out of the mean).",
         "",
-        markdown_table(table, headers),
-        "",
     ]
-    if dups:
-        by_pair = {}
-        for (task, depth, method), rec in dups.items():
-            by_pair.setdefault((depth, method, rec["same_as"]), []).append(task)
-        lines += ["Not run twice (the same objective as another method at that depth, so shown once, under "
-                  "that method): " + "; ".join(
-                      f"{method_label(m)} at {d} layer(s) = {method_label(t)}"
-                      + ("" if t in methods else f" (not in distill.methods: add `{t}` to see it)")
-                      + (" (PKD without the last layer matches no layer)" if m == "pkd" else
-                         " (one bucket holding every teacher layer)" if m in ("alp_no", "alp_po") else "")
-                      for (d, m, t) in sorted(by_pair)), ""]
-    lines += _significance_lines(sig, resamples)
-    if len(attention):
-        lines += [
-            "## ALP's attention: how spread, and is it the same in every seed?",
-            "",
-            "Mean entropy (bits) of each student layer's attention over the teacher layers, on the validation "
-            "set (0: one-hot; `max`: uniform over all teacher layers), and the teacher layer each student "
-            "layer attends to most, per seed. A one-hot map makes ALP a learnt one-to-one layer mapping; "
-            "where the seeds pick different layers, last-bit differences between machines can do the same "
-            "(the run differs across machines; the seeds' spread covers it).",
-            "",
-            markdown_table(_attention_table(attention)),
-            "",
-        ]
-    if missing:
-        lines += [f"Missing runs ({len(missing)}, shown as –): " + ", ".join(f"`{m}`" for m in missing), ""]
-    if written:
-        lines += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in written] + [""]
-    files["results.md"] = write_text(out / "results.md", "\n".join(lines))
-    return {"table": table, "summary": summary, "significance": sig, "attention": attention, "missing": missing,
-            "files": files}
+
+
+def _results_lines(table: pd.DataFrame, headline: dict[str, str]) -> list[str]:
+    """The results table, a task's column headed with its metric."""
+    headers = {t: f"{t} ({METRIC_ABBREVIATIONS.get(h, h)})" for t, h in headline.items()}
+    return [markdown_table(table, headers), ""]
+
+
+def _duplicate_lines(dups: dict, methods: list[str]) -> list[str]:
+    """The cells not run because their objective is another method's at that depth."""
+    from .plots import method_label
+
+    if not dups:
+        return []
+    by_pair = {}
+    for (task, depth, method), rec in dups.items():
+        by_pair.setdefault((depth, method, rec["same_as"]), []).append(task)
+    return ["Not run twice (the same objective as another method at that depth, so shown once, under "
+            "that method): " + "; ".join(
+                f"{method_label(m)} at {d} layer(s) = {method_label(t)}"
+                + ("" if t in methods else f" (not in distill.methods: add `{t}` to see it)")
+                + (" (PKD without the last layer matches no layer)" if m == "pkd" else
+                   " (one bucket holding every teacher layer)" if m in ("alp_no", "alp_po") else "")
+                for (d, m, t) in sorted(by_pair)), ""]
 
 
 def _significance_lines(sig: pd.DataFrame, resamples: int) -> list[str]:
@@ -618,3 +637,30 @@ def _significance_lines(sig: pd.DataFrame, resamples: int) -> list[str]:
             "",
         ]
     return lines
+
+
+def _attention_lines(attention: pd.DataFrame) -> list[str]:
+    if not len(attention):
+        return []
+    return [
+        "## ALP's attention: how spread, and is it the same in every seed?",
+        "",
+        "Mean entropy (bits) of each student layer's attention over the teacher layers, on the validation "
+        "set (0: one-hot; `max`: uniform over all teacher layers), and the teacher layer each student "
+        "layer attends to most, per seed. A one-hot map makes ALP a learnt one-to-one layer mapping; "
+        "where the seeds pick different layers, last-bit differences between machines can do the same "
+        "(the run differs across machines; the seeds' spread covers it).",
+        "",
+        markdown_table(_attention_table(attention)),
+        "",
+    ]
+
+
+def _missing_lines(missing: list[str]) -> list[str]:
+    if not missing:
+        return []
+    return [f"Missing runs ({len(missing)}, shown as –): " + ", ".join(f"`{m}`" for m in missing), ""]
+
+
+def _figure_lines(figures: list[Path]) -> list[str]:
+    return ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figures] + [""] if figures else []
