@@ -522,12 +522,6 @@ def distill_group(params: Params, task_name: str, depth: int, root: str | Path =
     return out
 
 
-def distill_cell(params: Params, task_name: str, depth: int, method: str, root: str | Path = ".",
-                 seeds: list[int] | None = None) -> list[dict]:
-    """Every seed of one method at one depth (`distill_group` with that method alone)."""
-    return distill_group(params, task_name, depth, root, [method], seeds)[method]
-
-
 _LAST: dict = {}
 
 
