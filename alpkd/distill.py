@@ -30,7 +30,7 @@ from .config import Params
 from .losses import (ALP_METHODS, LAYER_METHODS, alp_allowed, alp_attention, alp_scaled, distillation_loss,
                      pkd_layers, rail_layers, same_objective, task_loss)
 from .paths import Layout, Run, remove_stale_temporaries, replace_atomically
-from .students import build_student, load_pretrained, load_tokenizer
+from .students import build_student, layer_states, load_pretrained, load_tokenizer
 from .tasks import Task
 
 
@@ -89,7 +89,7 @@ class DistillTrainer(Trainer):
     def _teacher_forward(self, inputs):
         with torch.no_grad():
             out = self.teacher(**inputs, output_hidden_states=True)
-        states = torch.stack(out.hidden_states[1:], dim=-2)  # (B, T, n, d)
+        states = layer_states(out)  # (B, T, n, d)
         return out.logits, states if self.states == "tokens" else states[:, 0]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -112,7 +112,7 @@ class DistillTrainer(Trainer):
             teacher_logits, teacher_states = self._teacher_forward(inputs)
         student_states = mask = None
         if need_states:
-            student_states = torch.stack(outputs.hidden_states[1:], dim=-2)  # (B, T, m, d)
+            student_states = layer_states(outputs)  # (B, T, m, d)
             if self.states == "tokens":
                 mask = inputs["attention_mask"]
             else:
@@ -561,9 +561,9 @@ def attention_map(model, ds, tokenizer, split_cache, method: str, dp, batch_size
     for start in range(0, len(ds), batch_size):
         batch = collator([ds[i] for i in order[start:start + batch_size]])
         inputs = {k: v.to(device) for k, v in batch.items() if k in data.MODEL_INPUTS}
-        hs = torch.stack(model(**inputs, output_hidden_states=True).hidden_states[1:], dim=-2)
+        hs = layer_states(model(**inputs, output_hidden_states=True))
         if teacher is not None:
-            ts = torch.stack(teacher.to(device).eval()(**inputs, output_hidden_states=True).hidden_states[1:], dim=-2)
+            ts = layer_states(teacher.to(device).eval()(**inputs, output_hidden_states=True))
         else:
             ts = batch["teacher_states"].to(device)[:, None]  # cached [CLS] states: (B, 1, n, d)
         if dp.states == "cls" or teacher is None:
@@ -598,8 +598,8 @@ def explain_batch(params: Params, task_name: str, depth: int, method: str, seed:
     inputs = {k: v for k, v in batch.items() if k in data.MODEL_INPUTS}
     out = model(**inputs, output_hidden_states=True)
     teacher_out = cell.teacher.eval()(**inputs, output_hidden_states=True)
-    s_states = torch.stack(out.hidden_states[1:], dim=-2)[:, 0]
-    t_states = torch.stack(teacher_out.hidden_states[1:], dim=-2)[:, 0]
+    s_states = layer_states(out)[:, 0]
+    t_states = layer_states(teacher_out)[:, 0]
     dp = params.distill
     pairs = rail_layers(cell.n, depth, seed, 0) if method == "rail" else None
     total, terms = distillation_loss(method, dp, out.logits, batch["labels"], s_states, teacher_out.logits,
