@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args, params, distill):
-    distill.PRINT_LOGS = True  # progress on stderr (stdout is redirected there while a step runs)
+    from . import trainer
+
+    trainer.PRINT_LOGS = True  # progress on stderr (stdout is redirected there while a step runs)
     if args.command == "data":
         from .data import write_task_data
 

@@ -94,13 +94,15 @@ def teacher_outputs(model, ds, collator, batch_size: int, device=None):
     logits = np.zeros((len(ds), model.config.num_labels), dtype=np.float32)
     states = np.zeros((len(ds), n, d), dtype=np.float16)
     order = np.argsort(np.asarray(ds["length"]), kind="stable")
+    from .students import layer_states  # here, not on top: `verify-cache` imports this module without transformers
+
     for start in range(0, len(ds), batch_size):
         rows = order[start : start + batch_size]
         batch = collator([ds[int(r)] for r in rows])
         inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         out = model(**inputs, output_hidden_states=True)
         logits[rows] = out.logits.float().cpu().numpy()
-        states[rows] = torch.stack(out.hidden_states[1:], dim=1)[:, :, 0].float().cpu().numpy()
+        states[rows] = layer_states(out)[:, 0].float().cpu().numpy()
     return logits, states
 
 

@@ -65,6 +65,11 @@ def _layers(model: PreTrainedModel) -> torch.nn.ModuleList:
     return model.base_model.encoder.layer
 
 
+def layer_states(output) -> torch.Tensor:
+    """Each layer's token states, (B, T, layers, d), of an `output_hidden_states=True` output; the embedding output dropped."""
+    return torch.stack(output.hidden_states[1:], dim=-2)
+
+
 def init_layers(init: str, n: int, m: int) -> list[int] | None:
     """Teacher layers (0-based) whose weights initialise student layers 1..m; None for `random`."""
     if init == "skip":

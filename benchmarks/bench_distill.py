@@ -25,7 +25,7 @@ from transformers import BertConfig, BertForSequenceClassification
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from alpkd import config as cfg  # noqa: E402
 from alpkd.distill import DistillTrainer, training_args  # noqa: E402
-from alpkd.students import build_student, load_pretrained  # noqa: E402
+from alpkd.students import build_student, layer_states, load_pretrained  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ class Config:
             with torch.inference_mode():
                 out = teacher(**{k: v for k, v in inputs.items() if k != "labels"}, output_hidden_states=True)
             self.inputs["teacher_logits"] = out.logits.clone()
-            self.inputs["teacher_states"] = torch.stack(out.hidden_states[1:], dim=1)[:, :, 0].half().float().clone()
+            self.inputs["teacher_states"] = layer_states(out)[:, 0].half().float().clone()
         self.student.to(args.device).train()
         self.precision = params.runtime.precision
         self.times: list[float] = []

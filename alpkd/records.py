@@ -1,0 +1,66 @@
+"""The files a run writes: its metrics record, predictions, training log and saved model.
+
+Each is written atomically (beside its destination, then renamed over it), so a killed run never leaves half
+a file.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import Trainer
+
+from . import data
+from .config import Params
+from .evaluation import headline_key
+from .paths import replace_atomically
+from .tasks import Task
+
+
+def environment() -> dict:
+    """What a result may depend on beyond the code and the parameters: library versions, device, threads."""
+    import datasets
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "datasets": datasets.__version__, "numpy": np.__version__,
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "torch_threads": torch.get_num_threads()}
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomic: a temporary file renamed into place, so a killed run never leaves half a file."""
+    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def save_model(model, tokenizer, dest: Path) -> None:
+    """Atomic save: written beside `dest`, then renamed over it."""
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    replace_atomically(dest, write)
+
+
+def write_log(trainer: Trainer, path: Path) -> None:
+    """The training curves: one CSV row per logging step (the loss and each of its terms)."""
+    import pandas as pd
+
+    rows = [r for r in trainer.state.log_history if "loss" in r]
+    replace_atomically(path, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
+
+
+def nulls(scores: dict) -> dict:
+    """Scores for JSON: an undefined one (NaN, e.g. a correlation of constant predictions) as null."""
+    return {k: (None if np.isnan(v) else v) for k, v in scores.items()}
+
+
+def run_record(params: Params, task: Task, role: str, scores: dict, timing: dict, root: str | Path, **extra) -> dict:
+    """A run's metrics record: its scores and headline, timing, settings, data source and environment."""
+    key = headline_key(task)
+    scores = nulls(scores)
+    return {"task": task.name, "role": role, **extra, "headline": key, "score": scores[key], "metrics": scores,
+            **timing, "profile": params.profile, "data_source": data.stored_source(task.name, root), "environment": environment()}

@@ -1,0 +1,243 @@
+"""The training loop: `transformers.Trainer` with the distillation loss, its arguments, and resuming.
+
+The Trainer owns the loop (AMP, DDP, checkpoints, logging); `DistillTrainer` only replaces the loss with
+the method's objective (`alpkd.losses.distillation_loss`). Teacher outputs come from the cache
+(`states: cls`) or from the teacher run online (`states: tokens`). `train` resumes a killed run from its
+last complete checkpoint.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+from transformers.trainer_utils import get_last_checkpoint
+
+from .losses import LAYER_METHODS, distillation_loss, rail_layers, task_loss
+from .students import layer_states
+
+
+PRINT_LOGS = False  # the CLI turns the Trainer's printed logs on (to stderr); notebooks keep them out
+
+
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """Length-grouped order drawn from (seed, epoch) instead of the global random state.
+
+    The Trainer's own sampler draws from the global torch RNG, which a run resumed after its first epoch has
+    not restored when the order is drawn: the resumed run would see other batches. This one replays.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by the Trainer (through accelerate) every epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([self.seed & 0xFFFFFFFF, self.epoch]).generate_state(1)[0]))
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+class DistillTrainer(Trainer):
+    """A Trainer whose loss is the distillation objective of `method` (evaluation uses the task loss)."""
+
+    def __init__(self, *args, method: str = "nokd", distill_params=None, teacher=None, states: str = "cls", **kwargs):
+        super().__init__(*args, **kwargs)
+        if not PRINT_LOGS:  # the curves go to logs/<run>.csv, not as raw dicts into the executed notebooks
+            self.remove_callback(PrinterCallback)
+        self.method, self.distill_params, self.states = method, distill_params, states
+        self.teacher = teacher.to(self.args.device).eval() if teacher is not None else None
+        self._terms: dict[str, list[float]] = {}
+
+    def _get_train_sampler(self, train_dataset=None):
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        if (self.args.train_sampling_strategy == "group_by_length" and ds is not None and self.args.length_column_name in getattr(ds, "column_names", [])):
+            return SeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                              list(ds[self.args.length_column_name]), self.args.data_seed)
+        return super()._get_train_sampler(train_dataset)
+
+    def _get_eval_sampler(self, eval_dataset):
+        # in the dataset's order (`evaluate` sorts by length first): transformers 5 would length-group the
+        # evaluation in an order drawn from the run's seed, so each seed's predictions came in its own order
+        if eval_dataset is None or self.args.world_size > 1:
+            return None  # several processes: accelerate shards the dataloader in order and gathers in order
+        return torch.utils.data.SequentialSampler(eval_dataset)
+
+    def rail_pairs(self, n: int, m: int) -> list[int]:
+        """RAIL-KD's teacher layers for the current epoch (a function of the run's seed and the epoch)."""
+        return rail_layers(n, m, self.args.seed, math.floor(self.state.epoch or 0))
+
+    def _teacher_forward(self, inputs):
+        with torch.no_grad():
+            out = self.teacher(**inputs, output_hidden_states=True)
+        states = layer_states(out)  # (B, T, n, d)
+        return out.logits, states if self.states == "tokens" else states[:, 0]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        teacher_logits = inputs.pop("teacher_logits", None)
+        teacher_states = inputs.pop("teacher_states", None)
+        labels = inputs.pop("labels")
+        if not model.training or self.method == "nokd":
+            outputs = model(**inputs)
+            loss = task_loss(outputs.logits, labels)
+            if model.training:
+                self._record({"ce": loss})
+                self._check_finite(loss, {"ce": loss})
+            return (loss, outputs) if return_outputs else loss
+        need_states = self.method in LAYER_METHODS
+        outputs = model(**inputs, output_hidden_states=need_states)
+        if teacher_logits is None:
+            if self.teacher is None:
+                raise RuntimeError(f"method {self.method!r} needs teacher outputs: pass a cache or a teacher")
+            teacher_logits, teacher_states = self._teacher_forward(inputs)
+        student_states = mask = None
+        if need_states:
+            student_states = layer_states(outputs)  # (B, T, m, d)
+            if self.states == "tokens":
+                mask = inputs["attention_mask"]
+            else:
+                student_states = student_states[:, 0]
+        pairs = None
+        if self.method == "rail":
+            pairs = self.rail_pairs(teacher_states.shape[-2], student_states.shape[-2])
+        loss, terms = distillation_loss(self.method, self.distill_params, outputs.logits, labels,
+                                        student_states, teacher_logits, teacher_states, mask, pairs)
+        self._record(terms)
+        self._check_finite(loss, terms)
+        return (loss, outputs) if return_outputs else loss
+
+    def _check_finite(self, loss, terms):
+        # stop at once: a NaN would otherwise be trained on silently and end as a meaningless score
+        if not torch.isfinite(loss.detach()).all():
+            values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+            raise FloatingPointError(f"{self.method}: the loss became {float(loss.detach()):.4g} at step "
+                                     f"{self.state.global_step + 1} (terms: {values}); lower the learning rate "
+                                     "or check the inputs")
+
+    def _record(self, terms):
+        for k, v in terms.items():
+            self._terms.setdefault(k, []).append(float(v.detach()))
+
+    def log(self, logs, *args, **kwargs):
+        # each loss term, averaged since the last log, beside the Trainer's total `loss`
+        if "loss" in logs and self._terms:
+            logs.update({f"loss_{k}": float(np.mean(v)) for k, v in self._terms.items()})
+            self._terms = {}
+        super().log(logs, *args, **kwargs)
+
+
+def training_args(train, runtime, out_dir: Path, seed: int) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(out_dir),
+        learning_rate=train.learning_rate,
+        num_train_epochs=train.epochs,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=runtime.eval_batch_size,
+        weight_decay=train.weight_decay,
+        warmup_steps=float(train.warmup_ratio),  # a float in [0, 1) is a ratio of the total steps
+        seed=seed,
+        data_seed=seed,
+        bf16=runtime.precision == "bf16",
+        use_cpu=not torch.cuda.is_available(),  # the Trainer refuses bf16 without a GPU unless told it is on CPU
+        fp16=runtime.precision == "fp16",
+        train_sampling_strategy="group_by_length" if runtime.group_by_length else "random",
+        length_column_name="length",
+        remove_unused_columns=False,  # the collator picks the columns (and adds the cached teacher outputs)
+        eval_strategy="no",
+        save_strategy="steps",
+        save_steps=runtime.save_steps,
+        save_total_limit=1,
+        logging_strategy="steps",
+        logging_steps=runtime.logging_steps,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # torchrun on CPU: DDP over gloo (NCCL needs GPUs); a single process sets up no process group at all
+        ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not torch.cuda.is_available() else None,
+    )
+
+
+class AttentionHistory(TrainerCallback):
+    """ALP's attention map on a fixed batch of validation examples, every `every` steps (and at step 0).
+
+    The map is cheap to compute (one student forward pass on the batch, the teacher's states cached); the
+    history travels inside each checkpoint, so a resumed run's history is whole.
+    """
+
+    FILE = "attention_history.json"
+
+    def __init__(self, every: int, compute):
+        self.every, self.compute, self.history = every, compute, []
+
+    def _snapshot(self, step: int) -> None:
+        weights, entropy = self.compute()
+        self.history.append({"step": step, "weights": weights.tolist(), "entropy_bits": entropy.tolist()})
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not self.history:
+            self._snapshot(0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            self._snapshot(state.global_step)
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            (folder / self.FILE).write_text(json.dumps(self.history))
+
+    def resume(self, checkpoint: str | None) -> None:
+        saved = Path(checkpoint) / self.FILE if checkpoint else None
+        self.history = json.loads(saved.read_text()) if saved and saved.exists() else []
+
+
+def run_hash(*parts) -> str:
+    """Short digest of a run's settings: checkpoints are resumed only by the run they belong to."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def last_complete_checkpoint(folder: str | Path) -> str | None:
+    """The newest checkpoint that was written to the end, removing any that a kill cut short.
+
+    The Trainer writes `trainer_state.json` last, so a checkpoint without a readable one is incomplete
+    (`get_last_checkpoint` would pick it by its step number and the resume would fail).
+    """
+    folder = Path(folder)
+    while folder.is_dir() and (last := get_last_checkpoint(str(folder))):
+        try:
+            json.loads((Path(last) / "trainer_state.json").read_text())
+            return last
+        except (OSError, ValueError):
+            shutil.rmtree(last)
+    return None
+
+
+def train(trainer: Trainer) -> dict:
+    """Train, resuming from the last checkpoint of this exact run if a killed attempt left one."""
+    last = last_complete_checkpoint(trainer.args.output_dir) if trainer.is_world_process_zero() else None
+    if trainer.args.world_size > 1:  # every rank resumes from what rank 0 found
+        import torch.distributed as dist
+
+        found = [last]
+        dist.broadcast_object_list(found, src=0)
+        last = found[0]
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, AttentionHistory):
+            callback.resume(last)
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=last)
+    resumed = int(Path(last).name.split("-")[-1]) if last else 0
+    return {"train_time_s": round(time.perf_counter() - start, 2), "resumed_from_step": resumed,
+            "train_steps": trainer.state.global_step}
