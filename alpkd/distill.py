@@ -16,8 +16,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
 from . import cache as cache_lib
-from . import data, metrics
-from .config import Params
+from . import data, metrics, numerics
+from .config import ConfigError, Params
 from .evaluation import attention_map, entropy_bits, evaluate, split_suffix
 from .losses import ALP_METHODS, alp_allowed, alp_scaled, distillation_loss, pkd_layers, rail_layers, same_objective
 from .paths import Layout, Run, remove_stale_temporaries
@@ -31,10 +31,10 @@ from .evaluation import evaluate_saved, headline_key  # noqa: F401
 from .trainer import SeededLengthGroupedSampler  # noqa: F401
 
 
-def _cache_keys(layout: Layout, task: Task, tokenizer, dsets, params: Params,
+def _cache_keys(layout: Layout, task: Task, tokenizer, dsets, params: Params, teacher_seed: int,
                 teacher_fingerprint: str | None = None) -> dict[str, dict]:
     """Each split's cache key: what its cached teacher outputs depend on (`cache.cache_key`)."""
-    teacher_dir = layout.teacher_model(task.name)
+    teacher_dir = layout.teacher_model(task.name, teacher_seed)
     teacher_fingerprint = teacher_fingerprint or cache_lib.model_fingerprint(teacher_dir)  # hashed once
     sizes = {"train": params.data.max_train_samples}
     return {split: cache_lib.cache_key(teacher_dir, tokenizer, ds, split, params.data.max_length,
@@ -42,66 +42,101 @@ def _cache_keys(layout: Layout, task: Task, tokenizer, dsets, params: Params,
             for split, ds in dsets.items()}
 
 
-def train_teacher(params: Params, task_name: str, root: str | Path = ".") -> dict:
-    """Fine-tune and evaluate the teacher of one task, then write its cache; returns its metrics."""
-    layout, task, tp = Layout(Path(root)), params.task(task_name), params.teacher
-    remove_stale_temporaries(layout.teacher_outputs(task.name))  # what a kill during a save left
-    tokenizer = load_tokenizer(tp.model)
+def train_teachers(params: Params, task_name: str, root: str | Path = ".") -> list[dict]:
+    """Fine-tune, evaluate and cache one teacher per seed in `teacher.seeds` (the teacher stage); returns their
+    records. Each teacher's last checkpoint is kept until every teacher is done, so a stage killed at its third
+    teacher resumes the first two at their end (DVC removes a stage's outputs before re-running it)."""
+    numerics.check(params.runtime)
+    task = params.task(task_name)
+    tokenizer = load_tokenizer(params.teacher.model)
     dsets = data.prepare(task, tokenizer, params.data, root)
-    set_seed(tp.seed)
-    model = load_pretrained(tp, task.num_labels, tp.seed)
-    # resumed only by the same settings on the same data (its content) and the same task declaration
-    key = run_hash(params.teacher, params.data, params.custom_tasks.get(task.name), data.fingerprint(dsets["train"]))
-    ckpt = layout.checkpoints(f"teacher-{task.name}-{key}")
-    trainer = DistillTrainer(model=model, args=training_args(tp, params.runtime, ckpt, tp.seed),
-                             train_dataset=dsets["train"], data_collator=data.Collator(tokenizer))
-    timing = train(trainer)
-    scores = evaluate(trainer, task, dsets, preds := {})
-    if not trainer.is_world_process_zero():
-        return scores
-    save_model(trainer.model, tokenizer, layout.teacher_model(task.name))
-    write_json(layout.teacher_predictions(task.name), {"task": task.name, "method": "teacher", **preds})
-    write_cache(params, task.name, root, tokenizer=tokenizer, dsets=dsets)
-    write_log(trainer, layout.teacher_log(task.name))
-    trivial = {}
-    for split in task.validation_splits:  # keyed like the scores (MNLI: `_matched`, `_mismatched`)
-        trivial.update({k + split_suffix(split): v for k, v in
-                        metrics.trivial_scores(task, dsets["train"]["labels"], dsets[split]["labels"]).items()})
-    record = run_record(params, task, "teacher", scores, timing, root, method="teacher", depth=model.config.num_hidden_layers,
-                     seed=tp.seed, model=tp.model, train_examples=len(dsets["train"]),
-                     trivial=nulls(trivial),
-                     constant_predictions=any(p["constant"] for p in preds.values()))
-    write_json(layout.teacher_metrics(task.name), record)
+    records, done = [], []
+    for seed in params.teacher.seeds:
+        record, ckpt = _train_teacher(params, task, seed, root, tokenizer, dsets)
+        records.append(record)
+        done.append(ckpt)
+    for ckpt in done:
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return records
+
+
+def train_teacher(params: Params, task_name: str, root: str | Path = ".", seed: int | None = None) -> dict:
+    """Fine-tune, evaluate and cache the teacher of one task and seed (default: the first of `teacher.seeds`)."""
+    numerics.check(params.runtime)
+    task = params.task(task_name)
+    seed = params.teacher.seeds[0] if seed is None else seed
+    if seed not in params.teacher.seeds:
+        raise ConfigError(f"teacher seed {seed} is not in teacher.seeds {params.teacher.seeds}")
+    tokenizer = load_tokenizer(params.teacher.model)
+    record, ckpt = _train_teacher(params, task, seed, root, tokenizer, data.prepare(task, tokenizer, params.data, root))
     shutil.rmtree(ckpt, ignore_errors=True)
     return record
 
 
-def write_cache(params: Params, task_name: str, root: str | Path = ".", tokenizer=None, dsets=None) -> Path:
-    """(Re)build the teacher cache of a task from its saved teacher."""
+def _train_teacher(params: Params, task: Task, seed: int, root, tokenizer, dsets) -> tuple[dict, Path]:
+    layout, tp = Layout(Path(root)), params.teacher
+    remove_stale_temporaries(layout.teacher_outputs(task.name, seed))  # what a kill during a save left
+    set_seed(seed)
+    model = load_pretrained(tp, task.num_labels, seed)
+    # resumed only by the same settings and seed on the same data (its content) and the same task declaration
+    key = run_hash(tp.model_dump(exclude={"seeds"}), seed, params.data, params.custom_tasks.get(task.name),
+                   data.fingerprint(dsets["train"]))
+    ckpt = layout.checkpoints(f"teacher-{task.name}-s{seed}-{key}")
+    trainer = DistillTrainer(model=model, args=training_args(tp, params.runtime, ckpt, seed),
+                             train_dataset=dsets["train"], data_collator=data.Collator(tokenizer))
+    timing = train(trainer)
+    scores = evaluate(trainer, task, dsets, preds := {})
+    if not trainer.is_world_process_zero():
+        return scores, ckpt
+    save_model(trainer.model, tokenizer, layout.teacher_model(task.name, seed))
+    write_json(layout.teacher_predictions(task.name, seed), {"task": task.name, "method": "teacher", "seed": seed,
+                                                             **preds})
+    write_cache(params, task.name, root, seed, tokenizer=tokenizer, dsets=dsets)
+    write_log(trainer, layout.teacher_log(task.name, seed))
+    trivial = {}
+    for split in task.validation_splits:  # keyed like the scores (MNLI: `_matched`, `_mismatched`)
+        trivial.update({k + split_suffix(split): v for k, v in
+                        metrics.trivial_scores(task, dsets["train"]["labels"], dsets[split]["labels"]).items()})
+    record = run_record(params, task, "teacher", scores, timing, root, method="teacher",
+                        depth=model.config.num_hidden_layers, seed=seed, model=tp.model,
+                        train_examples=len(dsets["train"]), trivial=nulls(trivial),
+                        constant_predictions=any(p["constant"] for p in preds.values()))
+    write_json(layout.teacher_metrics(task.name, seed), record)
+    return record, ckpt
+
+
+def write_cache(params: Params, task_name: str, root: str | Path = ".", seed: int | None = None, tokenizer=None,
+                dsets=None) -> Path:
+    """(Re)build the cache of the teacher of a task and seed (default: the first of `teacher.seeds`)."""
     layout, task = Layout(Path(root)), params.task(task_name)
-    teacher_dir = layout.teacher_model(task.name)
+    seed = params.teacher.seeds[0] if seed is None else seed
+    teacher_dir = layout.teacher_model(task.name, seed)
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(teacher_dir)
     dsets = dsets or data.prepare(task, tokenizer, params.data, root)
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     teacher.to("cuda" if torch.cuda.is_available() else "cpu")
     collator = data.Collator(tokenizer)
-    for split, key in _cache_keys(layout, task, tokenizer, dsets, params).items():
+    for split, key in _cache_keys(layout, task, tokenizer, dsets, params, seed).items():
         logits, states = cache_lib.teacher_outputs(teacher, dsets[split], collator, params.runtime.eval_batch_size)
-        cache_lib.write(layout.cache(task.name), split, key, logits, states)
-    return layout.cache(task.name)
+        cache_lib.write(layout.cache(task.name, seed), split, key, logits, states)
+    return layout.cache(task.name, seed)
 
 
 class Cell:
-    """What every run of one (task, depth, method) shares: data, teacher, its cache. A group (task, depth)
-    loads them once and hands them from method to method (`with_method`)."""
+    """What the runs of one (task, depth, method) that learn from one teacher share: data, that teacher, its
+    cache. A group (task, depth) loads them once per teacher and hands them from method to method
+    (`with_method`)."""
 
-    def __init__(self, params: Params, task_name: str, depth: int, method: str, root: str | Path = "."):
+    def __init__(self, params: Params, task_name: str, depth: int, method: str, root: str | Path = ".",
+                 teacher_seed: int | None = None):
         self.params, self.layout, self.task = params, Layout(Path(root)), params.task(task_name)
         self.depth, self.method, dp = depth, method, params.distill
+        self.teacher_seed = params.teacher.seeds[0] if teacher_seed is None else teacher_seed
         start = time.perf_counter()
-        teacher_dir = self.layout.teacher_model(self.task.name)
+        teacher_dir = self.layout.teacher_model(self.task.name, self.teacher_seed)
         if not (teacher_dir / "config.json").exists():
-            raise FileNotFoundError(f"no teacher for {self.task.name!r} at {teacher_dir}: run the teacher stage first")
+            raise FileNotFoundError(f"no teacher of seed {self.teacher_seed} for {self.task.name!r} at {teacher_dir}: "
+                                    "run the teacher stage first")
         self.tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
         self.dsets = data.prepare(self.task, self.tokenizer, params.data, root)
         self.teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
@@ -110,8 +145,10 @@ class Cell:
         self.use_cache = dp.states == "cls" and dp.teacher_cache
         self.caches = {}
         if self.use_cache:  # train split for the loss, validation split for ALP's attention map
-            keys = _cache_keys(self.layout, self.task, self.tokenizer, self.dsets, params, self.teacher_fingerprint)
-            self.caches = {s: cache_lib.load(self.layout.cache(self.task.name), s, k) for s, k in keys.items()}
+            keys = _cache_keys(self.layout, self.task, self.tokenizer, self.dsets, params, self.teacher_seed,
+                               self.teacher_fingerprint)
+            self.caches = {s: cache_lib.load(self.layout.cache(self.task.name, self.teacher_seed), s, k)
+                           for s, k in keys.items()}
         # a subsample of the teacher's training rows; `cache_row` still points at each row's cached outputs
         self.train_ds = data.subsample(self.dsets["train"], dp.max_train_samples)
         self.data_fingerprint = data.fingerprint(self.dsets["train"])
@@ -138,7 +175,8 @@ class Cell:
         return {}
 
     def train_seed(self, seed: int) -> dict:
-        """Distil, evaluate and save the student of one seed; returns its metrics record."""
+        """Distil and evaluate the student of one seed (saving its weights as `distill.keep_models` says);
+        returns its metrics record."""
         params, dp, layout, task, method = self.params, self.params.distill, self.layout, self.task, self.method
         run = Run(task.name, self.depth, method, seed)
         remove_stale_temporaries(layout.student_outputs(run))
@@ -152,7 +190,8 @@ class Cell:
         split = task.validation_splits[0]
         if method in ALP_METHODS:  # a fixed batch: the first examples of the validation split
             probe = self.dsets[split].select(range(min(64, len(self.dsets[split]))))
-            callbacks.append(AttentionHistory(dp.attention_every, lambda: self.attention(trainer.model, probe, True)))
+            callbacks.append(AttentionHistory(dp.attention_snapshots,
+                                              lambda: self.attention(trainer.model, probe, True)))
         trainer = DistillTrainer(
             model=student, args=training_args(dp, params.runtime, ckpt, seed), train_dataset=self.train_ds,
             data_collator=data.Collator(self.tokenizer, self.caches.get("train") if method != "nokd" else None),
@@ -166,7 +205,10 @@ class Cell:
         timing["eval_time_s"] = round(time.perf_counter() - start, 2)
         if not trainer.is_world_process_zero():
             return scores
-        save_model(trainer.model, self.tokenizer, layout.student_model(run))
+        if dp.keep_models == "all" or seed == dp.seeds[0]:
+            save_model(trainer.model, self.tokenizer, layout.student_model(run))
+        else:  # only the first seed's weights are read later (the notebook's look inside a batch)
+            shutil.rmtree(layout.student_model(run), ignore_errors=True)
         write_json(layout.predictions(run), {"task": task.name, "method": method, "depth": self.depth, "seed": seed,
                                              **preds})
         write_log(trainer, layout.log(run))
@@ -182,11 +224,12 @@ class Cell:
             mapping = {"weights": None, **mapping, "note": f"{method}: no attention map"}
         write_json(layout.attention(run), {"task": task.name, "depth": self.depth, "method": method, "seed": seed,
                                            **mapping})
-        record = run_record(params, task, "student", scores, timing, self.layout.root, method=method, depth=self.depth, seed=seed,
-                         teacher_layers=self.n, init=params.student.init,
-                         init_layers=student.config.alpkd_init_layers, train_examples=len(self.train_ds),
-                         teacher_cached=self.use_cache and method != "nokd", group_setup_time_s=self.setup_time_s,
-                         constant_predictions=any(p["constant"] for p in preds.values()), **extra)
+        record = run_record(params, task, "student", scores, timing, self.layout.root, method=method, depth=self.depth,
+                            seed=seed, teacher_layers=self.n, teacher_seed=self.teacher_seed,
+                            teacher_fingerprint=self.teacher_fingerprint, init=params.student.init,
+                            init_layers=student.config.alpkd_init_layers, train_examples=len(self.train_ds),
+                            teacher_cached=self.use_cache and method != "nokd", group_setup_time_s=self.setup_time_s,
+                            constant_predictions=any(p["constant"] for p in preds.values()), **extra)
         write_json(layout.student_metrics(run), record)
         shutil.rmtree(ckpt, ignore_errors=True)
         return record
@@ -205,14 +248,17 @@ def duplicate_of(params: Params, depth: int, method: str) -> str | None:
 def distill_group(params: Params, task_name: str, depth: int, root: str | Path = ".",
                   methods: list[str] | None = None, seeds: list[int] | None = None) -> dict[str, list[dict]]:
     """Distil every method (default `distill.methods`) and seed (default `distill.seeds`) of one (task, depth),
-    loading data, teacher and cache once. Returns the records by method.
+    each seed from its teacher (`Params.teacher_seed`), loading data, each teacher and its cache once. Returns
+    the records by method.
 
     A method whose objective is another's at this depth (`duplicate_of`) is not trained: its metrics folder
     gets a `same_as.json` marker naming that method and why, and the report shows the cell once.
     """
+    numerics.check(params.runtime)
     layout = Layout(Path(root))
     methods = list(params.distill.methods if methods is None else methods)
     seeds = list(params.distill.seeds if seeds is None else seeds)
+    teachers = {seed: params.teacher_seed(seed) for seed in seeds}  # refuses a seed outside distill.seeds
     for folder in layout.group_dirs(task_name, depth).values():
         folder.mkdir(parents=True, exist_ok=True)
     out = {}
@@ -228,25 +274,30 @@ def distill_group(params: Params, task_name: str, depth: int, root: str | Path =
             out[method] = [marker]
             continue
         layout.same_as(task_name, depth, method).unlink(missing_ok=True)
-        cell = _cell(params, task_name, depth, method, root)
-        out[method] = [cell.train_seed(seed) for seed in seeds]
+        out[method] = [_cell(params, task_name, depth, method, root, teachers[seed]).train_seed(seed)
+                       for seed in seeds]
     return out
 
 
-_LAST: dict = {}
+_CELLS: dict = {}
 
 
-def _cell(params: Params, task_name: str, depth: int, method: str, root) -> Cell:
-    """The loaded inputs, reused when the same notebook asks again (e.g. `explain_batch` after training)."""
+def _cell(params: Params, task_name: str, depth: int, method: str, root, teacher_seed: int) -> Cell:
+    """The loaded inputs of one teacher, reused by every method and seed of the group that learns from it and
+    when the same notebook asks again (e.g. `explain_batch` after training)."""
     key = (params, task_name, depth, str(Path(root).resolve()))
-    if _LAST.get("key") != key:
-        _LAST.update(key=key, cell=Cell(params, task_name, depth, method, root))
-    return _LAST["cell"].with_method(method)
+    if _CELLS.get("key") != key:  # another group or grid: the cells of the last one are let go
+        _CELLS.clear()
+        _CELLS["key"] = key
+    if teacher_seed not in _CELLS:
+        _CELLS[teacher_seed] = Cell(params, task_name, depth, method, root, teacher_seed)
+    return _CELLS[teacher_seed].with_method(method)
 
 
 def distill_student(params: Params, task_name: str, depth: int, method: str, seed: int, root: str | Path = ".") -> dict:
-    """Distil one student (task, depth, method, seed) from the saved teacher; returns its metrics."""
-    return Cell(params, task_name, depth, method, root).train_seed(seed)
+    """Distil one student (task, depth, method, seed) from its teacher (`Params.teacher_seed`); returns its metrics."""
+    numerics.check(params.runtime)
+    return Cell(params, task_name, depth, method, root, params.teacher_seed(seed)).train_seed(seed)
 
 
 @torch.inference_mode()
@@ -256,7 +307,7 @@ def explain_batch(params: Params, task_name: str, depth: int, method: str, seed:
     weights behind it (the notebook's look inside `distillation_loss`)."""
     from .losses import alp_loss
 
-    cell = _cell(params, task_name, depth, method, root)
+    cell = _cell(params, task_name, depth, method, root, params.teacher_seed(seed))
     run = Run(cell.task.name, depth, method, seed)
     model = AutoModelForSequenceClassification.from_pretrained(cell.layout.student_model(run)).eval()
     split = cell.task.validation_splits[0]

@@ -57,21 +57,21 @@ class Layout:
         """Where the data came from, rows and fingerprint per split (git-tracked; no stage depends on it)."""
         return self.root / "data" / f"{task}.source.json"
 
-    # --- teachers
-    def teacher_model(self, task: str) -> Path:
-        return self.root / "models" / task / "teacher"
+    # --- teachers: one per teacher seed, `<kind>/<task>.../s<seed>` like the students
+    def teacher_model(self, task: str, seed: int) -> Path:
+        return self.root / "models" / task / "teacher" / f"s{seed}"
 
-    def teacher_metrics(self, task: str) -> Path:
-        return self.root / "metrics" / "teacher" / f"{task}.json"
+    def teacher_metrics(self, task: str, seed: int) -> Path:
+        return self.root / "metrics" / "teacher" / task / f"s{seed}.json"
 
-    def teacher_predictions(self, task: str) -> Path:
-        return self.root / "predictions" / f"teacher-{task}.json"
+    def teacher_predictions(self, task: str, seed: int) -> Path:
+        return self.root / "predictions" / f"teacher-{task}" / f"s{seed}.json"
 
-    def teacher_log(self, task: str) -> Path:
-        return self.root / "logs" / f"teacher-{task}.csv"
+    def teacher_log(self, task: str, seed: int) -> Path:
+        return self.root / "logs" / f"teacher-{task}" / f"s{seed}.csv"
 
-    def cache(self, task: str) -> Path:
-        return self.root / "cache" / task
+    def cache(self, task: str, seed: int) -> Path:
+        return self.root / "cache" / task / f"s{seed}"
 
     # --- students: <kind>/<task>-<depth>/<method>/s<seed>
     def group_dirs(self, task: str, depth: int) -> dict[str, Path]:
@@ -118,10 +118,10 @@ class Layout:
     def report(self) -> Path:
         return self.root / "report"
 
-    def teacher_outputs(self, task: str) -> list[Path]:
-        """What the teacher stage writes (the cache's split folders as `cache/<task>/*`)."""
-        return [self.teacher_model(task), self.teacher_metrics(task), self.teacher_predictions(task),
-                self.teacher_log(task), self.cache(task) / "*"]
+    def teacher_outputs(self, task: str, seed: int) -> list[Path]:
+        """What the teacher stage writes for one teacher seed (the cache's split folders as `cache/.../*`)."""
+        return [self.teacher_model(task, seed), self.teacher_metrics(task, seed),
+                self.teacher_predictions(task, seed), self.teacher_log(task, seed), self.cache(task, seed) / "*"]
 
     def student_outputs(self, run: Run) -> list[Path]:
         return [self.student_model(run), self.student_metrics(run), self.predictions(run), self.log(run),

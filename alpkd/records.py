@@ -13,22 +13,24 @@ import numpy as np
 import torch
 from transformers import Trainer
 
-from . import data
+from . import data, numerics
 from .config import Params
 from .evaluation import headline_key
 from .paths import replace_atomically
 from .tasks import Task
 
 
-def environment() -> dict:
-    """What a result may depend on beyond the code and the parameters: library versions, device, threads."""
+def environment(runtime=None) -> dict:
+    """What a result may depend on beyond the code and the parameters: library versions, device, and where the
+    arithmetic ran (`alpkd.numerics.describe`: the setting, CPU model, kernel ISA, threads)."""
     import datasets
     import transformers
 
     return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
             "datasets": datasets.__version__, "numpy": np.__version__,
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "precision": getattr(runtime, "precision", None),
+            **numerics.describe(runtime)}
 
 
 def write_json(path: Path, obj) -> None:
@@ -63,4 +65,5 @@ def run_record(params: Params, task: Task, role: str, scores: dict, timing: dict
     key = headline_key(task)
     scores = nulls(scores)
     return {"task": task.name, "role": role, **extra, "headline": key, "score": scores[key], "metrics": scores,
-            **timing, "profile": params.profile, "data_source": data.stored_source(task.name, root), "environment": environment()}
+            **timing, "profile": params.profile, "data_source": data.stored_source(task.name, root),
+            "environment": environment(params.runtime)}

@@ -1,6 +1,6 @@
 """The results of the replication: table, summaries and figures, from the metrics files of every run.
 
-`collect` reads `metrics/teacher/*.json` and `metrics/students/*.json` under an output root into one
+`collect` reads `metrics/teacher/<task>/*.json` and `metrics/students/*.json` under an output root into one
 DataFrame; `summarise` turns it into mean and standard deviation over seeds for each task and for the
 average over tasks; `write_report` writes, atomically, under `report/`:
 
@@ -34,8 +34,9 @@ from .paths import Layout, Run, replace_atomically, run_name
 AVERAGE = "average"
 METRIC_ABBREVIATIONS = {"accuracy": "acc", "f1": "F1", "matthews": "MCC", "pearson": "Pearson r",
                         "spearman": "Spearman", "accuracy_matched": "acc-m"}
-COLUMNS = ["role", "task", "depth", "method", "seed", "score", "headline", "profile", "data_source", "model",
-           "teacher_layers", "run", "file", "constant", "entropy", "trivial"]
+COLUMNS = ["role", "task", "depth", "method", "seed", "teacher_seed", "score", "headline", "profile", "data_source",
+           "model", "teacher_layers", "run", "file", "constant", "entropy", "trivial", "cpu", "cpu_capability",
+           "numerics"]
 
 
 # --- reading -------------------------------------------------------------------------------------------
@@ -54,28 +55,35 @@ def collect(root: str | Path) -> pd.DataFrame:
     """Every teacher and student metrics file under `root`, one row each (columns `COLUMNS`)."""
     root = Path(root)
     rows = []
-    files = [("teacher", p) for p in sorted((root / "metrics" / "teacher").glob("*.json"))]
+    files = [("teacher", p) for p in sorted((root / "metrics" / "teacher").glob("*/s*.json"))]
     files += [("student", p) for p in sorted((root / "metrics" / "students").glob("*/*/s*.json"))]
     for role, path in files:
         rec = _read_json(path)
         if not rec or "score" not in rec or "task" not in rec:
             continue
         is_teacher = role == "teacher"
-        score = rec["score"]
+        score, env = rec["score"], rec.get("environment") or {}
         rows.append({
             "role": role, "task": rec["task"], "depth": int(rec["depth"]),
             "method": "teacher" if is_teacher else rec["method"], "seed": int(rec["seed"]),
+            "teacher_seed": int(rec["seed"]) if is_teacher else rec.get("teacher_seed"),
             "score": float("nan") if score is None else float(score), "headline": rec.get("headline", "score"),
             "profile": rec.get("profile"), "data_source": rec.get("data_source"),
             "model": rec.get("model"),
             "teacher_layers": int(rec["depth"]) if is_teacher else rec.get("teacher_layers"),
-            "run": f"teacher-{rec['task']}" if is_teacher else _run_of(rec).name,
+            "run": teacher_run(rec["task"], int(rec["seed"])) if is_teacher else _run_of(rec).name,
             "file": str(path.relative_to(root)),
             "constant": bool(rec.get("constant_predictions", False)),
             "entropy": rec.get("attention_entropy_bits"),
             "trivial": (rec.get("trivial") or {}).get(rec.get("headline")) if is_teacher else None,
+            "cpu": env.get("cpu"), "cpu_capability": env.get("cpu_capability"), "numerics": env.get("numerics"),
         })
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def teacher_run(task: str, seed: int) -> str:
+    """A teacher's name among the runs (`teacher-<task>-s<seed>`)."""
+    return f"teacher-{task}-s{seed}"
 
 
 def duplicates(root: str | Path) -> dict[tuple[str, int, str], dict]:
@@ -89,19 +97,21 @@ def duplicates(root: str | Path) -> dict[tuple[str, int, str], dict]:
     return out
 
 
-def select(records: pd.DataFrame, tasks, depths, methods, seeds) -> pd.DataFrame:
+def select(records: pd.DataFrame, tasks, depths, methods, seeds, teacher_seeds=None) -> pd.DataFrame:
     """The records of the configured grid only (files left behind by an earlier grid are ignored)."""
     teacher = (records["role"] == "teacher") & records["task"].isin(tasks)
+    if teacher_seeds is not None:
+        teacher &= records["seed"].isin(teacher_seeds)
     student = ((records["role"] == "student") & records["task"].isin(tasks) & records["depth"].isin(depths)
                & records["method"].isin(methods) & records["seed"].isin(seeds))
     return records[teacher | student].reset_index(drop=True)
 
 
-def missing_runs(records: pd.DataFrame, tasks, depths, methods, seeds, skipped=()) -> list[str]:
-    """Names of the grid's runs that have no metrics file (teachers as `teacher-<task>`); cells in `skipped`
-    (duplicates of another method) are not missing."""
+def missing_runs(records: pd.DataFrame, tasks, depths, methods, seeds, skipped=(), teacher_seeds=()) -> list[str]:
+    """Names of the grid's runs that have no metrics file (teachers as `teacher-<task>-s<seed>`); cells in
+    `skipped` (duplicates of another method) are not missing."""
     have = set(records["run"])
-    wanted = [f"teacher-{t}" for t in tasks]
+    wanted = [teacher_run(t, s) for t in tasks for s in teacher_seeds]
     wanted += [run_name(t, d, m, s) for t in tasks for d in depths for m in methods for s in seeds
                if (t, d, m) not in skipped]
     return [r for r in wanted if r not in have]
@@ -238,12 +248,12 @@ def load_attention(root: str | Path, runs: list[Run]) -> dict[Run, dict]:
     return maps
 
 
-def load_logs(root: str | Path, runs: list[Run], teachers: list[str] = ()) -> dict[str, pd.DataFrame]:
-    """Training logs of the student runs (keyed by run name) and of the teachers of the tasks `teachers`
-    (keyed `teacher-<task>`)."""
+def load_logs(root: str | Path, runs: list[Run], teachers: list[tuple[str, int]] = ()) -> dict[str, pd.DataFrame]:
+    """Training logs of the student runs (keyed by run name) and of the teachers `teachers`, (task, seed) pairs
+    (keyed `teacher-<task>-s<seed>`)."""
     layout = Layout(Path(root))
     paths = {run.name: layout.log(run) for run in runs}
-    paths |= {f"teacher-{task}": layout.teacher_log(task) for task in teachers}
+    paths |= {teacher_run(task, seed): layout.teacher_log(task, seed) for task, seed in teachers}
     return {name: pd.read_csv(path) for name, path in paths.items() if path.exists() and path.stat().st_size}
 
 
@@ -257,7 +267,8 @@ def load_predictions(root: str | Path, run: Run, split: str) -> tuple[np.ndarray
 
 BASELINES = ("nokd", "kd", "pkd")  # what each layer-mapping method is compared with
 CHALLENGERS = ("alp", "alp_no", "alp_po", "alp_scaled", "rail")
-SIG_COLUMNS = ["layers", "method", "baseline", "gap", "low", "high", "p_value", "p_adjusted", "n_tasks", "n_seeds"]
+SIG_COLUMNS = ["layers", "method", "baseline", "gap", "low", "high", "p_value", "p_adjusted", "n_tasks", "n_seeds",
+               "n_teachers"]
 
 
 def comparisons(methods: list[str]) -> list[tuple[str, str]]:
@@ -270,9 +281,10 @@ def comparisons(methods: list[str]) -> list[tuple[str, str]]:
 
 
 def significance(params, root: str | Path, records: pd.DataFrame, resamples: int = 1000, skipped=()) -> pd.DataFrame:
-    """Paired bootstrap (`alpkd.significance`, over validation examples and seeds) of each comparison at
-    each depth, pooled over the tasks where both methods have predictions for the same seeds; gap and
-    interval x100; p-values raw and adjusted (Benjamini-Hochberg) over every comparison in the table.
+    """Paired, hierarchical bootstrap (`alpkd.significance`: teachers, then their students, and validation
+    examples) of each comparison at each depth, pooled over the tasks where both methods have predictions for
+    the same seeds; gap and interval x100; p-values raw and adjusted (Benjamini-Hochberg) over every comparison
+    in the table.
     A comparison involving a cell that is another method's duplicate (`skipped`) is left out: it would
     repeat one already made.
     """
@@ -297,16 +309,21 @@ def significance(params, root: str | Path, records: pd.DataFrame, resamples: int
                 seeds = sorted(set(preds[a]) & set(preds[b]))
                 if not seeds:
                     continue
+                teacher_of = dict(zip(students["seed"], students["teacher_seed"]))
+                teachers = [teacher_of.get(k) for k in seeds]
+                counts = pd.Series(teachers).value_counts()
+                if any(t is None or pd.isna(t) for t in teachers) or counts.nunique() != 1:
+                    teachers = None  # no pairing recorded, or an unbalanced subset: resample seeds alone
                 labels = preds[a][seeds[0]][0]
                 if any(len(preds[m][k][0]) != len(labels) or (preds[m][k][0] != labels).any()
                        for m in (a, b) for k in seeds):
                     continue  # runs evaluated on different examples (or in another order) cannot be paired
-                items.append({"metric": task.headline, "labels": labels,
+                items.append({"metric": task.headline, "labels": labels, "teachers": teachers,
                               "a": [preds[a][k][1] for k in seeds], "b": [preds[b][k][1] for k in seeds]})
             if items:
                 c = paired_bootstrap(items, resamples=resamples, resample_seeds=True)
                 rows.append((depth, a, b, 100 * c.gap, 100 * c.low, 100 * c.high, c.p_value, np.nan, c.n_tasks,
-                             c.n_seeds))
+                             c.n_seeds, c.n_teachers))
     sig = pd.DataFrame(rows, columns=SIG_COLUMNS)
     sig["p_adjusted"] = adjust(sig["p_value"]) if len(sig) else []
     return sig
@@ -323,6 +340,7 @@ def significance_table(sig: pd.DataFrame) -> pd.DataFrame:
         "p": [f"{p:.3f}" for p in sig["p_value"]],
         "p (BH)": [f"{p:.3f}" for p in sig["p_adjusted"]],
         "tasks": sig["n_tasks"],
+        "teachers": sig["n_teachers"],
         "seeds": sig["n_seeds"],
         "verdict": [("within noise" if p >= 0.05 else (f"{method_label(a)} better" if g > 0 else f"{method_label(a)} worse"))
                     for a, g, p in zip(sig["method"], sig["gap"], sig["p_adjusted"])],
@@ -331,7 +349,7 @@ def significance_table(sig: pd.DataFrame) -> pd.DataFrame:
 
 def detectable_gaps(sig: pd.DataFrame) -> pd.DataFrame:
     """Per depth, the ALP − KD gap and the half-width of its 95% interval: gaps smaller than the half-width
-    cannot be told from noise by this run (seeds x validation examples x tasks)."""
+    cannot be told from noise by this run (teachers x seeds x validation examples x tasks)."""
     rows = sig[(sig["method"] == "alp") & (sig["baseline"] == "kd")]
     return pd.DataFrame({"layers": rows["layers"], "gap": rows["gap"],
                          "half_width": (rows["high"] - rows["low"]) / 2}).reset_index(drop=True)
@@ -420,12 +438,13 @@ def _curves_figure(records: pd.DataFrame, task: str, depths: list[int], logs: di
     from . import plots
 
     task_runs = records[(records["role"] == "student") & (records["task"] == task)]
-    if not any(name in logs for name in [f"teacher-{task}", *task_runs["run"]]):
+    teacher_runs = list(records.loc[(records["role"] == "teacher") & (records["task"] == task), "run"])
+    if not any(name in logs for name in [*teacher_runs, *task_runs["run"]]):
         return []
-    panel_runs = {"teacher": [f"teacher-{task}"]}
+    panel_runs = {"teacher": teacher_runs}
     panel_runs.update({f"{d} layer(s)": list(task_runs.loc[task_runs["depth"] == d, "run"]) for d in depths
                        if (task_runs["depth"] == d).any()})
-    method_of = dict(zip(task_runs["run"], task_runs["method"])) | {f"teacher-{task}": "teacher"}
+    method_of = dict(zip(task_runs["run"], task_runs["method"])) | {r: "teacher" for r in teacher_runs}
     fig = plots.training_curves(logs, panel_runs, "loss", method_of)
     fig.suptitle(f"{task}: training loss")
     fig.tight_layout()
@@ -528,16 +547,17 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
     """
     root, out = Path(root), Layout(Path(root)).report()
     tasks, depths = list(params.data.tasks), list(params.student.depths)
-    methods, seeds = list(params.distill.methods), list(params.distill.seeds)
+    methods, seeds, teacher_seeds = list(params.distill.methods), list(params.distill.seeds), list(params.teacher.seeds)
     # what the runs left behind
-    records = select(collect(root), tasks, depths, methods, seeds)
+    records = select(collect(root), tasks, depths, methods, seeds, teacher_seeds)
     dups = {k: v for k, v in duplicates(root).items() if k[0] in tasks and k[1] in depths and k[2] in methods}
     student_runs = runs_of(records[records["role"] == "student"])
-    logs, maps = load_logs(root, student_runs, teachers=tasks), load_attention(root, student_runs)
+    teacher_runs = [(t, s) for t in tasks for s in teacher_seeds]
+    logs, maps = load_logs(root, student_runs, teachers=teacher_runs), load_attention(root, student_runs)
     # the numbers
     summary, trivial = summarise(records, tasks), trivial_row(records, tasks)
     table = results_table(summary, tasks, depths, methods, trivial, skipped=dups)
-    missing = missing_runs(records, tasks, depths, methods, seeds, skipped=dups)
+    missing = missing_runs(records, tasks, depths, methods, seeds, skipped=dups, teacher_seeds=teacher_seeds)
     sig = significance(params, root, records, resamples, skipped=dups)
     attention = attention_summary(records, maps)
     # the files
@@ -567,18 +587,35 @@ def _preamble(params, records: pd.DataFrame) -> list[str]:
         + (f" (params.yaml now says `{params.profile}`: these results are stale)" if profiles - {params.profile} else ""),
         f"- Data: GLUE validation splits, from {_describe(records['data_source'])}",
         f"- Teacher: {', '.join(teacher_models) or 'none found'}",
-        f"- Student seeds: {', '.join(str(s) for s in sorted(set(students['seed']))) or 'none'}"
-        f" (configured: {', '.join(str(s) for s in params.distill.seeds)}); teacher seed: "
-        f"{', '.join(str(s) for s in sorted(set(teachers['seed']))) or 'none'}",
+        f"- Teacher seeds: {', '.join(str(s) for s in sorted(set(teachers['seed']))) or 'none'}"
+        f" (configured: {', '.join(str(s) for s in params.teacher.seeds)}); student seeds: "
+        f"{', '.join(str(s) for s in sorted(set(students['seed']))) or 'none'}"
+        f" (configured: {', '.join(str(s) for s in params.distill.seeds)}); each student learns from one "
+        f"teacher: {_pairing(params)}",
+        f"- Computed on: {_machines(records)}",
         f"- Student initialisation: `{params.student.init}`; ALP, ALP-NO, ALP-PO scores scaled by 1/sqrt(d): "
         f"{'yes' if params.distill.alp_scale else 'no (the paper)'}; ALP-scaled: always",
         "- Cells: the task's headline metric x100 on its validation split; `mean ± std` (sample std) over seeds "
-        "when there are several. `average`: the mean over tasks, per seed, then over seeds. `trivial`: the "
+        "when there are several (the teacher row: over the teachers; a student row: over every student, so its "
+        "spread holds the teachers' too). `average`: the mean over tasks, per seed, then over seeds. `trivial`: the "
         "training set's majority class (regression: its mean label, whose correlation is undefined; counted "
         f"as 0 in the average). {FLAG}: at least one seed predicted the same value for every validation "
         "example (a constant predictor), or its metric is undefined (NaN, left out of the mean).",
         "",
     ]
+
+
+def _pairing(params) -> str:
+    """`seed 1 -> teacher 42, ...`: which teacher each configured student seed learns from."""
+    return ", ".join(f"student {s} ← teacher {params.teacher_seed(s)}" for s in params.distill.seeds)
+
+
+def _machines(records: pd.DataFrame) -> str:
+    """The CPUs, kernel ISAs and numerics settings the records were computed with (`alpkd.numerics`)."""
+    seen = records[["cpu", "cpu_capability", "numerics"]].drop_duplicates()
+    parts = [f"{r.cpu or 'unknown CPU'} ({r.cpu_capability or '?'} kernels, numerics {r.numerics or 'not recorded'})"
+             for r in seen.itertuples(index=False)]
+    return "; ".join(parts) if parts else "unknown"
 
 
 def _results_lines(table: pd.DataFrame, headline: dict[str, str]) -> list[str]:
@@ -613,8 +650,10 @@ def _significance_lines(sig: pd.DataFrame, resamples: int) -> list[str]:
         "",
         "Each layer-mapping method against the baselines, and ALP-scaled against ALP: the gap in the headline "
         "metric x100, averaged over tasks (each method's seeds averaged per task), with a 95% interval and a "
-        f"two-sided p-value from {resamples} paired bootstrap resamples of the validation examples and of the "
-        "seeds (seed k of one method paired with seed k of the other; `alpkd.significance`). `p (BH)`: "
+        f"two-sided p-value from {resamples} paired bootstrap resamples of the teachers, of the students of each "
+        "teacher drawn, and of the validation examples (seed k of one method paired with seed k of the other: "
+        "same teacher, initialisation and data order; `alpkd.significance`), so a verdict holds for other "
+        "teachers too, not only for the ones this run drew. `p (BH)`: "
         f"adjusted for the {len(sig)} comparisons of this table (Benjamini-Hochberg, "
         "`scipy.stats.false_discovery_control`); the verdict reads the adjusted p.",
         "",
@@ -630,7 +669,7 @@ def _significance_lines(sig: pd.DataFrame, resamples: int) -> list[str]:
         lines += [
             "**The smallest gap this run can see.** Half-width of the 95% interval of the ALP − KD gap on the "
             "average over tasks, per depth: a true gap smaller than this is within this run's noise "
-            "(seeds x validation examples x tasks).",
+            "(teachers x seeds x validation examples x tasks).",
             "",
             markdown_table(pd.DataFrame({"layers": gaps["layers"], "ALP − KD": [f"{g:+.1f}" for g in gaps["gap"]],
                                          "95% half-width": [f"{h:.1f}" for h in gaps["half_width"]]})),

@@ -13,6 +13,12 @@ import yaml
 
 from helpers import SMOKE, TASK  # also makes the checkout importable and the environment offline
 
+from alpkd import config as _config, numerics as _numerics  # noqa: E402 (light: no torch yet)
+
+# the smoke profile's portable numerics, set before any test imports torch (alpkd.numerics.check refuses to
+# train otherwise); CLI subprocesses inherit the variables
+_numerics.pin(_config.load(SMOKE.resolve()).runtime)
+
 
 @pytest.fixture
 def smoke_raw() -> dict:
@@ -29,9 +35,9 @@ def smoke_params():
 
 @pytest.fixture(scope="session")
 def teacher_root(tmp_path_factory, smoke_params) -> Path:
-    """An output root with the smoke teacher of RTE trained (once per session) and its cache written."""
+    """An output root with the smoke teachers of RTE (every seed) trained once per session, caches written."""
     from alpkd import distill
 
     root = tmp_path_factory.mktemp("teacher_root")
-    distill.train_teacher(smoke_params, TASK, root=root)
+    distill.train_teachers(smoke_params, TASK, root=root)
     return root

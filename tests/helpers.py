@@ -15,6 +15,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "profiles" / "smoke.yaml"
 TASK = "rte"
+TEACHER_SEED = 42  # the smoke profile's first teacher seed
 
 # Offline and quiet, whether or not scripts/env.sh was sourced; nothing may download.
 _glue = REPO.parent / "shared" / "glue"
@@ -59,12 +60,12 @@ def subsample_rows(n_total: int, n: int | None) -> np.ndarray:
 
 
 def clone_teacher(src: Path, dst: Path, task: str = TASK) -> Path:
-    """A fresh output root holding only the trained teacher and its cache from `src`."""
+    """A fresh output root holding only the trained teachers (every seed) and their caches from `src`."""
     from alpkd.paths import Layout
 
     a, b = Layout(Path(src)), Layout(Path(dst))
-    shutil.copytree(a.teacher_model(task), b.teacher_model(task))
-    shutil.copytree(a.cache(task), b.cache(task))
+    shutil.copytree(a.teacher_model(task, TEACHER_SEED).parent, b.teacher_model(task, TEACHER_SEED).parent)
+    shutil.copytree(a.cache(task, TEACHER_SEED).parent, b.cache(task, TEACHER_SEED).parent)
     return Path(dst)
 
 

@@ -12,7 +12,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from alpkd import cache, data
 from alpkd.paths import Layout
 from alpkd.tasks import get_task
-from helpers import TASK, glue_frame, subsample_rows
+from helpers import TASK, glue_frame, subsample_rows, TEACHER_SEED
 
 SPLITS = ("train", "validation")
 
@@ -35,23 +35,23 @@ def layout(teacher_root) -> Layout:
 def cache_copy(layout, tmp_path):
     """A copy of the RTE cache that a test may damage."""
     dst = tmp_path / "cache"
-    shutil.copytree(layout.cache(TASK), dst)
+    shutil.copytree(layout.cache(TASK, TEACHER_SEED), dst)
     return dst
 
 
 @pytest.fixture(scope="module")
 def keys(layout, smoke_params):
-    return {s: expected_key(smoke_params, layout.teacher_model(TASK), s) for s in SPLITS}
+    return {s: expected_key(smoke_params, layout.teacher_model(TASK, TEACHER_SEED), s) for s in SPLITS}
 
 
 @pytest.mark.parametrize("split", SPLITS)
 def test_cache_rows_are_fresh_teacher_outputs(layout, smoke_params, keys, split):
-    loaded = cache.load(layout.cache(TASK), split, keys[split])
+    loaded = cache.load(layout.cache(TASK, TEACHER_SEED), split, keys[split])
     frame = glue_frame(TASK, split)
     limit = smoke_params.data.max_train_samples if split == "train" else smoke_params.data.max_eval_samples
     rows = subsample_rows(len(frame), limit)
     assert len(loaded) == len(rows)
-    teacher_dir = layout.teacher_model(TASK)
+    teacher_dir = layout.teacher_model(TASK, TEACHER_SEED)
     model = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     n, d = model.config.num_hidden_layers, model.config.hidden_size
@@ -72,28 +72,28 @@ def test_cache_rows_are_fresh_teacher_outputs(layout, smoke_params, keys, split)
 
 
 def test_stale_teacher_weights(layout, smoke_params, tmp_path):
-    model = AutoModelForSequenceClassification.from_pretrained(layout.teacher_model(TASK))
+    model = AutoModelForSequenceClassification.from_pretrained(layout.teacher_model(TASK, TEACHER_SEED))
     with torch.no_grad():
         model.bert.encoder.layer[1].output.dense.bias.add_(1e-3)
     changed = tmp_path / "teacher"
     model.save_pretrained(changed)
-    AutoTokenizer.from_pretrained(layout.teacher_model(TASK)).save_pretrained(changed)
+    AutoTokenizer.from_pretrained(layout.teacher_model(TASK, TEACHER_SEED)).save_pretrained(changed)
     key = expected_key(smoke_params, changed, "train")
     with pytest.raises(cache.CacheError, match="stale.*teacher"):
-        cache.load(layout.cache(TASK), "train", key)
+        cache.load(layout.cache(TASK, TEACHER_SEED), "train", key)
 
 
 @pytest.mark.parametrize("change", [{"max_length": 32}, {"max_train_samples": 40}, {"max_train_samples": None}])
 def test_stale_data_settings(layout, smoke_params, change):
-    key = expected_key(smoke_params, layout.teacher_model(TASK), "train", **change)
+    key = expected_key(smoke_params, layout.teacher_model(TASK, TEACHER_SEED), "train", **change)
     with pytest.raises(cache.CacheError, match="stale") as err:
-        cache.load(layout.cache(TASK), "train", key)
+        cache.load(layout.cache(TASK, TEACHER_SEED), "train", key)
     assert next(iter(change)).replace("max_train_samples", "subsample") in str(err.value)
 
 
 def test_wrong_split_is_stale(layout, keys):
     with pytest.raises(cache.CacheError, match="stale"):
-        cache.load(layout.cache(TASK), "train", keys["validation"])
+        cache.load(layout.cache(TASK, TEACHER_SEED), "train", keys["validation"])
 
 
 @pytest.mark.parametrize("verify", [True, False])
@@ -141,8 +141,8 @@ def test_write_is_atomic_and_round_trips(tmp_path):
 
 def test_student_subsample_reads_its_own_rows(layout, smoke_params, keys):
     """`distill.max_train_samples`: the student's subsample still meets each example's own teacher outputs."""
-    loaded = cache.load(layout.cache(TASK), "train", keys["train"])
-    teacher_dir = layout.teacher_model(TASK)
+    loaded = cache.load(layout.cache(TASK, TEACHER_SEED), "train", keys["train"])
+    teacher_dir = layout.teacher_model(TASK, TEACHER_SEED)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     full = data.prepare(get_task(TASK), tokenizer, smoke_params.data, layout.root)["train"]
     part = data.subsample(full, 16)
@@ -295,16 +295,21 @@ def test_verify_cache_cli(tmp_path, synthetic):
     params = tmp_path / "params.yaml"
     params.write_text(SMOKE.read_text())
     root = tmp_path / "out"
-    shutil.copytree(synthetic[0], Layout(root).cache(TASK))
+    for seed in (42, 43):  # the smoke profile's two teachers: every one is verified
+        shutil.copytree(synthetic[0], Layout(root).cache(TASK, seed))
     args = ("--params", str(params), "--out", str(root), "verify-cache", "--task", TASK)
     good = run_cli(*args, cwd=tmp_path)
     assert good.returncode == 0, good.stderr[-3000:]
     assert len(good.stdout.splitlines()) == 1
     record = json.loads(good.stdout)
-    assert record["ok"] and record["verify"] == "full" and record["splits"] == ["train"]
+    assert set(record) == {"s42", "s43", "seconds"}
+    for seed in ("s42", "s43"):
+        assert record[seed]["ok"] and record[seed]["verify"] == "full" and record[seed]["splits"] == ["train"]
+    one = json.loads(run_cli(*args, "--seed", "43", cwd=tmp_path).stdout)
+    assert set(one) == {"s43", "seconds"}
     # a change the cheap check cannot see (a row outside the sample) is what this command is for
     row = next(r for r in range(ROWS) if r not in cache.sample_rows(ROWS))
-    _flip_byte_in_row(Layout(root).cache(TASK) / "train", "states.npy", row)
+    _flip_byte_in_row(Layout(root).cache(TASK, TEACHER_SEED) / "train", "states.npy", row)
     bad = run_cli(*args, cwd=tmp_path)
     assert bad.returncode == 1 and bad.stdout == "", (bad.returncode, bad.stdout)
     errors = [line for line in bad.stderr.splitlines() if line.startswith("error: ")]

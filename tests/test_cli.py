@@ -33,9 +33,10 @@ def test_teacher_writes_under_scratch_and_prints_only_json(tmp_path):
     params = _params_in(tmp_path)
     result = run_cli("--params", str(params), "teacher", "--task", TASK, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    record = json.loads(result.stdout)  # the whole of stdout: trainer logs went to stderr
-    assert record["role"] == "teacher" and record["task"] == TASK
-    assert (tmp_path / "scratch" / "metrics" / "teacher" / f"{TASK}.json").is_file()
+    records = json.loads(result.stdout)  # the whole of stdout: trainer logs went to stderr
+    assert [(r["role"], r["task"], r["seed"]) for r in records] == [("teacher", TASK, 42), ("teacher", TASK, 43)]
+    for seed in (42, 43):  # every seed of teacher.seeds
+        assert (tmp_path / "scratch" / "metrics" / "teacher" / TASK / f"s{seed}.json").is_file()
     assert not (tmp_path / "metrics").exists() and not (tmp_path / "models").exists()
     assert "loss" in result.stderr  # the Trainer's progress is still shown, on stderr
 
@@ -43,7 +44,7 @@ def test_teacher_writes_under_scratch_and_prints_only_json(tmp_path):
 def test_cache_without_a_teacher_names_the_folder(tmp_path):
     params = _params_in(tmp_path)
     line = _one_line_error(run_cli("--params", str(params), "cache", "--task", TASK, cwd=tmp_path), 1)
-    assert str(Path("scratch") / "models" / TASK / "teacher") in line and "teacher --task rte" in line, line
+    assert str(Path("scratch") / "models" / TASK / "teacher" / "s42") in line and "teacher --task rte --seed 42" in line, line
 
 
 def test_evaluate_missing_model_names_the_folder(tmp_path):

@@ -146,7 +146,7 @@ def test_custom_task_end_to_end(tmp_path):
         assert record["score"] == record["metrics"]["f1"]
     assert student["teacher_cached"] is True
     assert json.loads(layout.student_metrics(Run("reviews", 1, "alp", 42)).read_text())["score"] == student["score"]
-    assert (layout.cache("reviews") / "validation" / "meta.json").exists()
+    assert (layout.cache("reviews", 42) / "validation" / "meta.json").exists()
     predictions = json.loads(layout.predictions(Run("reviews", 1, "alp", 42)).read_text())["validation"]
     assert len(predictions["predictions"]) == 16
 
@@ -288,15 +288,15 @@ def test_next_teacher_run_removes_what_a_kill_during_a_save_left(tmp_path, monke
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         layout = Layout(tmp_path / "out")
-        teacher = layout.teacher_model("rte")
-        stale = [teacher.with_name(f".teacher.tmp-{dead_pid}"), layout.cache("rte") / f".train.tmp-{dead_pid}"]
+        teacher = layout.teacher_model("rte", 42)
+        stale = [teacher.with_name(f".s42.tmp-{dead_pid}"), layout.cache("rte", 42) / f".train.tmp-{dead_pid}"]
         for folder in stale:
             folder.mkdir(parents=True)
             (folder / "model.safetensors").write_bytes(b"half")
-        stale_file = layout.teacher_metrics("rte").with_name(f".rte.json.tmp-{dead_pid}")
+        stale_file = layout.teacher_metrics("rte", 42).with_name(f".s42.json.tmp-{dead_pid}")
         stale_file.parent.mkdir(parents=True)
         stale_file.write_text("{")
-        in_progress = teacher.with_name(f".teacher.tmp-{live.pid}")
+        in_progress = teacher.with_name(f".s42.tmp-{live.pid}")
         in_progress.mkdir()
         other = teacher.with_name(f".other.tmp-{dead_pid}")  # not this stage's
         other.mkdir()

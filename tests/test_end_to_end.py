@@ -11,10 +11,10 @@ from safetensors.torch import load_file
 from sklearn.metrics import accuracy_score
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from alpkd import distill
+from alpkd import cache, distill
 from alpkd.config import METHODS
 from alpkd.paths import Layout, Run
-from helpers import SMOKE, TASK, clone_teacher, glue_frame, run_cli, subsample_rows
+from helpers import SMOKE, TASK, clone_teacher, glue_frame, run_cli, subsample_rows, TEACHER_SEED
 
 pytestmark = pytest.mark.slow
 
@@ -53,6 +53,10 @@ def test_metrics_file_is_complete(runs, run_root, method):
     assert record["teacher_cached"] == (method != "nokd")
     env = record["environment"]
     assert {"python", "torch", "transformers"} <= set(env)
+    assert (env["numerics"], env["cpu_capability"], env["threads"], env["precision"]) == ("portable", "AVX2", 2, "fp32")
+    # the teacher it learnt from: student seed 42 pairs with teacher seed 42 (the first of teacher.seeds)
+    assert record["teacher_seed"] == 42
+    assert record["teacher_fingerprint"] == cache.model_fingerprint(Layout(run_root).teacher_model(TASK, 42))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -78,7 +82,7 @@ def test_student_model_loads_and_scores_as_reported(runs, run_root, smoke_params
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_attention_maps_only_for_alp(runs, run_root, method):
+def test_attention_maps_only_for_alp(runs, run_root, smoke_params, method):
     record = read_json(Layout(run_root).attention(Run(TASK, DEPTH, method, SEED)))
     if method not in ALP:
         assert record["weights"] is None
@@ -94,6 +98,8 @@ def test_attention_maps_only_for_alp(runs, run_root, method):
     assert 0.0 <= record["entropy_bits"][0] <= 2.0 + 1e-6
     steps = [h["step"] for h in record["history"]]
     assert steps[0] == 0 and steps[-1] == runs[method]["train_steps"] and steps == sorted(steps)
+    # distill.attention_snapshots (3 in smoke) snapshots after step 0, whatever the run's length
+    assert len(steps) == 1 + min(smoke_params.distill.attention_snapshots, runs[method]["train_steps"])
 
 
 def test_no_temporary_files_or_checkpoints_left(runs, run_root):
@@ -105,10 +111,10 @@ def test_no_temporary_files_or_checkpoints_left(runs, run_root):
 
 def test_teacher_outputs(teacher_root):
     layout = Layout(teacher_root)
-    record = read_json(layout.teacher_metrics(TASK))
+    record = read_json(layout.teacher_metrics(TASK, TEACHER_SEED))
     assert record["role"] == "teacher" and record["depth"] == 4 and record["score"] == record["metrics"]["accuracy"]
-    assert AutoModelForSequenceClassification.from_pretrained(layout.teacher_model(TASK)).config.num_hidden_layers == 4
-    assert layout.teacher_log(TASK).exists()
+    assert AutoModelForSequenceClassification.from_pretrained(layout.teacher_model(TASK, TEACHER_SEED)).config.num_hidden_layers == 4
+    assert layout.teacher_log(TASK, TEACHER_SEED).exists()
     assert not [p for p in teacher_root.rglob("*") if ".tmp" in p.name]
 
 

@@ -56,7 +56,12 @@ def env() -> dict:
         pytest.skip("needs a local GLUE copy (ALPKD_GLUE_DIR or ../shared/glue)")
     if shutil.which("dvc", path=str(Path(sys.executable).parent)) is None:
         pytest.skip("needs dvc and papermill (pip install -e '.[pipeline]')")
-    return dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+    from alpkd import numerics
+
+    # without the numerics variables the test process was started with (conftest pins them for itself): the
+    # stages' processes, papermill kernels included, must set them from params.yaml on their own
+    clean = {k: v for k, v in os.environ.items() if k not in numerics.VARIABLES}
+    return dict(clean, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
                 DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
                 GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com")
 
@@ -93,10 +98,14 @@ def first_repro(repo, env) -> subprocess.CompletedProcess:
 def test_repro_from_a_fresh_checkout(repo, first_repro):
     assert ran_stages(first_repro.stdout) == {"data@rte", "teacher@rte", "report", *DISTILL_STAGES}
     assert (repo / "dvc.lock").exists()
-    assert json.loads((repo / "metrics" / "teacher" / "rte.json").read_text())["profile"] == "smoke"
+    for seed in (42, 43):  # one teacher per teacher seed
+        assert json.loads((repo / "metrics" / "teacher" / "rte" / f"s{seed}.json").read_text())["profile"] == "smoke"
     assert (repo / "runs" / "distill-rte-1.ipynb").exists()  # one stage per (task, depth)
     for method in TRAINED:  # <kind>/<task>-<depth>/<method>/s<seed>
         assert json.loads((repo / "metrics" / "students" / "rte-1" / method / "s42.json").read_text())["method"] == method
+        for seed, teacher in ((42, 42), (43, 43)):  # student seed k learns from teacher seed k
+            rec = json.loads((repo / "metrics" / "students" / "rte-1" / method / f"s{seed}.json").read_text())
+            assert rec["teacher_seed"] == teacher
         assert (repo / "models" / "rte" / "rte-1" / method / "s42" / "config.json").exists()
         assert (repo / "predictions" / "rte-1" / method / "s42.json").exists()
         assert (repo / "logs" / "rte-1" / method / "s42.csv").exists()
@@ -106,8 +115,18 @@ def test_repro_from_a_fresh_checkout(repo, first_repro):
     # the duplicate trained nothing and says which method it repeats
     assert json.loads((repo / "metrics" / "students" / "rte-1" / "pkd" / "same_as.json").read_text())["same_as"] == "kd"
     assert not (repo / "models" / "rte" / "rte-1" / "pkd").exists()
+    # every stage's process ran with the portable numerics of params.yaml (the test's environment had none):
+    # the data stage is a CLI step, the teacher and distill stages papermill kernels
+    records = [*(repo / "metrics" / "teacher").rglob("s*.json"), *(repo / "metrics" / "students").rglob("s*.json")]
+    for path in records:
+        env = json.loads(path.read_text())["environment"]
+        assert (env["numerics"], env["cpu_capability"], env["threads"]) == ("portable", "AVX2", 2), path
+        assert env["variables"] == {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT",
+                                    "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+        assert env["cpu"]
     md = (repo / "report" / "results.md").read_text()
     assert "`smoke`" in md and "tiny (4 layers)" in md and "| 1 | ALP |" in md
+    assert "numerics portable" in md and "AVX2 kernels" in md
     assert "| 1 | PKD |" not in md and "PKD at 1 layer(s) = KD" in md and "| – | trivial |" in md
     assert {p.name for p in (repo / "report" / "figures").iterdir()} == {
         "scores_vs_depth.png", "attention_rte.png", "attention_history_rte.png", "curves_rte.png"}
@@ -123,7 +142,7 @@ def test_status_clean_and_second_repro_runs_nothing(repo, env, first_repro):
     assert ran_stages(again.stdout) == set()
     assert "didn't change" in again.stdout
     shown = sh(["dvc", "metrics", "show", "--json"], repo, env).stdout
-    assert "report/summary.json" in shown and "metrics/teacher/rte.json" not in shown  # records are plain outputs
+    assert "report/summary.json" in shown and "metrics/teacher/rte/s42.json" not in shown  # records are plain outputs
 
 
 @pytest.mark.slow

@@ -15,7 +15,8 @@ DEPTHS = [2, 1]
 METHODS = ["kd", "alp", "alp_no"]
 SEEDS = [1, 2, 3]
 MISSING = ("mrpc", 1, "alp_no", 3)  # one run of the grid has no metrics file
-TEACHER = {"rte": 0.6534, "mrpc": 0.8812}
+TEACHER_SEEDS = [42, 43, 44]  # student seed k learns from teacher k (3 teachers, 3 students: one each)
+TEACHER = {"rte": [0.6534, 0.6612, 0.6401], "mrpc": [0.8812, 0.8790, 0.8855]}
 TRIVIAL = {"rte": 0.527, "mrpc": 0.812}
 PLUS_MINUS = "\u00b1"
 N_EVAL = 40  # validation examples per task in the hand-written predictions
@@ -36,6 +37,7 @@ def record(task, depth, method, seed, score, role="student"):
         rec["trivial"] = {TASKS.get(task, "x"): TRIVIAL.get(task)}
     else:
         rec["teacher_layers"] = 4
+        rec["teacher_seed"] = TEACHER_SEEDS[SEEDS.index(seed)] if seed in SEEDS else 42
     return rec
 
 
@@ -48,6 +50,7 @@ def params(smoke_raw):
     smoke_raw["student"]["depths"] = DEPTHS
     smoke_raw["distill"]["methods"] = METHODS
     smoke_raw["distill"]["seeds"] = SEEDS
+    smoke_raw["teacher"]["seeds"] = TEACHER_SEEDS
     return config.validate(smoke_raw)
 
 
@@ -60,8 +63,9 @@ def root(tmp_path):
     (tmp_path / "logs").mkdir()
     labels = {task: rng.integers(0, 2, N_EVAL) for task in TASKS}
     for task in TASKS:
-        write_json(tmp_path / "metrics" / "teacher" / f"{task}.json",
-                   record(task, 4, "teacher", 42, TEACHER[task], role="teacher"))
+        for seed, score in zip(TEACHER_SEEDS, TEACHER[task]):
+            write_json(tmp_path / "metrics" / "teacher" / task / f"s{seed}.json",
+                       record(task, 4, "teacher", seed, score, role="teacher"))
         for depth in DEPTHS:
             for method in METHODS:
                 for seed in SEEDS:
@@ -132,8 +136,8 @@ def test_table_matches_numpy(params, root):
     scores = root.scores
     assert list(rows) == [("4", "teacher")] + [(str(d), LABEL[m]) for d in DEPTHS for m in METHODS]
     teacher = rows[("4", "teacher")]
-    assert teacher == [expected_cell([TEACHER["rte"]]), expected_cell([TEACHER["mrpc"]]),
-                       expected_cell([np.mean(list(TEACHER.values()))])]
+    assert teacher == [expected_cell(TEACHER["rte"]), expected_cell(TEACHER["mrpc"]),  # mean ± std over teachers
+                       expected_cell(np.mean(list(TEACHER.values()), axis=0))]
     for depth in DEPTHS:
         for method in METHODS:
             cells = rows[(str(depth), LABEL[method])]
@@ -154,7 +158,8 @@ def test_header_names_what_produced_it(params, root):
     assert "`handmade`" in md and "stale" not in md
     assert "ALPKD_GLUE_DIR (a local copy of nyu-mll/glue)" in md
     assert "tiny (4 layers)" in md
-    assert "Student seeds: 1, 2, 3" in md
+    assert "Teacher seeds: 42, 43, 44" in md and "student seeds: 1, 2, 3" in md
+    assert "student 1 ← teacher 42, student 2 ← teacher 43, student 3 ← teacher 44" in md
     assert "rte (acc)" in md and "mrpc (F1)" in md
     assert result["missing"] == ["mrpc-1-alp_no-s3"]
     assert "`mrpc-1-alp_no-s3`" in md
@@ -186,7 +191,7 @@ def test_numbers_files(params, root):
     assert sorted(wide.depth) == sorted(DEPTHS)
 
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["teacher"]["rte"] == pytest.approx(TEACHER["rte"] * 100, abs=0.01)
+    assert summary["teacher"]["rte"] == pytest.approx(np.mean(TEACHER["rte"]) * 100, abs=0.01)
     assert summary["trivial"]["mrpc"] == pytest.approx(TRIVIAL["mrpc"] * 100, abs=0.01)
     assert summary["students_2L"]["kd"] == pytest.approx(  # the average over tasks, per seed, then over seeds
         np.mean([np.mean([scores[(t, 2, "kd", s)] for t in TASKS]) for s in SEEDS]) * 100, abs=0.01)
@@ -215,6 +220,7 @@ def test_single_seed_has_no_std(params, root, smoke_raw):
     smoke_raw["student"]["depths"] = [2]
     smoke_raw["distill"]["methods"] = ["kd"]
     smoke_raw["distill"]["seeds"] = [2]
+    smoke_raw["teacher"]["seeds"] = [43]  # one teacher: its row has no std either
     result = report.write_report(config.validate(smoke_raw), root, resamples=RESAMPLES)
     cells = table_rows((root / "report" / "results.md").read_text())[("2", "KD")]
     assert cells == [expected_cell([root.scores[("rte", 2, "kd", 2)]])] * 2
@@ -235,7 +241,7 @@ def test_empty_root(params, tmp_path):
     result = report.write_report(params, tmp_path, resamples=RESAMPLES)
     md = (tmp_path / "report" / "results.md").read_text()
     assert "Teacher: none found" in md
-    assert len(result["missing"]) == len(TASKS) * (1 + len(DEPTHS) * len(METHODS) * len(SEEDS))
+    assert len(result["missing"]) == len(TASKS) * (len(TEACHER_SEEDS) + len(DEPTHS) * len(METHODS) * len(SEEDS))
 
 
 def headline(metric: str, labels: np.ndarray, preds: np.ndarray) -> float:

@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import f1_score
 
-from alpkd.significance import paired_bootstrap
+from alpkd.significance import paired_bootstrap, seed_resamples
 
 
 def _task(rng, n, acc_a, acc_b, metric="accuracy", seeds=1):
@@ -88,3 +88,80 @@ def test_counting_formulas_equal_sklearn_on_every_resample(metric):
     with np.errstate(all="ignore"):
         expected = [ref(labels[r], preds[r]) for r in idx]
     np.testing.assert_allclose(_resampled(metric, labels, preds, idx), expected, atol=1e-12)
+
+
+# --- the teacher as a source of variance: the two-stage (hierarchical) bootstrap -------------------------------
+def _scored_task(gaps, n=1000, base=0.7):
+    """A task whose seed k has accuracy `base` for B and `base + gaps[k]` for A, exactly, on n examples (A right on
+    the examples B gets right, plus the next gaps[k] * n), so each seed's gap is known without noise."""
+    labels = np.zeros(n, dtype=int)
+    b_right = round(base * n)
+    a, b = [], []
+    for g in gaps:
+        pa, pb = np.ones(n, dtype=int), np.ones(n, dtype=int)
+        pb[:b_right] = 0
+        pa[:b_right + round(g * n)] = 0
+        a.append(pa)
+        b.append(pb)
+    return {"metric": "accuracy", "labels": labels, "a": a, "b": b}
+
+
+def test_seed_resamples_draw_teachers_then_their_students():
+    rng = np.random.default_rng(0)
+    teachers = [42, 43, 44, 42, 43, 44]  # the pipeline's pairing: seed k learns from teacher k mod 3
+    idx = seed_resamples(rng, 2000, 6, teachers)
+    assert idx.shape == (2000, 6)
+    groups = np.asarray(teachers)[idx].reshape(2000, 3, 2)
+    assert (groups[..., 0] == groups[..., 1]).all()  # each pair of draws: two students of one teacher
+    # a teacher is drawn k times out of 3 with binomial(3, 1/3) probabilities
+    counts = (np.asarray(teachers)[idx] == 42).sum(axis=1) // 2
+    freq = np.bincount(counts, minlength=4) / 2000
+    np.testing.assert_allclose(freq, stats.binom.pmf(range(4), 3, 1 / 3), atol=0.03)
+    with pytest.raises(ValueError, match="unequal numbers of students"):
+        seed_resamples(rng, 10, 3, [1, 1, 2])
+
+
+def test_two_stage_variance_matches_the_closed_form():
+    # independent computation: Var* = V_between / T + mean_t(V_within_t) / (n T), population variances
+    per_teacher = {1: [0.05, 0.03, 0.04, 0.06], 2: [-0.01, 0.0, 0.01, -0.02], 3: [0.02, 0.04, 0.03, 0.03]}
+    teachers = [t for t, g in per_teacher.items() for _ in g]
+    gaps = [x for g in per_teacher.values() for x in g]
+    task = _scored_task(gaps) | {"teachers": teachers}
+    T, n = 3, 4
+    means = np.array([np.mean(g) for g in per_teacher.values()])
+    expected = means.var() / T + np.mean([np.var(g) for g in per_teacher.values()]) / (n * T)
+    r = paired_bootstrap([task], resamples=40000, resample_seeds=True, resample_examples=False)
+    assert r.gap == pytest.approx(np.mean(gaps))
+    assert r.n_teachers == 3
+    spread = ((r.high - r.low) / (2 * 1.96)) ** 2  # the percentile interval of a near-normal distribution
+    assert spread == pytest.approx(expected, rel=0.15)
+    # the teacher-blind bootstrap of the same seeds sees only the pooled variance / 12: smaller here
+    blind = paired_bootstrap([{k: v for k, v in task.items() if k != "teachers"}], resamples=40000,
+                             resample_seeds=True, resample_examples=False)
+    assert ((blind.high - blind.low) / (2 * 1.96)) ** 2 == pytest.approx(np.var(gaps) / 12, rel=0.15)
+
+
+def test_a_teacher_effect_fools_the_teacher_blind_bootstrap_and_not_the_hierarchical_one():
+    # A beats B by 4 points with teacher 1's students and loses by 2 with teacher 2's: a teacher x method
+    # interaction, not a method effect. Ten students per teacher with little spread make it look certain to a
+    # bootstrap that resamples students as if each had its own teacher.
+    rng = np.random.default_rng(5)
+    per_teacher = {1: 0.04, 2: -0.02, 3: 0.02}
+    teachers = [t for t in per_teacher for _ in range(10)]
+    gaps = [per_teacher[t] + rng.normal(0, 0.003) for t in teachers]
+    task = _scored_task(gaps, n=2000) | {"teachers": teachers}
+    blind = paired_bootstrap([{k: v for k, v in task.items() if k != "teachers"}], resamples=4000,
+                             resample_seeds=True)
+    hierarchical = paired_bootstrap([task], resamples=4000, resample_seeds=True)
+    assert blind.significant, blind
+    assert not hierarchical.significant, hierarchical
+    assert hierarchical.high - hierarchical.low > 2 * (blind.high - blind.low)
+
+
+def test_a_method_effect_that_holds_for_every_teacher_is_still_found():
+    rng = np.random.default_rng(6)
+    teachers = [t for t in (1, 2, 3) for _ in range(2)]  # the default run's shape: 3 teachers x 2 students
+    gaps = [0.03 + {1: 0.004, 2: -0.003, 3: 0.0}[t] + rng.normal(0, 0.003) for t in teachers]
+    task = _scored_task(gaps, n=872) | {"teachers": teachers}
+    r = paired_bootstrap([task], resamples=4000, resample_seeds=True)
+    assert r.significant and r.low > 0, r
