@@ -116,8 +116,12 @@ def _write(text: str) -> None:
 
 def log(msg: str) -> None:
     """One line, prefixed with the local time, on the run's stderr (see the module docstring); off if disabled."""
-    if enabled():
+    if not enabled():
+        return
+    try:
         _write(f"{time.strftime('%H:%M:%S')} {msg}\n")
+    except (OSError, ValueError):  # a closed or broken stderr must not stop a training run over a progress line
+        pass
 
 
 def last_loss(log_history: list[dict]) -> float | None:

@@ -139,3 +139,8 @@ def test_papermill_keeps_progress_out_of_the_executed_notebook(tmp_path, under_p
     assert "marker-progress" not in shown  # ... but not the progress line,
     assert re.search(TIME + "marker-progress", result.stderr)  # which is on papermill's stderr
     assert "marker-progress" not in result.stdout
+
+
+def test_a_broken_stderr_does_not_stop_the_run(monkeypatch, tmp_path):
+    monkeypatch.setenv("ALPKD_PROGRESS_FILE", str(tmp_path / "no" / "such" / "folder" / "log"))
+    progress.log("lost")  # no exception: the line is dropped
