@@ -56,18 +56,19 @@ def duration(seconds: float) -> str:
 
 def eta(done: float, total: float | None, elapsed: float) -> float | None:
     """Seconds left by linear extrapolation of `elapsed` over `done` of `total`; None when it cannot be told."""
-    if not total or done <= 0 or elapsed < 0:
+    if not total or total <= 0 or done <= 0 or elapsed < 0:  # TrainerState.max_steps is 0 until training starts
         return None
     return max(0.0, elapsed / done * (total - done))
 
 
 def training_line(label: str, step: int, max_steps: int | None, loss: float | None, elapsed: float) -> str:
-    parts = [label, f"step {step}/{max_steps}" if max_steps else f"step {step}"]
+    known = bool(max_steps and max_steps > 0)
+    parts = [label, f"step {step}/{max_steps}" if known else f"step {step}"]
     if loss is not None:
         parts.append(f"loss {loss:.2f}")
     parts.append(duration(elapsed))
     left = eta(step, max_steps, elapsed)
-    if left is not None and step < max_steps:
+    if left is not None and known and step < max_steps:
         parts.append(f"ETA {duration(left)}")
     return "  ".join(parts)
 

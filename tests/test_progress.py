@@ -41,6 +41,7 @@ def test_training_line():
     # nothing logged yet: no loss; last step: no ETA
     assert progress.training_line("t", 5, 10, None, 2.0) == "t  step 5/10  2.0 s  ETA 2.0 s"
     assert progress.training_line("t", 10, 10, 0.1, 4.0) == "t  step 10/10  loss 0.10  4.0 s"
+    assert progress.training_line("t", 3, 0, None, 1.0) == "t  step 3  1.0 s"  # max_steps not known (yet)
 
 
 def test_unit_line():
