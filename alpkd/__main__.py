@@ -7,6 +7,9 @@
   python -m alpkd verify-cache --task rte                           re-hash every byte of the teacher caches
   python -m alpkd evaluate --task rte --model scratch/models/rte/teacher   GLUE metrics of a saved model
   python -m alpkd check                                             validate params.yaml and exit
+  python -m alpkd --version                                         alpkd <version>
+
+Installed (`pip install -e .`), `alpkd ...` is the same command as `python -m alpkd ...`.
 
 Outputs go under --out (default `scratch`, git-ignored); only an explicit `--out .` writes the pipeline's own
 files (models/, metrics/, ...). stdout is the step's JSON record alone (progress and logs go to stderr); an
@@ -21,7 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import config
+from . import __version__, config
 from .paths import Layout
 
 
@@ -29,8 +32,9 @@ DEFAULT_OUT = "scratch"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m alpkd", description=__doc__,
+    parser = argparse.ArgumentParser(prog=_prog(), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"alpkd {__version__}")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--out", default=DEFAULT_OUT,
                         help=f"output root (default: {DEFAULT_OUT}, git-ignored; "
@@ -90,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if isinstance(err, config.ConfigError) else 1
     print(json.dumps(result, indent=2, default=str))
     return 0
+
+
+def _prog() -> str:
+    """`alpkd` when started through the console script, `python -m alpkd` otherwise (what the user typed)."""
+    # argparse's own default would be the basename of sys.argv[0]: `__main__.py` under `python -m`
+    return "alpkd" if Path(sys.argv[0]).name == "alpkd" else "python -m alpkd"
 
 
 def _run(args, params, distill):

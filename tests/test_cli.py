@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import SMOKE, TASK, run_cli
+from helpers import REPO, SMOKE, TASK, run_cli
 
 
 def _params_in(folder: Path, raw: dict | None = None) -> Path:
@@ -78,3 +78,47 @@ def test_default_output_root_is_scratch():
 
     assert cli.DEFAULT_OUT == "scratch"
     assert "scratch/" in (Path(__file__).resolve().parents[1] / ".gitignore").read_text().splitlines()
+
+
+def test_version_prints_the_package_version():
+    import alpkd
+
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"alpkd {alpkd.__version__}"
+
+
+def test_console_script_is_declared_and_resolves():
+    """pyproject's `alpkd` entry point names a function that exists; its version agrees with the package's."""
+    import importlib
+
+    import alpkd
+
+    tomllib = pytest.importorskip("tomllib")  # the standard library from Python 3.11 (3.10 is supported)
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["version"] == alpkd.__version__
+    module, _, name = project["scripts"]["alpkd"].partition(":")
+    assert callable(getattr(importlib.import_module(module), name))
+
+
+def test_console_script_exit_status_and_prog(tmp_path):
+    """What pip's generated `alpkd` script does, `sys.exit(main())` with argv[0] = alpkd: the status is main's."""
+    import os
+    import subprocess
+    import sys
+
+    wrapper = ("import sys; sys.argv[0] = '/some/bin/alpkd'; from alpkd.__main__ import main; sys.exit(main())")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+
+    def alpkd(*args):
+        return subprocess.run([sys.executable, "-c", wrapper, *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    usage = alpkd("--help")
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: alpkd "), usage.stdout[:200]
+    (tmp_path / "params.yaml").write_text("profile: smoke\n")  # invalid: missing keys
+    bad = alpkd("check")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: "), (bad.returncode, bad.stderr[-500:])
+    good = alpkd("--params", str(SMOKE), "check")
+    assert good.returncode == 0, good.stderr[-500:]
