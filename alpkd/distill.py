@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
 from . import cache as cache_lib
-from . import data, metrics, numerics
+from . import data, metrics, numerics, progress
 from .config import ConfigError, Params
 from .evaluation import attention_map, entropy_bits, evaluate, split_suffix
 from .losses import ALP_METHODS, alp_allowed, alp_scaled, distillation_loss, pkd_layers, rail_layers, same_objective
@@ -50,11 +50,14 @@ def train_teachers(params: Params, task_name: str, root: str | Path = ".") -> li
     task = params.task(task_name)
     tokenizer = load_tokenizer(params.teacher.model)
     dsets = data.prepare(task, tokenizer, params.data, root)
-    records, done = [], []
-    for seed in params.teacher.seeds:
+    records, done, start = [], [], time.perf_counter()
+    for k, seed in enumerate(params.teacher.seeds, 1):
+        began = time.perf_counter()
         record, ckpt = _train_teacher(params, task, seed, root, tokenizer, dsets)
         records.append(record)
         done.append(ckpt)
+        progress.unit_done(f"teacher {task.name}", k, len(params.teacher.seeds), f"seed {seed}",
+                           time.perf_counter() - began, _headline(record), time.perf_counter() - start)
     for ckpt in done:
         shutil.rmtree(ckpt, ignore_errors=True)
     return records
@@ -83,7 +86,8 @@ def _train_teacher(params: Params, task: Task, seed: int, root, tokenizer, dsets
                    data.fingerprint(dsets["train"]))
     ckpt = layout.checkpoints(f"teacher-{task.name}-s{seed}-{key}")
     trainer = DistillTrainer(model=model, args=training_args(tp, params.runtime, ckpt, seed),
-                             train_dataset=dsets["train"], data_collator=data.Collator(tokenizer))
+                             train_dataset=dsets["train"], data_collator=data.Collator(tokenizer),
+                             progress_label=f"teacher {task.name}  seed {seed}")
     timing = train(trainer)
     scores = evaluate(trainer, task, dsets, preds := {})
     if not trainer.is_world_process_zero():
@@ -197,7 +201,7 @@ class Cell:
             data_collator=data.Collator(self.tokenizer, self.caches.get("train") if method != "nokd" else None),
             callbacks=callbacks,
             method=method, distill_params=dp, teacher=None if (method == "nokd" or self.use_cache) else self.teacher,
-            states=dp.states,
+            states=dp.states, progress_label=f"distill {task.name}-{self.depth}  {method}  seed {seed}",
         )
         timing = train(trainer)
         start = time.perf_counter()
@@ -261,7 +265,8 @@ def distill_group(params: Params, task_name: str, depth: int, root: str | Path =
     teachers = {seed: params.teacher_seed(seed) for seed in seeds}  # refuses a seed outside distill.seeds
     for folder in layout.group_dirs(task_name, depth).values():
         folder.mkdir(parents=True, exist_ok=True)
-    out = {}
+    out, start = {}, time.perf_counter()
+    units = [(m, s) for m in methods if duplicate_of(params, depth, m) is None for s in seeds]
     for method in methods:
         twin = duplicate_of(params, depth, method)
         if twin is not None:
@@ -274,9 +279,20 @@ def distill_group(params: Params, task_name: str, depth: int, root: str | Path =
             out[method] = [marker]
             continue
         layout.same_as(task_name, depth, method).unlink(missing_ok=True)
-        out[method] = [_cell(params, task_name, depth, method, root, teachers[seed]).train_seed(seed)
-                       for seed in seeds]
+        out[method] = []
+        for seed in seeds:
+            began = time.perf_counter()
+            out[method].append(_cell(params, task_name, depth, method, root, teachers[seed]).train_seed(seed))
+            progress.unit_done(f"distill {task_name}-{depth}", units.index((method, seed)) + 1, len(units),
+                               f"{method}  seed {seed}", time.perf_counter() - began, _headline(out[method][-1]),
+                               time.perf_counter() - start)
     return out
+
+
+def _headline(record: dict):
+    """(metric, score) of a record for a progress line, or None where there is no score."""
+    score = record.get("score")
+    return None if score is None else (record.get("headline", "score"), score)
 
 
 _CELLS: dict = {}

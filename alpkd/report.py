@@ -558,7 +558,11 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
     summary, trivial = summarise(records, tasks), trivial_row(records, tasks)
     table = results_table(summary, tasks, depths, methods, trivial, skipped=dups)
     missing = missing_runs(records, tasks, depths, methods, seeds, skipped=dups, teacher_seeds=teacher_seeds)
+    from . import progress
+
+    progress.log(f"report: {len(records)} records; bootstrap of the comparisons ({resamples} resamples each)")
     sig = significance(params, root, records, resamples, skipped=dups)
+    progress.log(f"report: {len(sig)} comparisons done; figures and tables")
     attention = attention_summary(records, maps)
     # the files
     headline = {t: records.loc[records["task"] == t, "headline"].iloc[0] for t in tasks if (records["task"] == t).any()}

@@ -22,6 +22,7 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 from transformers.trainer_utils import get_last_checkpoint
 
+from .progress import ProgressCallback
 from .losses import LAYER_METHODS, distillation_loss, rail_layers, task_loss
 from .students import layer_states
 
@@ -52,10 +53,13 @@ class SeededLengthGroupedSampler(LengthGroupedSampler):
 class DistillTrainer(Trainer):
     """A Trainer whose loss is the distillation objective of `method` (evaluation uses the task loss)."""
 
-    def __init__(self, *args, method: str = "nokd", distill_params=None, teacher=None, states: str = "cls", **kwargs):
+    def __init__(self, *args, method: str = "nokd", distill_params=None, teacher=None, states: str = "cls",
+                 progress_label: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         if not PRINT_LOGS:  # the curves go to logs/<run>.csv, not as raw dicts into the executed notebooks
             self.remove_callback(PrinterCallback)
+        if progress_label:  # a short line on the run's terminal (alpkd.progress), never in a notebook
+            self.add_callback(ProgressCallback(progress_label, every_s=60))
         self.method, self.distill_params, self.states = method, distill_params, states
         self.teacher = teacher.to(self.args.device).eval() if teacher is not None else None
         self._terms: dict[str, list[float]] = {}

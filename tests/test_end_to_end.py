@@ -123,6 +123,11 @@ def test_cli_distill(teacher_root, tmp_path):
     result = run_cli("--params", str(SMOKE.relative_to(SMOKE.parents[1])), "--out", str(root), "distill",
                      "--task", TASK, "--depth", str(DEPTH), "--method", "kd")
     assert result.returncode == 0, result.stderr[-3000:]
+    json.loads(result.stdout)  # stdout is the JSON record alone
+    # a progress line per finished student on stderr, with its place in the stage, time and score
+    lines = [line for line in result.stderr.splitlines() if " distill rte-1  kd  seed " in line and "/2]" in line]
+    assert len(lines) == 2 and "[1/2]" in lines[0] and "[2/2]" in lines[1] and "accuracy " in lines[1], result.stderr[-3000:]
+    assert "stage done in" in lines[1] and "distill" not in result.stdout
     layout = Layout(root)
     record = read_json(layout.student_metrics(Run(TASK, DEPTH, "kd", SEED)))
     assert record["method"] == "kd" and record["score"] == record["metrics"]["accuracy"]

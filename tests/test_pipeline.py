@@ -117,7 +117,8 @@ def test_repro_from_a_fresh_checkout(repo, first_repro):
     assert not (repo / "models" / "rte" / "rte-1" / "pkd").exists()
     # every stage's process ran with the portable numerics of params.yaml (the test's environment had none):
     # the data stage is a CLI step, the teacher and distill stages papermill kernels
-    records = [*(repo / "metrics" / "teacher").rglob("s*.json"), *(repo / "metrics" / "students").rglob("s*.json")]
+    records = [*(repo / "metrics" / "teacher").rglob("s[0-9]*.json"), *(repo / "metrics" / "students").rglob("s[0-9]*.json")]
+    assert len(records) == 2 + 2 * len(TRAINED)
     for path in records:
         env = json.loads(path.read_text())["environment"]
         assert (env["numerics"], env["cpu_capability"], env["threads"]) == ("portable", "AVX2", 2), path
@@ -130,6 +131,11 @@ def test_repro_from_a_fresh_checkout(repo, first_repro):
     assert "| 1 | PKD |" not in md and "PKD at 1 layer(s) = KD" in md and "| – | trivial |" in md
     assert {p.name for p in (repo / "report" / "figures").iterdir()} == {
         "scores_vs_depth.png", "attention_rte.png", "attention_history_rte.png", "curves_rte.png"}
+    # progress on the terminal (dvc's output), not in the executed notebooks
+    out = first_repro.stdout + first_repro.stderr
+    assert re.search(r"teacher rte  seed 43  \[2/2\]", out) and re.search(r"distill rte-1  alp  seed 43  \[4/4\]", out), out[-3000:]
+    for nb in ("teacher-rte", "distill-rte-1"):
+        assert "[1/" not in (repo / "runs" / f"{nb}.ipynb").read_text()
     # executed notebooks go to runs/, the sources stay clean
     assert not subprocess.run(["git", "status", "--porcelain", "notebooks"], cwd=repo, capture_output=True,
                               text=True).stdout
@@ -198,7 +204,7 @@ def test_remote_round_trip(repo, env, first_repro, tmp_path):
     sh(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
     assert not (clone / "models" / "rte" / "teacher").exists()  # git holds no model, no cache
     sh(["dvc", "pull"], clone, env)
-    assert (clone / "models" / "rte" / "teacher" / "model.safetensors").exists()
+    assert (clone / "models" / "rte" / "teacher" / "s42" / "model.safetensors").exists()
     assert (clone / "predictions" / "rte-1" / "kd" / "s42.json").read_text() == \
         (repo / "predictions" / "rte-1" / "kd" / "s42.json").read_text()
     assert changed_stages(clone, env) == {}
