@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+from transformers import AutoModelForSequenceClassification, set_seed
 
 from . import cache as cache_lib
 from . import data, metrics
 from .config import Params
-from .evaluation import attention_map, entropy_bits, evaluate, split_suffix
+from .evaluation import attention_map, entropy_bits, evaluate, load_saved, split_suffix, teacher_again
 from .losses import ALP_METHODS, alp_allowed, alp_scaled, distillation_loss, pkd_layers, rail_layers, same_objective
 from .paths import Layout, Run, remove_stale_temporaries
 from .records import nulls, run_record, save_model, write_json, write_log
@@ -55,6 +55,7 @@ def train_teacher(params: Params, task_name: str, root: str | Path = ".") -> dic
     ckpt = layout.checkpoints(f"teacher-{task.name}-{key}")
     trainer = DistillTrainer(model=model, args=training_args(tp, params.runtime, ckpt, tp.seed),
                              train_dataset=dsets["train"], data_collator=data.Collator(tokenizer))
+    trainer.label = "teacher"  # named in a non-finite-loss error (its objective is `nokd`'s)
     timing = train(trainer)
     scores = evaluate(trainer, task, dsets, preds := {})
     if not trainer.is_world_process_zero():
@@ -80,9 +81,9 @@ def write_cache(params: Params, task_name: str, root: str | Path = ".", tokenize
     """(Re)build the teacher cache of a task from its saved teacher."""
     layout, task = Layout(Path(root)), params.task(task_name)
     teacher_dir = layout.teacher_model(task.name)
-    tokenizer = tokenizer or AutoTokenizer.from_pretrained(teacher_dir)
+    saved_tokenizer, teacher = load_saved(teacher_dir, teacher_again(task.name, root))  # a damaged file, named
+    tokenizer = tokenizer or saved_tokenizer
     dsets = dsets or data.prepare(task, tokenizer, params.data, root)
-    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     teacher.to("cuda" if torch.cuda.is_available() else "cpu")
     collator = data.Collator(tokenizer)
     for split, key in _cache_keys(layout, task, tokenizer, dsets, params).items():
@@ -102,9 +103,8 @@ class Cell:
         teacher_dir = self.layout.teacher_model(self.task.name)
         if not (teacher_dir / "config.json").exists():
             raise FileNotFoundError(f"no teacher for {self.task.name!r} at {teacher_dir}: run the teacher stage first")
-        self.tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+        self.tokenizer, self.teacher = load_saved(teacher_dir, teacher_again(self.task.name, root))
         self.dsets = data.prepare(self.task, self.tokenizer, params.data, root)
-        self.teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
         self.n = self.teacher.config.num_hidden_layers
         self.teacher_fingerprint = cache_lib.model_fingerprint(teacher_dir)
         self.use_cache = dp.states == "cls" and dp.teacher_cache
