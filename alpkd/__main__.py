@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
             raise config.ConfigError(f"--task {args.task!r} is not in data.tasks {params.data.tasks}")
         if args.command == "distill" and args.depth not in params.student.depths:
             raise config.ConfigError(f"--depth {args.depth} is not in student.depths {params.student.depths}")
+        if args.command == "distill" and args.seed is not None:
+            _check_seed(args.seed)
+        if args.command == "evaluate":  # any known task, not only those of data.tasks
+            _check_known_task(params, args.task)
     except config.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -64,10 +69,18 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "verify-cache":  # reads no model and no data
         return _verify_cache(args)
+    try:  # before anything trains: a step that cannot write its outputs fails after minutes of work
+        _check_writable(Path(args.out), _written(args, params))
+    except OSError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
     from . import cache, data, distill  # heavy imports only once the parameters are known to be good
 
-    expected = (config.ConfigError, data.DataError, cache.CacheError, FileNotFoundError)
+    from .evaluation import ModelError
+
+    # FloatingPointError: a loss that became NaN or infinite (the trainer stops at once and says so)
+    expected = (config.ConfigError, data.DataError, cache.CacheError, ModelError, FileNotFoundError, FloatingPointError)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON record alone
             result = _run(args, params, distill)
@@ -118,6 +131,54 @@ def _verify_cache(args) -> int:
     result["seconds"] = round(time.perf_counter() - start, 3)
     print(json.dumps(result))
     return 0
+
+
+def _check_seed(seed: int) -> None:
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        TypeAdapter(config.Seed).validate_python(seed)
+    except ValidationError:
+        raise config.ConfigError(f"--seed {seed}: allowed: 0..{2**32 - 1}") from None
+
+
+def _check_known_task(params, name: str) -> None:
+    from .tasks import GLUE_TASKS
+
+    if name not in GLUE_TASKS and name not in params.custom_tasks:
+        allowed = ", ".join([*GLUE_TASKS, *params.custom_tasks])
+        raise config.ConfigError(f"--task {name!r}: unknown task; allowed: {allowed} (or declare it under custom_tasks)")
+
+
+def _written(args, params) -> list[Path]:
+    """The folders (under --out) the step writes into."""
+    layout = Layout(Path(args.out))
+    task = args.task
+    if args.command == "data":
+        return [layout.data(task).parent]
+    if args.command == "cache":
+        return [layout.cache(task)]
+    if args.command == "evaluate":
+        return [Path(args.out)]
+    folders = [layout.data(task).parent, layout.checkpoints("x").parent]
+    if args.command == "teacher":
+        return folders + [p.parent for p in layout.teacher_outputs(task)]
+    return folders + list(layout.group_dirs(task, args.depth).values())
+
+
+def _check_writable(out: Path, folders: list[Path]) -> None:
+    """Each folder exists and is writable, or can be made in its nearest existing parent; else an OSError
+    naming it. `os.access` is the check the kernel makes for this process (root passes unless a capability
+    is dropped, as writing would)."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out}: a file, not a folder; pass a folder (it is made if missing)")
+    for folder in folders:
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing}: a file where the step writes into a folder ({folder})")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(f"{existing}: no write permission; the step writes {folder}. Make it writable "
+                                  "or pass another --out")
 
 
 def _require_model(folder: Path, message: str) -> None:
