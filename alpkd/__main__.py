@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.command == "check":
-        print(f"{args.params}: valid ({params.profile} profile)")
-        return 0
+        return _check(args, params)
 
     if args.command == "verify-cache":  # reads no model and no data
         return _verify_cache(args)
@@ -130,6 +129,25 @@ def _verify_cache(args) -> int:
         return 1
     result["seconds"] = round(time.perf_counter() - start, 3)
     print(json.dumps(result))
+    return 0
+
+
+def _check(args, params) -> int:
+    """`check`: the parameters, and the declared files of the custom tasks in data.tasks (read and checked as
+    the data stage reads them: columns, labels, texts, lines), so a bad file is named before any stage runs."""
+    custom = [name for name in params.data.tasks if name in params.custom_tasks]
+    if custom:
+        from . import data
+
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # stdout: the verdict alone
+                for name in custom:
+                    data.load_task(params.task(name))
+        except data.DataError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    checked = f"; files of {', '.join(custom)} checked" if custom else ""
+    print(f"{args.params}: valid ({params.profile} profile{checked})")
     return 0
 
 
