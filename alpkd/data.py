@@ -387,10 +387,20 @@ def _stored(task: Task, layout: Layout) -> bool:
         return False
     again = (f"write it again (`dvc repro data@{task.name}`, or `python -m alpkd --out {layout.root} data --task "
              f"{task.name}` outside the pipeline)")
-    recorded = json.loads(layout.data_source(task.name).read_text()).get("files")
+
+    def read(path: Path) -> dict:
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise DataError(f"{path}: damaged ({type(err).__name__}: {err}); {again}") from None
+        if not isinstance(content, dict):
+            raise DataError(f"{path}: damaged (a JSON {type(content).__name__}, not an object); {again}")
+        return content
+
+    recorded = read(layout.data_source(task.name)).get("files")
     if task.files and recorded != _file_hashes(task):
         raise DataError(f"task {task.name!r}: {folder}/ is a copy of its files before they changed; {again}")
-    stored, now = json.loads((folder / TASK_FILE).read_text()), json.loads(json.dumps(declaration(task)))
+    stored, now = read(folder / TASK_FILE), json.loads(json.dumps(declaration(task)))
     if stored != now:  # compared as JSON: the tuples are stored as lists
         changed = sorted(k for k in {*stored, *now} if stored.get(k) != now.get(k))
         raise DataError(f"task {task.name!r}: {folder}/ was written for another declaration of the task (changed: "

@@ -155,6 +155,22 @@ def test_cli_evaluate_of_a_3_label_model_on_rte_is_one_line(tmp_path):
     assert "3 output(s)" in line and "2 label(s)" in line, line
 
 
+def test_cli_check_reads_the_declared_files_of_custom_tasks(tmp_path):
+    """`check` validates what the declared files alone tell: a repeated column is named before any stage runs."""
+    (tmp_path / "custom").mkdir()
+    (tmp_path / "custom" / "train.csv").write_text("text,label,label\n" + "".join(f"r {i},0,1\n" for i in range(4)))
+    raw = _raw()
+    raw["custom_tasks"] = {"reviews": {"train": "custom/train.csv", "validation": "custom/train.csv",
+                                       "text_columns": ["text"], "num_labels": 2, "metrics": ["accuracy"]}}
+    raw["data"]["tasks"] = ["reviews"]
+    params = _params_file(tmp_path, raw)
+    line = _one_line_error(run_cli("--params", str(params), "check", cwd=tmp_path), 1)
+    assert "train.csv: line 1 (the header): column 'label' appears more than once" in line, line
+    (tmp_path / "custom" / "train.csv").write_text("text,label\n" + _rows())
+    good = run_cli("--params", str(params), "check", cwd=tmp_path)
+    assert good.returncode == 0 and "valid (smoke profile; files of reviews checked)" in good.stdout, good.stderr
+
+
 # --- parameters --------------------------------------------------------------------------------------------------
 def test_params_file_that_is_not_utf8(tmp_path):
     path = tmp_path / "params.yaml"
@@ -360,6 +376,17 @@ def test_truncated_data_copy_names_the_file_and_the_step(tmp_path, smoke_params)
     path = Layout(tmp_path).data(TASK) / "train.parquet"
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(data.DataError, match=rf"{path}: cannot be read .*`dvc repro data@rte`"):
+        data.read_task_data(smoke_params.task(TASK), tmp_path)
+
+
+@needs_glue
+@pytest.mark.parametrize("name", ["task.json", "source.json"])
+def test_damaged_declaration_beside_the_data_copy(tmp_path, smoke_params, name):
+    data.write_task_data(smoke_params.task(TASK), tmp_path)
+    layout = Layout(tmp_path)
+    path = layout.data(TASK) / "task.json" if name == "task.json" else layout.data_source(TASK)
+    path.write_text('{"task": ')
+    with pytest.raises(data.DataError, match=rf"{path}: damaged \(JSONDecodeError.*`dvc repro data@rte`"):
         data.read_task_data(smoke_params.task(TASK), tmp_path)
 
 
