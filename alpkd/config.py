@@ -175,6 +175,12 @@ class Params(_Section):
             if not re.fullmatch(r"[A-Za-z0-9_]+", name):
                 raise ValueError(f"custom_tasks.{name}: the task name {name!r} is not allowed; use letters, "
                                  "digits and underscores only (e.g. my_task)")
+            ct = self.custom_tasks[name]
+            for field in ("text_columns", "metrics"):  # a column twice: a pair of one text; a metric twice: two columns
+                _unique_list(getattr(ct, field), f"custom_tasks.{name}.{field}")
+            if ct.label_column in ct.text_columns:
+                raise ValueError(f"custom_tasks.{name}.label_column = {ct.label_column!r}: also one of text_columns "
+                                 f"{ct.text_columns}; the label and the texts must be different columns")
             for split in ("train", "validation"):  # data/ is the data stage's output: a file there is replaced
                 path = getattr(self.custom_tasks[name], split)
                 if Path(path).parts[:1] == ("data",):
@@ -219,8 +225,10 @@ class Params(_Section):
     def _max_length_fits_teacher(self) -> "Params":
         limit = teacher_config_value(self.teacher, "max_position_embeddings")
         if self.data.max_length > limit:
+            low = max(min_max_length(len(self.custom_tasks[name].text_columns if name in self.custom_tasks
+                                         else GLUE_TASKS[name].text_columns)) for name in self.data.tasks)
             raise ValueError(f"data.max_length = {self.data.max_length}: above the teacher's {limit} positions "
-                             f"(max_position_embeddings of {self.teacher.model!r}); allowed: 1..{limit}")
+                             f"(max_position_embeddings of {self.teacher.model!r}); allowed: {low}..{limit}")
         return self
 
     @model_validator(mode="after")

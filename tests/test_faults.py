@@ -206,6 +206,23 @@ def test_check_refuses_what_a_later_step_would(key, value, pattern):
         validate(raw)
 
 
+@pytest.mark.parametrize("change, pattern", [
+    ({"text_columns": ["text", "text"]}, r"custom_tasks\.reviews\.text_columns = \['text', 'text'\]: 'text' is listed twice"),
+    ({"metrics": ["accuracy", "accuracy"]}, r"custom_tasks\.reviews\.metrics = .*'accuracy' is listed twice"),
+    ({"label_column": "text"}, r"custom_tasks\.reviews\.label_column = 'text': also one of text_columns"),
+])
+def test_custom_task_declaration_repeats(tmp_path, change, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        _custom(tmp_path, tmp_path / "a.csv", **change)
+
+
+def test_max_length_above_the_teachers_positions_names_the_whole_range():
+    raw = _raw()
+    raw["data"]["max_length"] = 513
+    with pytest.raises(ConfigError, match=r"data\.max_length = 513: above .*allowed: 11\.\.512"):
+        validate(raw)
+
+
 def test_infinite_learning_rate_written_in_yaml(tmp_path):
     text = SMOKE.read_text().replace("learning_rate: 1.0e-3", "learning_rate: .inf", 1)
     path = tmp_path / "params.yaml"
