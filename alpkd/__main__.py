@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 from pathlib import Path
 
-from . import config
+from . import config, preflight
 from .paths import Layout
 
 
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify-cache":  # reads no model and no data
         return _verify_cache(args)
     try:  # before anything trains: a step that cannot write its outputs fails after minutes of work
-        _check_writable(Path(args.out), _written(args, params))
+        preflight.check_writable(_written(args, params), Path(args.out))
     except OSError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -182,21 +181,6 @@ def _written(args, params) -> list[Path]:
     if args.command == "teacher":
         return folders + [p.parent for p in layout.teacher_outputs(task)]
     return folders + list(layout.group_dirs(task, args.depth).values())
-
-
-def _check_writable(out: Path, folders: list[Path]) -> None:
-    """Each folder exists and is writable, or can be made in its nearest existing parent; else an OSError
-    naming it. `os.access` is the check the kernel makes for this process (root passes unless a capability
-    is dropped, as writing would)."""
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out}: a file, not a folder; pass a folder (it is made if missing)")
-    for folder in folders:
-        existing = next(p for p in (folder, *folder.parents) if p.exists())
-        if not existing.is_dir():
-            raise NotADirectoryError(f"{existing}: a file where the step writes into a folder ({folder})")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise PermissionError(f"{existing}: no write permission; the step writes {folder}. Make it writable "
-                                  "or pass another --out")
 
 
 def _require_model(folder: Path, message: str) -> None:

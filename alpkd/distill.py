@@ -21,6 +21,7 @@ from .config import Params
 from .evaluation import attention_map, entropy_bits, evaluate, load_saved, split_suffix, teacher_again
 from .losses import ALP_METHODS, alp_allowed, alp_scaled, distillation_loss, pkd_layers, rail_layers, same_objective
 from .paths import Layout, Run, remove_stale_temporaries
+from .preflight import check_writable
 from .records import nulls, run_record, save_model, write_json, write_log
 from .students import build_student, layer_states, load_pretrained, load_tokenizer
 from .tasks import Task
@@ -45,6 +46,8 @@ def _cache_keys(layout: Layout, task: Task, tokenizer, dsets, params: Params,
 def train_teacher(params: Params, task_name: str, root: str | Path = ".") -> dict:
     """Fine-tune and evaluate the teacher of one task, then write its cache; returns its metrics."""
     layout, task, tp = Layout(Path(root)), params.task(task_name), params.teacher
+    # before minutes of training: a folder it cannot write would fail after the model is saved
+    check_writable([p.parent for p in layout.teacher_outputs(task.name)] + [layout.checkpoints(".").parent])
     remove_stale_temporaries(layout.teacher_outputs(task.name))  # what a kill during a save left
     tokenizer = load_tokenizer(tp.model)
     dsets = data.prepare(task, tokenizer, params.data, root)
@@ -141,6 +144,7 @@ class Cell:
         """Distil, evaluate and save the student of one seed; returns its metrics record."""
         params, dp, layout, task, method = self.params, self.params.distill, self.layout, self.task, self.method
         run = Run(task.name, self.depth, method, seed)
+        check_writable([p.parent for p in layout.student_outputs(run)] + [layout.checkpoints(".").parent])
         remove_stale_temporaries(layout.student_outputs(run))
         student = build_student(self.teacher, self.depth, params.student.init, seed)
         # resumed only by the same settings on the same data (its content) and the same task declaration

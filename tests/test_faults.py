@@ -372,6 +372,27 @@ def test_a_folder_without_write_permission_is_named_before_training(tmp_path, lo
     assert not (tmp_path / "out" / "models").exists()
 
 
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"), reason="needs setpriv to drop root's powers")
+def test_the_library_teacher_step_checks_writability_before_training(tmp_path):
+    """The notebooks (the DVC stages) call `train_teacher` directly: it checks too, before any data or model."""
+    out = tmp_path / "out"
+    (out / "metrics" / "teacher").mkdir(parents=True)
+    (out / "metrics" / "teacher").chmod(0o555)
+    code = ("import sys; from alpkd import config, distill; "
+            f"distill.train_teacher(config.load({str(SMOKE)!r}), 'rte', {str(out)!r})")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps",
+              "-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
+    try:
+        result = subprocess.run([*prefix, sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                                text=True, timeout=300)
+    finally:
+        (out / "metrics" / "teacher").chmod(0o755)
+    assert result.returncode == 1 and "PermissionError" in result.stderr, result.stderr[-2000:]
+    assert f"{out / 'metrics' / 'teacher'}: no write permission" in result.stderr
+    assert not (out / "models").exists() and not (out / "data").exists()
+
+
 def test_truncated_teacher_weights_name_the_file_and_the_step(tmp_path, smoke_params):
     from alpkd import distill
     from alpkd.evaluation import ModelError
