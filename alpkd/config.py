@@ -270,7 +270,10 @@ def teacher_config_value(teacher: Teacher, key: str):
         return {"num_hidden_layers": teacher.tiny.num_layers, "max_position_embeddings": TINY_MAX_POSITIONS}[key]
     from .students import teacher_path  # late: keeps config importable without transformers
 
-    config_file = Path(teacher_path(teacher.model)) / "config.json"
+    try:
+        config_file = Path(teacher_path(teacher.model)) / "config.json"
+    except ImportError as err:  # minilm without its package: a ValueError is reported as the key's error
+        raise ValueError(str(err)) from None
     if config_file.exists():
         try:
             value = json.loads(config_file.read_text(encoding="utf-8"))[key]

