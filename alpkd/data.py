@@ -210,7 +210,7 @@ def _record_lines(path: Path, suffix: str) -> tuple[list[int], str]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=lambda pairs: _unique_keys(pairs, path, k + 1))
         except json.JSONDecodeError as err:
             raise DataError(f"{path}: line {k + 1}, column {err.colno}: not a JSON record ({err.msg}); one JSON "
                             "object per line (lines count from 1)") from None
@@ -219,6 +219,16 @@ def _record_lines(path: Path, suffix: str) -> tuple[list[int], str]:
                             "columns (lines count from 1)")
         starts.append(k + 1)
     return starts, "lines count from 1"
+
+
+def _unique_keys(pairs: list[tuple], path: Path, line: int) -> dict:
+    """A JSON object's pairs as a dict; a key given twice is an error (json keeps the last one, silently)."""
+    keys = [k for k, _ in pairs]
+    repeated = next((k for k in keys if keys.count(k) > 1), None)
+    if repeated is not None:
+        raise DataError(f"{path}: line {line}: key {repeated!r} appears more than once in one record; each column "
+                        "may appear once (lines count from 1)")
+    return dict(pairs)
 
 
 def _check_count(ds: datasets.Dataset, task: Task, path: str, starts: list[int], note: str) -> None:

@@ -18,7 +18,8 @@ from transformers import AutoModelForSequenceClassification, set_seed
 from . import cache as cache_lib
 from . import data, metrics
 from .config import Params
-from .evaluation import attention_map, entropy_bits, evaluate, load_saved, split_suffix, teacher_again
+from .evaluation import (attention_map, check_model_fits, entropy_bits, evaluate, load_saved, split_suffix,
+                         teacher_again)
 from .losses import ALP_METHODS, alp_allowed, alp_scaled, distillation_loss, pkd_layers, rail_layers, same_objective
 from .paths import Layout, Run, remove_stale_temporaries
 from .preflight import check_writable
@@ -85,6 +86,7 @@ def write_cache(params: Params, task_name: str, root: str | Path = ".", tokenize
     layout, task = Layout(Path(root)), params.task(task_name)
     teacher_dir = layout.teacher_model(task.name)
     saved_tokenizer, teacher = load_saved(teacher_dir, teacher_again(task.name, root))  # a damaged file, named
+    check_model_fits(teacher, task, teacher_dir, teacher_again(task.name, root))  # e.g. num_labels edited since
     tokenizer = tokenizer or saved_tokenizer
     dsets = dsets or data.prepare(task, tokenizer, params.data, root)
     teacher.to("cuda" if torch.cuda.is_available() else "cpu")
@@ -107,6 +109,7 @@ class Cell:
         if not (teacher_dir / "config.json").exists():
             raise FileNotFoundError(f"no teacher for {self.task.name!r} at {teacher_dir}: run the teacher stage first")
         self.tokenizer, self.teacher = load_saved(teacher_dir, teacher_again(self.task.name, root))
+        check_model_fits(self.teacher, self.task, teacher_dir, teacher_again(self.task.name, root))
         self.dsets = data.prepare(self.task, self.tokenizer, params.data, root)
         self.n = self.teacher.config.num_hidden_layers
         self.teacher_fingerprint = cache_lib.model_fingerprint(teacher_dir)

@@ -53,7 +53,7 @@ def teacher_again(task: str, root: str | Path) -> str:
     return f"re-run the teacher stage (`dvc repro teacher@{task}`, or `python -m alpkd --out {root} teacher --task {task}`)"
 
 
-def check_model_fits(model, task: Task, folder: str | Path) -> None:
+def check_model_fits(model, task: Task, folder: str | Path, again: str = "") -> None:
     """The model predicts what the task asks: as many outputs as labels, regression for a 1-label task."""
     kind = "regression" if task.is_regression else "classification"
     got = model.config.num_labels
@@ -62,7 +62,8 @@ def check_model_fits(model, task: Task, folder: str | Path) -> None:
     model_kind = "regression" if model_kind == "regression" else "classification"
     if got != task.num_labels or model_kind != kind:
         raise ModelError(f"{folder}: a {model_kind} model with {got} output(s) (num_labels {got}, problem_type "
-                         f"{problem!r}); task {task.name!r} is {kind} with {task.num_labels} label(s)")
+                         f"{problem!r}); task {task.name!r} is {kind} with {task.num_labels} label(s)"
+                         + (f"; {again}" if again else ""))
 
 
 def split_suffix(split: str) -> str:

@@ -106,11 +106,20 @@ def test_repeated_column_name_is_named_with_line_1(tmp_path, header, repeated):
         data.load_task(_custom(tmp_path, path).task("reviews"))
 
 
-def test_every_row_with_an_unquoted_comma_is_named(tmp_path):
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_every_row_with_an_unquoted_delimiter_is_named(tmp_path, sep):
     """pandas took the first field as an index: texts ' part 1' and a column __index_level_0__, exit 0."""
-    path = tmp_path / "train.csv"
-    path.write_text("text,label\n" + "".join(f"good movie {i}, part {i},{i % 2}\n" for i in range(6)))
-    with pytest.raises(data.DataError, match=r"train\.csv: line 2: 3 fields, the header \(line 1\) has 2"):
+    suffix = ".csv" if sep == "," else ".tsv"
+    path = tmp_path / f"train{suffix}"
+    path.write_text(f"text{sep}label\n" + "".join(f"good movie {i}{sep} part {i}{sep}{i % 2}\n" for i in range(6)))
+    with pytest.raises(data.DataError, match=rf"train\{suffix}: line 2: 3 fields, the header \(line 1\) has 2"):
+        data.load_task(_custom(tmp_path, path).task("reviews"))
+
+
+def test_jsonl_record_with_a_repeated_key_is_named(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": 0, "text": "c"}\n')
+    with pytest.raises(data.DataError, match=r"train\.jsonl: line 2: key 'text' appears more than once"):
         data.load_task(_custom(tmp_path, path).task("reviews"))
 
 
@@ -146,6 +155,18 @@ def test_evaluate_refuses_a_model_made_for_another_task(tmp_path, smoke_params, 
     model = _saved_model(tmp_path / "model", num_labels, problem)
     with pytest.raises(ModelError, match=shown + r".*task 'rte' is classification with 2 label\(s\)"):
         evaluate_saved(smoke_params, TASK, model, tmp_path / "out")
+
+
+def test_distill_refuses_a_teacher_made_for_another_declaration(tmp_path, smoke_params):
+    """A teacher left from before `num_labels` was edited: students would copy its 3-way classifier."""
+    from alpkd import distill
+    from alpkd.evaluation import ModelError
+
+    _saved_model(Layout(tmp_path).teacher_model(TASK), 3)
+    with pytest.raises(ModelError, match=r"3 output\(s\).*2 label\(s\); re-run the teacher stage"):
+        distill.Cell(smoke_params, TASK, 1, "kd", tmp_path)
+    with pytest.raises(ModelError, match=r"3 output\(s\).*2 label\(s\); re-run the teacher stage"):
+        distill.write_cache(smoke_params, TASK, tmp_path)
 
 
 def test_cli_evaluate_of_a_3_label_model_on_rte_is_one_line(tmp_path):
