@@ -165,6 +165,12 @@ def _check_known_task(params, name: str) -> None:
     if name not in GLUE_TASKS and name not in params.custom_tasks:
         allowed = ", ".join([*GLUE_TASKS, *params.custom_tasks])
         raise config.ConfigError(f"--task {name!r}: unknown task; allowed: {allowed} (or declare it under custom_tasks)")
+    # data.max_length is checked against the tasks of data.tasks; a task outside them may have more text columns
+    columns = len(params.custom_tasks[name].text_columns if name in params.custom_tasks else GLUE_TASKS[name].text_columns)
+    if params.data.max_length < config.min_max_length(columns):
+        raise config.ConfigError(f"data.max_length = {params.data.max_length}: leaves no room for the text of task "
+                                 f"{name!r} ({columns} text column(s)); allowed: {config.min_max_length(columns)}.. "
+                                 "the teacher's positions")
 
 
 def _written(args, params) -> list[Path]:

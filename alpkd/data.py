@@ -141,6 +141,8 @@ def _load_files(task: Task) -> tuple[datasets.DatasetDict, dict[str, str], dict[
         if suffix not in _READERS:
             raise DataError(f"task {task.name!r}, {split} file {path}: unsupported type {suffix!r}; "
                             f"allowed: {', '.join(_READERS)}")
+        if Path(path).is_dir():
+            raise DataError(f"task {task.name!r}: {split} file {path} is a folder; name a {', '.join(_READERS)} file")
         if not Path(path).is_file():
             raise DataError(f"task {task.name!r}: {split} file {path} not found")
         builder, kwargs = _READERS[suffix]
@@ -167,7 +169,10 @@ def _record_lines(path: Path, suffix: str) -> tuple[list[int], str]:
     UTF-8 (line and byte offset), a repeated column name, a row with more or fewer fields than the header,
     a JSON Lines record that is not JSON (its line).
     """
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:  # no read permission, most likely
+        raise DataError(f"{path}: cannot be read ({err.strerror}); the data stage reads it") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:

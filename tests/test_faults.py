@@ -477,6 +477,43 @@ def test_evaluate_an_unknown_task(tmp_path):
     assert "--task 'nosuch': unknown task; allowed: " in line and "rte" in line, line
 
 
+def test_evaluate_on_a_task_outside_data_tasks_checks_max_length(tmp_path):
+    raw = _raw()  # one-column task in data.tasks allows 6; rte (pairs) needs 11
+    raw["custom_tasks"] = {"reviews": {"train": "custom/a.csv", "validation": "custom/a.csv", "text_columns": ["text"],
+                                       "num_labels": 2, "metrics": ["accuracy"]}}
+    raw["data"]["tasks"], raw["data"]["max_length"] = ["reviews"], 8
+    model = _saved_model(tmp_path / "model", 2)
+    line = _one_line_error(run_cli("--params", str(_params_file(tmp_path, raw)), "evaluate", "--task", "rte",
+                                   "--model", str(model), cwd=tmp_path), 2)
+    assert "data.max_length = 8: leaves no room for the text of task 'rte'" in line, line
+
+
+def test_custom_file_that_is_a_folder(tmp_path):
+    (tmp_path / "train.csv").mkdir()
+    with pytest.raises(data.DataError, match=r"train file .*train\.csv is a folder"):
+        data.load_task(_custom(tmp_path, tmp_path / "train.csv").task("reviews"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"), reason="needs setpriv to drop root's powers")
+def test_unreadable_params_and_custom_files_are_one_line(tmp_path):
+    raw = _raw()
+    raw["custom_tasks"] = {"reviews": {"train": str(tmp_path / "train.csv"), "validation": str(tmp_path / "train.csv"),
+                                       "text_columns": ["text"], "num_labels": 2, "metrics": ["accuracy"]}}
+    raw["data"]["tasks"] = ["reviews"]
+    params = _params_file(tmp_path, raw)
+    (tmp_path / "train.csv").write_text("text,label\n" + _rows())
+    try:
+        (tmp_path / "train.csv").chmod(0o000)
+        line = _one_line_error(_without_root_powers(["--params", str(params), "check"], tmp_path), 1)
+        assert "train.csv: cannot be read (Permission denied)" in line, line
+        params.chmod(0o000)
+        line = _one_line_error(_without_root_powers(["--params", str(params), "check"], tmp_path), 2)
+        assert "params.yaml: cannot read it (Permission denied)" in line, line
+    finally:
+        params.chmod(0o644)
+        (tmp_path / "train.csv").chmod(0o644)
+
+
 @needs_glue
 def test_evaluate_writes_nothing_into_the_model_folder(tmp_path, smoke_params):
     from alpkd.evaluation import evaluate_saved
