@@ -164,9 +164,11 @@ def _check_known_task(params, name: str) -> None:
 
     if name not in GLUE_TASKS and name not in params.custom_tasks:
         allowed = ", ".join([*GLUE_TASKS, *params.custom_tasks])
-        raise config.ConfigError(f"--task {name!r}: unknown task; allowed: {allowed} (or declare it under custom_tasks)")
+        raise config.ConfigError(f"--task {name!r}: unknown task; allowed: {allowed} "
+                                 "(or declare it under custom_tasks)")
     # data.max_length is checked against the tasks of data.tasks; a task outside them may have more text columns
-    columns = len(params.custom_tasks[name].text_columns if name in params.custom_tasks else GLUE_TASKS[name].text_columns)
+    task = params.custom_tasks.get(name) or GLUE_TASKS[name]
+    columns = len(task.text_columns)
     if params.data.max_length < config.min_max_length(columns):
         raise config.ConfigError(f"data.max_length = {params.data.max_length}: leaves no room for the text of task "
                                  f"{name!r} ({columns} text column(s)); allowed: {config.min_max_length(columns)}.. "
@@ -181,8 +183,8 @@ def _written(args, params) -> list[Path]:
         return [layout.data(task).parent]
     if args.command == "cache":
         return [layout.cache(task)]
-    if args.command == "evaluate":
-        return [Path(args.out)]
+    if args.command == "evaluate":  # its temporary files, and the data copy when it is missing
+        return [Path(args.out), layout.data(task).parent]
     folders = [layout.data(task).parent, layout.checkpoints("x").parent]
     if args.command == "teacher":
         return folders + [p.parent for p in layout.teacher_outputs(task)]

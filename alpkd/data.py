@@ -440,7 +440,8 @@ def read_task_data(task: Task, root: str | Path) -> datasets.DatasetDict:
         try:
             table = pq.read_table(path)
         except Exception as err:  # noqa: BLE001 - truncated or overwritten: pyarrow's own message says how
-            raise DataError(f"{path}: cannot be read ({type(err).__name__}: {err}); the data stage's copy is "
+            why = " ".join(str(err).split())  # one line
+            raise DataError(f"{path}: cannot be read ({type(err).__name__}: {why}); the data stage's copy is "
                             f"damaged: write it again (`dvc repro data@{task.name}`, or `python -m alpkd --out "
                             f"{layout.root} data --task {task.name}` outside the pipeline)") from None
         out[split] = datasets.Dataset(table)  # features (ClassLabel, ...) from the file's schema

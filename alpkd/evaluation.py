@@ -19,7 +19,8 @@ class ModelError(RuntimeError):
     """A saved model folder that cannot be used: not a model, no weights, damaged, or made for another task."""
 
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 
 
 def load_saved(folder: str | Path, again: str):
@@ -32,7 +33,7 @@ def load_saved(folder: str | Path, again: str):
         AutoConfig.from_pretrained(folder)
     except Exception as err:  # noqa: BLE001 - not JSON, or JSON that is no model's config
         raise ModelError(f"{folder}/config.json: not a model's config ({type(err).__name__}: "
-                         f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); {again}") from None
+                         f"{' '.join(str(err).split())[:200]}); {again}") from None
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
         raise ModelError(f"{folder}: no weights (none of {', '.join(WEIGHT_FILES)}); {again}")
     try:
@@ -44,13 +45,14 @@ def load_saved(folder: str | Path, again: str):
     except Exception as err:  # noqa: BLE001 - a truncated or overwritten weights file, most likely
         weights = next(name for name in WEIGHT_FILES if (folder / name).is_file())
         raise ModelError(f"{folder}/{weights}: cannot be loaded (truncated or damaged? {type(err).__name__}: "
-                         f"{str(err).strip()[:200]}); {again}") from None
+                         f"{' '.join(str(err).split())[:200]}); {again}") from None  # one line
     return tokenizer, model
 
 
 def teacher_again(task: str, root: str | Path) -> str:
     """How to write a task's teacher anew (the hint of a teacher that cannot be loaded)."""
-    return f"re-run the teacher stage (`dvc repro teacher@{task}`, or `python -m alpkd --out {root} teacher --task {task}`)"
+    return (f"re-run the teacher stage (`dvc repro teacher@{task}`, or `python -m alpkd --out {root} teacher "
+            f"--task {task}`)")
 
 
 def check_model_fits(model, task: Task, folder: str | Path, again: str = "") -> None:

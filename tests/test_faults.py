@@ -228,7 +228,8 @@ def test_check_refuses_what_a_later_step_would(key, value, pattern):
 
 
 @pytest.mark.parametrize("change, pattern", [
-    ({"text_columns": ["text", "text"]}, r"custom_tasks\.reviews\.text_columns = \['text', 'text'\]: 'text' is listed twice"),
+    ({"text_columns": ["text", "text"]},
+     r"custom_tasks\.reviews\.text_columns = \['text', 'text'\]: 'text' is listed twice"),
     ({"metrics": ["accuracy", "accuracy"]}, r"custom_tasks\.reviews\.metrics = .*'accuracy' is listed twice"),
     ({"label_column": "text"}, r"custom_tasks\.reviews\.label_column = 'text': also one of text_columns"),
 ])
