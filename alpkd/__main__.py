@@ -184,7 +184,7 @@ def _written(args, params) -> list[Path]:
     if args.command == "cache":
         return [layout.cache(task)]
     if args.command == "evaluate":  # its temporary files, and the data copy when it is missing
-        return [Path(args.out), layout.data(task).parent]
+        return [layout.checkpoints("eval").parent, layout.data(task).parent]
     folders = [layout.data(task).parent, layout.checkpoints("x").parent]
     if args.command == "teacher":
         return folders + [p.parent for p in layout.teacher_outputs(task)]

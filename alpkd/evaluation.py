@@ -1,7 +1,8 @@
 """Evaluation: GLUE metrics on the validation splits, and ALP's attention map (student x teacher layers)."""
 from __future__ import annotations
 
-import tempfile
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 from . import data, metrics
 from .config import Params
 from .losses import alp_allowed, alp_attention, alp_scaled
+from .paths import Layout, remove_stale_temporaries
 from .students import layer_states
 from .tasks import Task
 
@@ -111,12 +113,17 @@ def evaluate_saved(params: Params, task_name: str, model_dir: str | Path, root: 
     tokenizer, model = load_saved(model_dir, "pass a folder written by the teacher or distill step")
     check_model_fits(model, task, model_dir)  # before the data is read: the cause is known now
     dsets = data.prepare(task, tokenizer, params.data, root)
-    Path(root).mkdir(parents=True, exist_ok=True)
-    # the Trainer's output_dir under the output root, never inside the model folder (it may be read-only)
-    with tempfile.TemporaryDirectory(prefix=".eval-", dir=root) as tmp:
-        args = TrainingArguments(output_dir=tmp, per_device_eval_batch_size=params.runtime.eval_batch_size,
+    # the Trainer's output_dir: under the output root's git-ignored checkpoints/, never inside the model folder
+    # (it may be read-only, shared or pulled); named as a temporary, so what a killed evaluate left is removed
+    target = Layout(Path(root)).checkpoints("eval")
+    remove_stale_temporaries([target])
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        args = TrainingArguments(output_dir=str(tmp), per_device_eval_batch_size=params.runtime.eval_batch_size,
                                  remove_unused_columns=False, report_to="none", disable_tqdm=True)
         return evaluate(Trainer(model=model, args=args, data_collator=data.Collator(tokenizer)), task, dsets)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def entropy_bits(weights: torch.Tensor) -> torch.Tensor:

@@ -524,7 +524,16 @@ def test_evaluate_writes_nothing_into_the_model_folder(tmp_path, smoke_params):
     scores = evaluate_saved(smoke_params, TASK, folder, tmp_path / "out")
     assert "accuracy" in scores
     assert sorted(p.name for p in folder.iterdir()) == before
-    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".eval")]  # its temporary, removed
+    checkpoints = Layout(tmp_path / "out").checkpoints("eval").parent
+    assert not list(checkpoints.glob(".eval.tmp-*"))  # its temporary, removed
+
+
+def test_evaluate_removes_what_a_killed_evaluate_left(tmp_path, smoke_params):
+    from alpkd.evaluation import evaluate_saved
+
+    left = _killed_writer(Layout(tmp_path / "out").checkpoints("eval"))
+    evaluate_saved(smoke_params, TASK, _saved_model(tmp_path / "model", 2), tmp_path / "out")
+    assert not left.exists()
 
 
 # --- debris: what a SIGKILL during `data` or `cache` leaves, removed by the next run -----------------------------
