@@ -107,7 +107,9 @@ class Cell:
         start = time.perf_counter()
         teacher_dir = self.layout.teacher_model(self.task.name)
         if not (teacher_dir / "config.json").exists():
-            raise FileNotFoundError(f"no teacher for {self.task.name!r} at {teacher_dir}: run the teacher stage first")
+            raise FileNotFoundError(f"no teacher for {self.task.name!r} at {teacher_dir}: run the teacher stage first "
+                                    f"(`dvc repro teacher@{self.task.name}`, or `python -m alpkd --out {root} teacher "
+                                    f"--task {self.task.name}`)")
         self.tokenizer, self.teacher = load_saved(teacher_dir, teacher_again(self.task.name, root))
         check_model_fits(self.teacher, self.task, teacher_dir, teacher_again(self.task.name, root))
         self.dsets = data.prepare(self.task, self.tokenizer, params.data, root)

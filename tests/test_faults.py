@@ -583,6 +583,14 @@ def test_cache_write_removes_what_a_killed_cache_step_left(tmp_path):
 
 
 # --- hints: the damaged-cache message names the task and the --out of the damaged cache ---------------------------
+def test_missing_teacher_hint_names_the_output_root(tmp_path, smoke_params):
+    from alpkd import distill
+
+    with pytest.raises(FileNotFoundError, match=rf"run the teacher stage first .*`python -m alpkd --out {tmp_path} "
+                                                r"teacher --task rte`"):
+        distill.Cell(smoke_params, TASK, 1, "kd", tmp_path)
+
+
 def test_cache_hint_names_task_and_output_root(tmp_path):
     folder = Layout(tmp_path / "elsewhere").cache(TASK)
     (folder / "train").mkdir(parents=True)
