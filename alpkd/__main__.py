@@ -10,8 +10,8 @@
 
 Outputs go under --out (default `scratch`, git-ignored); only an explicit `--out .` writes the pipeline's own
 files (models/, metrics/, ...). stdout is the step's JSON record alone (progress and logs go to stderr); an
-expected error (parameters, data, cache, a missing model) prints one line `error: ...` and exits 2
-(parameters) or 1 (the rest).
+expected error (parameters, data, cache, a missing or unusable model, a non-finite loss, an unwritable output)
+prints one line `error: ...` and exits 2 (parameters) or 1 (the rest).
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "evaluate":  # any known task, not only those of data.tasks
             _check_known_task(params, args.task)
     except config.ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(err)
         return 2
     if args.command == "check":
         return _check(args, params)
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # before anything trains: a step that cannot write its outputs fails after minutes of work
         preflight.check_writable(_written(args, params), Path(args.out))
     except OSError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(err)
         return 1
 
     from . import cache, data, distill  # heavy imports only once the parameters are known to be good
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON record alone
             result = _run(args, params, distill)
     except expected as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(err)
         return 2 if isinstance(err, config.ConfigError) else 1
     print(json.dumps(result, indent=2, default=str))
     return 0
@@ -124,11 +124,19 @@ def _verify_cache(args) -> int:
     try:
         result = cache.verify_task(Layout(Path(args.out)).cache(args.task), "full")
     except cache.CacheError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(err)
         return 1
     result["seconds"] = round(time.perf_counter() - start, 3)
     print(json.dumps(result))
     return 0
+
+
+def _error(err: BaseException) -> None:
+    """An expected error as one line on stderr: a message listing several bad keys (one per line, as a
+    notebook shows it) is folded into `; `-separated parts."""
+    parts = [part.strip() for part in str(err).splitlines() if part.strip()]
+    head, rest = (parts[0], parts[1:]) if parts else ("", [])
+    print("error: " + (f"{head} {'; '.join(rest)}" if rest else head), file=sys.stderr)
 
 
 def _check(args, params) -> int:
@@ -143,7 +151,7 @@ def _check(args, params) -> int:
                 for name in custom:
                     data.load_task(params.task(name))
         except data.DataError as err:
-            print(f"error: {err}", file=sys.stderr)
+            _error(err)
             return 1
     checked = f"; files of {', '.join(custom)} checked" if custom else ""
     print(f"{args.params}: valid ({params.profile} profile{checked})")

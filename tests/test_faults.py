@@ -46,8 +46,8 @@ def _one_line_error(result, code: int) -> str:
     assert result.stdout == "", result.stdout
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, result.stderr[-3000:]
-    # a parameter error lists each bad key on an indented line of its own below `error: invalid parameters`
-    return result.stderr[result.stderr.index("error: "):]
+    assert result.stderr.rstrip("\n").endswith(errors[0]), result.stderr[-3000:]  # nothing after it
+    return errors[0]
 
 
 def _custom(tmp_path: Path, train: Path, validation: Path | None = None, **task) -> config.Params:
@@ -87,6 +87,13 @@ def test_max_length_minimum_of_one_text_column(tmp_path, max_length, ok):
     else:
         with pytest.raises(ConfigError, match=rf"data\.max_length = {max_length}: .*'reviews'.*allowed: 6\.\."):
             validate(raw)
+
+
+def test_several_bad_keys_are_one_error_line(tmp_path):
+    raw = _raw()
+    raw["distill"]["temperature"], raw["teacher"]["batch_size"] = 0, 0
+    line = _one_line_error(run_cli("--params", str(_params_file(tmp_path, raw)), "check", cwd=tmp_path), 2)
+    assert "invalid parameters in" in line and "teacher.batch_size = 0" in line and "distill.temperature = 0" in line
 
 
 def test_cli_check_refuses_a_max_length_without_room_for_text(tmp_path):
