@@ -13,8 +13,8 @@ Installed (`pip install -e .`), `alpkd ...` is the same command as `python -m al
 
 Outputs go under --out (default `scratch`, git-ignored); only an explicit `--out .` writes the pipeline's own
 files (models/, metrics/, ...). stdout is the step's JSON record alone (progress and logs go to stderr); an
-expected error (parameters, data, cache, a missing model) prints one line `error: ...` and exits 2
-(parameters) or 1 (the rest).
+expected error (parameters, data, cache, a missing or unusable model, a non-finite loss, an unwritable output)
+prints one line `error: ...` and exits 2 (parameters) or 1 (the rest).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__, config
+from . import __version__, config, preflight
 from .paths import Layout
 
 
@@ -61,36 +61,48 @@ def main(argv: list[str] | None = None) -> int:
             raise config.ConfigError(f"--task {args.task!r} is not in data.tasks {params.data.tasks}")
         if args.command == "distill" and args.depth not in params.student.depths:
             raise config.ConfigError(f"--depth {args.depth} is not in student.depths {params.student.depths}")
+        if getattr(args, "seed", None) is not None:
+            _check_seed(args.seed)
         if args.command == "distill" and args.seed is not None and args.seed not in params.distill.seeds:
             raise config.ConfigError(f"--seed {args.seed} is not in distill.seeds {params.distill.seeds}")
         if args.command in ("teacher", "cache", "verify-cache") and args.seed is not None \
                 and args.seed not in params.teacher.seeds:
             raise config.ConfigError(f"--seed {args.seed} is not in teacher.seeds {params.teacher.seeds}")
+        if args.command == "evaluate":  # any known task, not only those of data.tasks
+            _check_known_task(params, args.task)
     except config.ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(err)
         return 2
     if args.command == "check":
-        print(f"{args.params}: valid ({params.profile} profile)")
-        return 0
+        return _check(args, params)
 
     if args.command == "verify-cache":  # reads no model and no data
         return _verify_cache(args, params)
+    try:  # before anything trains: a step that cannot write its outputs fails after minutes of work
+        preflight.check_writable(_written(args, params), Path(args.out))
+    except OSError as err:
+        _error(err)
+        return 1
 
     from . import numerics
 
     try:  # before torch loads: its kernels, MKL and the thread count read these once
         numerics.pin(params.runtime)
     except numerics.NumericsError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(err)
         return 1
     from . import cache, data, distill  # heavy imports only once the parameters are known to be good
 
-    expected = (config.ConfigError, data.DataError, cache.CacheError, FileNotFoundError, numerics.NumericsError)
+    from .evaluation import ModelError
+
+    # FloatingPointError: a loss that became NaN or infinite (the trainer stops at once and says so)
+    expected = (config.ConfigError, data.DataError, cache.CacheError, ModelError, FileNotFoundError, FloatingPointError,
+                numerics.NumericsError)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON record alone
             result = _run(args, params, distill)
     except expected as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(err)
         return 2 if isinstance(err, config.ConfigError) else 1
     print(json.dumps(result, indent=2, default=str))
     return 0
@@ -146,11 +158,80 @@ def _verify_cache(args, params) -> int:
         for seed in [args.seed] if args.seed is not None else params.teacher.seeds:
             result[f"s{seed}"] = cache.verify_task(Layout(Path(args.out)).cache(args.task, seed), "full")
     except cache.CacheError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _error(err)
         return 1
     result["seconds"] = round(time.perf_counter() - start, 3)
     print(json.dumps(result))
     return 0
+
+
+def _error(err: BaseException) -> None:
+    """An expected error as one line on stderr: a message listing several bad keys (one per line, as a
+    notebook shows it) is folded into `; `-separated parts."""
+    parts = [part.strip() for part in str(err).splitlines() if part.strip()]
+    head, rest = (parts[0], parts[1:]) if parts else ("", [])
+    print("error: " + (f"{head} {'; '.join(rest)}" if rest else head), file=sys.stderr)
+
+
+def _check(args, params) -> int:
+    """`check`: the parameters, and the declared files of the custom tasks in data.tasks (read and checked as
+    the data stage reads them: columns, labels, texts, lines), so a bad file is named before any stage runs."""
+    custom = [name for name in params.data.tasks if name in params.custom_tasks]
+    if custom:
+        from . import data
+
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # stdout: the verdict alone
+                for name in custom:
+                    data.load_task(params.task(name))
+        except data.DataError as err:
+            _error(err)
+            return 1
+    checked = f"; files of {', '.join(custom)} checked" if custom else ""
+    print(f"{args.params}: valid ({params.profile} profile{checked})")
+    return 0
+
+
+def _check_seed(seed: int) -> None:
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        TypeAdapter(config.Seed).validate_python(seed)
+    except ValidationError:
+        raise config.ConfigError(f"--seed {seed}: allowed: 0..{2**32 - 1}") from None
+
+
+def _check_known_task(params, name: str) -> None:
+    from .tasks import GLUE_TASKS
+
+    if name not in GLUE_TASKS and name not in params.custom_tasks:
+        allowed = ", ".join([*GLUE_TASKS, *params.custom_tasks])
+        raise config.ConfigError(f"--task {name!r}: unknown task; allowed: {allowed} "
+                                 "(or declare it under custom_tasks)")
+    # data.max_length is checked against the tasks of data.tasks; a task outside them may have more text columns
+    task = params.custom_tasks.get(name) or GLUE_TASKS[name]
+    columns = len(task.text_columns)
+    if params.data.max_length < config.min_max_length(columns):
+        raise config.ConfigError(f"data.max_length = {params.data.max_length}: leaves no room for the text of task "
+                                 f"{name!r} ({columns} text column(s)); allowed: {config.min_max_length(columns)}.. "
+                                 "the teacher's positions")
+
+
+def _written(args, params) -> list[Path]:
+    """The folders (under --out) the step writes into."""
+    layout = Layout(Path(args.out))
+    task = args.task
+    if args.command == "data":
+        return [layout.data(task).parent]
+    seeds = [args.seed] if getattr(args, "seed", None) is not None else params.teacher.seeds
+    if args.command == "cache":
+        return [layout.cache(task, s) for s in seeds]
+    if args.command == "evaluate":  # its temporary files, and the data copy when it is missing
+        return [layout.checkpoints("eval").parent, layout.data(task).parent]
+    folders = [layout.data(task).parent, layout.checkpoints("x").parent]
+    if args.command == "teacher":
+        return folders + [p.parent for s in seeds for p in layout.teacher_outputs(task, s)]
+    return folders + list(layout.group_dirs(task, args.depth).values())
 
 
 def _require_model(folder: Path, message: str) -> None:

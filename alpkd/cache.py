@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .paths import replace_atomically
+from .paths import remove_stale_temporaries, replace_atomically
 
 FORMAT = 1  # of the key (what the cached outputs depend on); unchanged by the manifest's version
 MANIFEST = 2  # of meta.json: 2 added file sizes, dtypes, sample hashes and the manifest's own hash
@@ -162,6 +163,8 @@ def write(cache_dir: str | Path, split: str, key: dict, logits: np.ndarray, stat
         meta["manifest_sha256"] = _manifest_sha256(meta)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
+    # what a killed writer of this split left (`python -m alpkd cache` runs no teacher stage that would clean)
+    remove_stale_temporaries([Path(cache_dir) / split])
     return replace_atomically(Path(cache_dir) / split, write_split)
 
 
@@ -182,19 +185,28 @@ class SplitCache:
         )
 
 
-HINT = "rebuild it with the teacher stage (dvc repro) or `python -m alpkd cache --task <task>`"
+def hint(task_dir: str | Path) -> str:
+    """How to rebuild the cache at `<root>/cache/<task>/s<seed>` (one teacher's): that task's name, that seed and
+    that output root, spelled out (a bare `python -m alpkd cache` would write under the default --out)."""
+    task_dir = Path(task_dir)
+    seed = ""
+    if re.fullmatch(r"s\d+", task_dir.name):
+        seed, task_dir = f" --seed {task_dir.name[1:]}", task_dir.parent
+    task, root = task_dir.name, task_dir.parent.parent
+    return (f"rebuild it with the teacher stage (`dvc repro teacher@{task}` in the pipeline) or "
+            f"`python -m alpkd --out {root} cache --task {task}{seed}`")
 
 
 def _read_meta(folder: Path) -> dict:
     meta_file = folder / "meta.json"
     if not meta_file.exists():
-        raise CacheError(f"no teacher cache at {folder}; {HINT}")
+        raise CacheError(f"no teacher cache at {folder}; {hint(folder.parent)}")
     try:
         meta = json.loads(meta_file.read_text())
     except json.JSONDecodeError as err:
-        raise CacheError(f"teacher cache {folder} has a damaged meta.json ({err}); {HINT}") from None
+        raise CacheError(f"teacher cache {folder} has a damaged meta.json ({err}); {hint(folder.parent)}") from None
     if not isinstance(meta, dict) or "key" not in meta or "sha256" not in meta:
-        raise CacheError(f"teacher cache {folder} has a damaged meta.json (no key or checksums); {HINT}")
+        raise CacheError(f"teacher cache {folder} has a damaged meta.json (no key or checksums); {hint(folder.parent)}")
     return meta
 
 
@@ -211,7 +223,7 @@ def _level(verify) -> str:
 def _check(folder: Path, meta: dict, level: str) -> SplitCache:
     """The integrity checks of `level` on one split's files; the opened cache, or `CacheError`."""
     def damaged(why: str) -> CacheError:
-        return CacheError(f"teacher cache {folder} is damaged: {why}; {HINT}")
+        return CacheError(f"teacher cache {folder} is damaged: {why}; {hint(folder.parent)}")
 
     legacy = meta.get("manifest") is None  # written before the manifest held sizes and sample hashes
     if not legacy:
@@ -228,7 +240,7 @@ def _check(folder: Path, meta: dict, level: str) -> SplitCache:
                           "(truncated or overwritten)")
     if legacy and level == "cheap":
         warnings.warn(f"teacher cache {folder} was written by an older version (no sample hashes in meta.json): "
-                      f"verifying every byte instead; {HINT} to make later loads cheap", stacklevel=3)
+                      f"verifying every byte instead; {hint(folder.parent)} to make later loads cheap", stacklevel=3)
         level = "full"
     if level == "full":
         for name, digest in meta["sha256"].items():
@@ -268,7 +280,7 @@ def load(cache_dir: str | Path, split: str, expected_key: dict, verify: str | bo
     stale = {k: (meta["key"].get(k), v) for k, v in expected_key.items() if meta["key"].get(k) != v}
     if stale:
         what = ", ".join(f"{k} (cached {a!r}, now {b!r})" for k, (a, b) in stale.items())
-        raise CacheError(f"teacher cache {folder} is stale: it was built for a different {what}; {HINT}")
+        raise CacheError(f"teacher cache {folder} is stale: it was built for a different {what}; {hint(folder.parent)}")
     return _check(folder, meta, level)
 
 
@@ -282,7 +294,7 @@ def verify_task(cache_dir: str | Path, level: str = "full") -> dict:
     splits = sorted(p.name for p in cache_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) \
         if cache_dir.is_dir() else []
     if not splits:
-        raise CacheError(f"no teacher cache at {cache_dir}; {HINT}")
+        raise CacheError(f"no teacher cache at {cache_dir}; {hint(cache_dir)}")
     level = _level(level)
     size = 0
     for split in splits:

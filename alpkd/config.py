@@ -22,22 +22,25 @@ Method = Literal["nokd", "kd", "pkd", "alp", "alp_no", "alp_po", "alp_scaled", "
 MetricName = Literal["accuracy", "f1", "matthews", "pearson", "spearman"]
 
 
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what numpy's and torch's generators accept
+class ConfigError(ValueError):
+    """A bad parameter: the message names the key, the value and what is allowed."""
 
 
-def _unique(values: list, key: str) -> list:
+# a seed numpy, torch and the Trainer all accept (numpy refuses anything outside 0..2**32-1)
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+
+def _unique_list(values: list, key: str) -> list:
+    """`values` unchanged, or a ValueError naming `key` and the first value listed twice."""
     repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
     if repeated:
         raise ValueError(f"{key} = {values}: {repeated[0]!r} is listed twice; each may appear once")
     return values
 
 
-class ConfigError(ValueError):
-    """A bad parameter: the message names the key, the value and what is allowed."""
-
-
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are floats too: a learning rate of .inf passes `gt=0` and ends as a NaN loss
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class CustomTask(_Section):
@@ -68,12 +71,25 @@ class Tiny(_Section):
     num_heads: PositiveInt = 2
     intermediate_size: PositiveInt = 64
 
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "Tiny":
+        # BERT splits the hidden vector into num_heads equal parts; else building the model fails later
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"teacher.tiny.num_heads = {self.num_heads}: does not divide teacher.tiny.hidden_size "
+                             f"{self.hidden_size}; allowed: a divisor of it")
+        return self
+
 
 class Data(_Section):
     tasks: list[str] = Field(min_length=1)  # GLUE task names or names declared in custom_tasks
     max_length: PositiveInt
     max_train_samples: PositiveInt | None = None  # deterministic subsample (seed 0), None = all
     max_eval_samples: PositiveInt | None = None
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_tasks(cls, values: list) -> list:
+        return _unique_list(values, "data.tasks")  # a repeated task would repeat its rows in the report
 
 
 class Training(_Section):
@@ -97,12 +113,17 @@ class Teacher(Training):
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, values: list) -> list:
-        return _unique(values, "teacher.seeds")
+        return _unique_list(values, "teacher.seeds")
 
 
 class Student(_Section):
     depths: list[PositiveInt] = Field(min_length=1)
     init: Literal["skip", "first", "random"] = "skip"
+
+    @field_validator("depths")
+    @classmethod
+    def _unique_depths(cls, values: list) -> list:
+        return _unique_list(values, "student.depths")
 
 
 class Distill(Training):
@@ -133,7 +154,7 @@ class Distill(Training):
     @field_validator("seeds", "methods")
     @classmethod
     def _unique(cls, values: list, info: ValidationInfo) -> list:
-        return _unique(values, f"distill.{info.field_name}")
+        return _unique_list(values, f"distill.{info.field_name}")
 
 
 class Runtime(_Section):
@@ -186,6 +207,12 @@ class Params(_Section):
             if not re.fullmatch(r"[A-Za-z0-9_]+", name):
                 raise ValueError(f"custom_tasks.{name}: the task name {name!r} is not allowed; use letters, "
                                  "digits and underscores only (e.g. my_task)")
+            ct = self.custom_tasks[name]
+            for field in ("text_columns", "metrics"):  # a column twice: a pair of one text; a metric twice: two columns
+                _unique_list(getattr(ct, field), f"custom_tasks.{name}.{field}")
+            if ct.label_column in ct.text_columns:
+                raise ValueError(f"custom_tasks.{name}.label_column = {ct.label_column!r}: also one of text_columns "
+                                 f"{ct.text_columns}; the label and the texts must be different columns")
             for split in ("train", "validation"):  # data/ is the data stage's output: a file there is replaced
                 path = getattr(self.custom_tasks[name], split)
                 if Path(path).parts[:1] == ("data",):
@@ -239,9 +266,33 @@ class Params(_Section):
     def _max_length_fits_teacher(self) -> "Params":
         limit = teacher_config_value(self.teacher, "max_position_embeddings")
         if self.data.max_length > limit:
+            low = max(min_max_length(len(self.custom_tasks[name].text_columns if name in self.custom_tasks
+                                         else GLUE_TASKS[name].text_columns)) for name in self.data.tasks)
             raise ValueError(f"data.max_length = {self.data.max_length}: above the teacher's {limit} positions "
-                             f"(max_position_embeddings of {self.teacher.model!r}); allowed: 1..{limit}")
+                             f"(max_position_embeddings of {self.teacher.model!r}); allowed: {low}..{limit}")
         return self
+
+    @model_validator(mode="after")
+    def _max_length_holds_text(self) -> "Params":
+        # below this the tokenizer cannot truncate (it drops truncation and keeps whole texts) or keeps no text
+        for name in self.data.tasks:
+            columns = len(self.custom_tasks[name].text_columns if name in self.custom_tasks
+                          else GLUE_TASKS[name].text_columns)
+            low = min_max_length(columns)
+            if self.data.max_length < low:
+                raise ValueError(f"data.max_length = {self.data.max_length}: leaves no room for the text of task "
+                                 f"{name!r} ({columns} text column(s): {low - MIN_TEXT_TOKENS * columns} special "
+                                 f"tokens + {MIN_TEXT_TOKENS} tokens each); allowed: {low}..the teacher's positions")
+        return self
+
+
+MIN_TEXT_TOKENS = 4  # the fewest tokens of each text column that `data.max_length` must leave room for
+
+
+def min_max_length(text_columns: int) -> int:
+    """The smallest `data.max_length` allowed: BERT's special tokens ([CLS] t [SEP], or [CLS] a [SEP] b [SEP])
+    plus `MIN_TEXT_TOKENS` of each text column. A fixed rule, so `check` needs no tokenizer."""
+    return (2 if text_columns == 1 else 3) + MIN_TEXT_TOKENS * text_columns
 
 
 def teacher_num_layers(teacher: Teacher) -> int:
@@ -260,9 +311,23 @@ def teacher_config_value(teacher: Teacher, key: str):
         return {"num_hidden_layers": teacher.tiny.num_layers, "max_position_embeddings": TINY_MAX_POSITIONS}[key]
     from .students import teacher_path  # late: keeps config importable without transformers
 
-    config_file = Path(teacher_path(teacher.model)) / "config.json"
+    try:
+        config_file = Path(teacher_path(teacher.model)) / "config.json"
+    except ImportError as err:  # minilm without its package: a ValueError is reported as the key's error
+        raise ValueError(str(err)) from None
     if config_file.exists():
-        return json.loads(config_file.read_text())[key]
+        try:
+            value = json.loads(config_file.read_text(encoding="utf-8"))[key]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"teacher.model = {teacher.model!r}: cannot read {config_file} ({type(err).__name__}: "
+                             f"{err}); allowed: a folder holding a BERT-family config.json") from None
+        except (KeyError, TypeError):
+            raise ValueError(f"teacher.model = {teacher.model!r}: {config_file} has no {key!r}; allowed: a folder "
+                             "holding a BERT-family config.json") from None
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"teacher.model = {teacher.model!r}: {config_file} gives {key} = {value!r}; expected "
+                             "a positive integer")
+        return value
     from transformers import AutoConfig
 
     try:
@@ -303,6 +368,8 @@ def load(path: str | Path = "params.yaml") -> Params:
         path = repo_root() / path
     if not path.exists():
         raise ConfigError(f"params file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"params file {path}: not a file (a folder?); expected a YAML file such as params.yaml")
     raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
@@ -336,7 +403,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def read_yaml(path: str | Path):
     """A YAML file's content; a syntax error or a repeated key is a `ConfigError` naming file and line."""
     try:
-        return yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = Path(path).read_bytes()[:err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line} (byte {err.start}): not UTF-8 text ({err.reason}); "
+                          "expected a YAML text file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read it ({err.strerror})") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except _DuplicateKey as err:
         raise ConfigError(f"{path}: line {err.line}: {err}") from None
     except yaml.YAMLError as err:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from .paths import Layout, replace_atomically
+from .paths import Layout, remove_stale_temporaries, replace_atomically
 from .tasks import Task
 
 GLUE_HUB = "nyu-mll/glue"
@@ -57,7 +58,19 @@ def load_task(task: Task) -> datasets.DatasetDict:
         raw, where = _load_glue(task)
     for split, ds in raw.items():
         check_split(ds, task, where[split], lines.get(split))
+    _check_classes(raw["train"], task, where["train"])
     return raw
+
+
+def _check_classes(ds: datasets.Dataset, task: Task, where: str) -> None:
+    """A classification training set holds at least two classes: on one, training makes a constant predictor."""
+    if task.is_regression:
+        return
+    classes = sorted(set(ds[task.label_column]))
+    if len(classes) < 2:
+        raise DataError(f"{where}: every training label is {classes[0]!r} (one class of the task's "
+                        f"{task.num_labels}); a model trained on it predicts that class whatever the text. "
+                        "The training file needs examples of at least two classes")
 
 
 def _load_glue(task: Task) -> tuple[datasets.DatasetDict, dict[str, str]]:
@@ -99,6 +112,17 @@ def _load_glue(task: Task) -> tuple[datasets.DatasetDict, dict[str, str]]:
 # TSV is read with quoting off (as GLUE's own TSV files are meant): a text starting with `"` stays one text
 _READERS = {".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t", "quoting": csv.QUOTE_NONE}),
             ".jsonl": ("json", {}), ".json": ("json", {})}
+
+
+def _reader_options(task: Task, builder: str) -> dict:
+    """pandas' options for a CSV or TSV file: texts such as `NA`, `None`, `null`, `n/a` are texts (pandas'
+    missing-value list applies to no column; a blank label is still missing), and the first column is never
+    taken as an index (pandas does so when every row has one field more than the header)."""
+    if builder != "csv":
+        return {}
+    return {"keep_default_na": False, "na_values": {task.label_column: [""]}, "index_col": False}
+
+
 _HEADER_NOTE = "lines count from 1; line 1 is the header"
 
 
@@ -117,12 +141,19 @@ def _load_files(task: Task) -> tuple[datasets.DatasetDict, dict[str, str], dict[
         if suffix not in _READERS:
             raise DataError(f"task {task.name!r}, {split} file {path}: unsupported type {suffix!r}; "
                             f"allowed: {', '.join(_READERS)}")
+        if Path(path).is_dir():
+            raise DataError(f"task {task.name!r}: {split} file {path} is a folder; name a {', '.join(_READERS)} file")
         if not Path(path).is_file():
             raise DataError(f"task {task.name!r}: {split} file {path} not found")
         builder, kwargs = _READERS[suffix]
+        # read line by line first: an error names the file's line, not a position inside a parser's chunk
+        lines[split] = _record_lines(Path(path), suffix)
+        if not lines[split][0]:
+            raise DataError(f"task {task.name!r}: {split} file {path}: no examples (an empty file, or a header "
+                            "line alone)")
         try:
-            out[split] = datasets.load_dataset(builder, data_files=path, split="train", **kwargs)
-            lines[split] = _record_lines(Path(path), suffix)
+            out[split] = datasets.load_dataset(builder, data_files=path, split="train", **kwargs,
+                                               **_reader_options(task, builder))
         except DataError:
             raise
         except Exception as err:  # noqa: BLE001 - any failure becomes one message with its cause
@@ -132,24 +163,77 @@ def _load_files(task: Task) -> tuple[datasets.DatasetDict, dict[str, str], dict[
 
 
 def _record_lines(path: Path, suffix: str) -> tuple[list[int], str]:
-    """The line (from 1) on which each example of a file starts, read independently of `datasets`."""
-    with open(path, newline="", encoding="utf-8") as f:
-        if suffix in (".csv", ".tsv"):
-            tsv = suffix == ".tsv"
-            reader = csv.reader(f, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
-            starts, end = [], 0
-            for record in reader:
-                start, end = end + 1, reader.line_num
-                if end > start:  # a quoted field ran over line breaks: almost always an unclosed quote
-                    raise DataError(f"{path}: line {start}: a quoted field runs on to line {end} (an unclosed "
-                                    f"quote?); each example must be on one line ({_HEADER_NOTE})")
-                if len(record) > 1 or (record and record[0].strip()):  # blank lines are skipped, as pandas does
-                    starts.append(start)
-            return starts[1:], _HEADER_NOTE
-        text = f.read()
+    """The line (from 1) on which each example of a file starts, read independently of `datasets`.
+
+    Also the faults a parser would report by a position inside its chunk, or not at all: a byte that is not
+    UTF-8 (line and byte offset), a repeated column name, a row with more or fewer fields than the header,
+    a JSON Lines record that is not JSON (its line).
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as err:  # no read permission, most likely
+        raise DataError(f"{path}: cannot be read ({err.strerror}); the data stage reads it") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{path}: line {line} (byte offset {err.start}): byte {raw[err.start]:#04x} is not UTF-8 "
+                        f"({err.reason}); save the file as UTF-8 (lines count from 1, bytes from 0)") from None
+    if suffix in (".csv", ".tsv"):
+        tsv = suffix == ".tsv"
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ",",
+                            quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+        starts, end, header = [], 0, None
+        for record in reader:
+            start, end = end + 1, reader.line_num
+            if end > start:  # a quoted field ran over line breaks: almost always an unclosed quote
+                raise DataError(f"{path}: line {start}: a quoted field runs on to line {end} (an unclosed "
+                                f"quote?); each example must be on one line ({_HEADER_NOTE})")
+            if not (len(record) > 1 or (record and record[0].strip())):  # blank lines are skipped, as pandas does
+                continue
+            if header is None:
+                header = record
+                repeated = next((c for c in record if record.count(c) > 1), None)
+                if repeated is not None:  # pandas would rename the second one `label.1`, silently
+                    raise DataError(f"{path}: line {start} (the header): column {repeated!r} appears more than "
+                                    f"once in {record}; each column name may appear once")
+            elif len(record) != len(header):  # pandas would shift the fields, or take the first as an index
+                raise DataError(f"{path}: line {start}: {len(record)} fields, the header (line 1) has "
+                                f"{len(header)} ({header}); quote a field that holds the delimiter "
+                                f"({_HEADER_NOTE})")
+            starts.append(start)
+        return starts[1:], _HEADER_NOTE
     if text.lstrip().startswith("["):  # one JSON array: records count from 1
-        return list(range(1, len(json.loads(text)) + 1)), "records of the JSON array count from 1"
-    return [k + 1 for k, line in enumerate(text.splitlines()) if line.strip()], "lines count from 1"
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: line {err.lineno}, column {err.colno}: not valid JSON ({err.msg}) "
+                            "(lines count from 1)") from None
+        return list(range(1, len(records) + 1)), "records of the JSON array count from 1"
+    starts = []
+    for k, line in enumerate(text.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line, object_pairs_hook=lambda pairs: _unique_keys(pairs, path, k + 1))
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: line {k + 1}, column {err.colno}: not a JSON record ({err.msg}); one JSON "
+                            "object per line (lines count from 1)") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {k + 1}: a JSON {type(record).__name__}, not an object with the task's "
+                            "columns (lines count from 1)")
+        starts.append(k + 1)
+    return starts, "lines count from 1"
+
+
+def _unique_keys(pairs: list[tuple], path: Path, line: int) -> dict:
+    """A JSON object's pairs as a dict; a key given twice is an error (json keeps the last one, silently)."""
+    keys = [k for k, _ in pairs]
+    repeated = next((k for k in keys if keys.count(k) > 1), None)
+    if repeated is not None:
+        raise DataError(f"{path}: line {line}: key {repeated!r} appears more than once in one record; each column "
+                        "may appear once (lines count from 1)")
+    return dict(pairs)
 
 
 def _check_count(ds: datasets.Dataset, task: Task, path: str, starts: list[int], note: str) -> None:
@@ -273,6 +357,8 @@ def write_task_data(task: Task, root: str | Path) -> Path:
     """The `data` stage: the task's checked splits from their source to `<root>/data/<task>/<split>.parquet`
     (the folder replaced as a whole, atomically), and `data/<task>.source.json` (source, rows, fingerprints)."""
     layout = Layout(Path(root))
+    # what a killed data stage left (`data/.<task>.tmp-<pid>/`, inside the DVC output `data/<task>`'s parent)
+    remove_stale_temporaries([layout.data(task.name), layout.data_source(task.name)])
     raw = load_task(task)
 
     def write(tmp: Path) -> None:
@@ -316,10 +402,20 @@ def _stored(task: Task, layout: Layout) -> bool:
         return False
     again = (f"write it again (`dvc repro data@{task.name}`, or `python -m alpkd --out {layout.root} data --task "
              f"{task.name}` outside the pipeline)")
-    recorded = json.loads(layout.data_source(task.name).read_text()).get("files")
+
+    def read(path: Path) -> dict:
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise DataError(f"{path}: damaged ({type(err).__name__}: {err}); {again}") from None
+        if not isinstance(content, dict):
+            raise DataError(f"{path}: damaged (a JSON {type(content).__name__}, not an object); {again}")
+        return content
+
+    recorded = read(layout.data_source(task.name)).get("files")
     if task.files and recorded != _file_hashes(task):
         raise DataError(f"task {task.name!r}: {folder}/ is a copy of its files before they changed; {again}")
-    stored, now = json.loads((folder / TASK_FILE).read_text()), json.loads(json.dumps(declaration(task)))
+    stored, now = read(folder / TASK_FILE), json.loads(json.dumps(declaration(task)))
     if stored != now:  # compared as JSON: the tuples are stored as lists
         changed = sorted(k for k in {*stored, *now} if stored.get(k) != now.get(k))
         raise DataError(f"task {task.name!r}: {folder}/ was written for another declaration of the task (changed: "
@@ -341,7 +437,14 @@ def read_task_data(task: Task, root: str | Path) -> datasets.DatasetDict:
     out = {}
     for split in splits(task):
         path = layout.data(task.name) / f"{split}.parquet"
-        out[split] = datasets.Dataset(pq.read_table(path))  # features (ClassLabel, ...) from the file's schema
+        try:
+            table = pq.read_table(path)
+        except Exception as err:  # noqa: BLE001 - truncated or overwritten: pyarrow's own message says how
+            why = " ".join(str(err).split())  # one line
+            raise DataError(f"{path}: cannot be read ({type(err).__name__}: {why}); the data stage's copy is "
+                            f"damaged: write it again (`dvc repro data@{task.name}`, or `python -m alpkd --out "
+                            f"{layout.root} data --task {task.name}` outside the pipeline)") from None
+        out[split] = datasets.Dataset(table)  # features (ClassLabel, ...) from the file's schema
         check_split(out[split], task, str(path))
     return datasets.DatasetDict(out)
 

@@ -13,14 +13,16 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+from transformers import AutoModelForSequenceClassification, set_seed
 
 from . import cache as cache_lib
 from . import data, metrics, numerics, progress
 from .config import ConfigError, Params
-from .evaluation import attention_map, entropy_bits, evaluate, split_suffix
+from .evaluation import (attention_map, check_model_fits, entropy_bits, evaluate, load_saved, split_suffix,
+                         teacher_again)
 from .losses import ALP_METHODS, alp_allowed, alp_scaled, distillation_loss, pkd_layers, rail_layers, same_objective
 from .paths import Layout, Run, remove_stale_temporaries
+from .preflight import check_writable
 from .records import nulls, run_record, save_model, write_json, write_log
 from .students import build_student, layer_states, load_pretrained, load_tokenizer
 from .tasks import Task
@@ -48,6 +50,7 @@ def train_teachers(params: Params, task_name: str, root: str | Path = ".") -> li
     teacher resumes the first two at their end (DVC removes a stage's outputs before re-running it)."""
     numerics.check(params.runtime)
     task = params.task(task_name)
+    _check_teacher_writable(Layout(Path(root)), task.name, params.teacher.seeds)
     tokenizer = load_tokenizer(params.teacher.model)
     dsets = data.prepare(task, tokenizer, params.data, root)
     records, done, start = [], [], time.perf_counter()
@@ -70,10 +73,16 @@ def train_teacher(params: Params, task_name: str, root: str | Path = ".", seed: 
     seed = params.teacher.seeds[0] if seed is None else seed
     if seed not in params.teacher.seeds:
         raise ConfigError(f"teacher seed {seed} is not in teacher.seeds {params.teacher.seeds}")
+    _check_teacher_writable(Layout(Path(root)), task.name, [seed])
     tokenizer = load_tokenizer(params.teacher.model)
     record, ckpt = _train_teacher(params, task, seed, root, tokenizer, data.prepare(task, tokenizer, params.data, root))
     shutil.rmtree(ckpt, ignore_errors=True)
     return record
+
+
+def _check_teacher_writable(layout: Layout, task: str, seeds) -> None:
+    # before minutes of training: a folder it cannot write would fail after the model is saved
+    check_writable([p.parent for s in seeds for p in layout.teacher_outputs(task, s)] + [layout.checkpoints(".").parent])
 
 
 def _train_teacher(params: Params, task: Task, seed: int, root, tokenizer, dsets) -> tuple[dict, Path]:
@@ -88,6 +97,7 @@ def _train_teacher(params: Params, task: Task, seed: int, root, tokenizer, dsets
     trainer = DistillTrainer(model=model, args=training_args(tp, params.runtime, ckpt, seed),
                              train_dataset=dsets["train"], data_collator=data.Collator(tokenizer),
                              progress_label=f"teacher {task.name}  seed {seed}")
+    trainer.label = "teacher"  # named in a non-finite-loss error (its objective is `nokd`'s)
     timing = train(trainer)
     scores = evaluate(trainer, task, dsets, preds := {})
     if not trainer.is_world_process_zero():
@@ -115,9 +125,11 @@ def write_cache(params: Params, task_name: str, root: str | Path = ".", seed: in
     layout, task = Layout(Path(root)), params.task(task_name)
     seed = params.teacher.seeds[0] if seed is None else seed
     teacher_dir = layout.teacher_model(task.name, seed)
-    tokenizer = tokenizer or AutoTokenizer.from_pretrained(teacher_dir)
+    again = teacher_again(task.name, root, seed)
+    saved_tokenizer, teacher = load_saved(teacher_dir, again)  # a damaged file, named
+    check_model_fits(teacher, task, teacher_dir, again)  # e.g. num_labels edited since
+    tokenizer = tokenizer or saved_tokenizer
     dsets = dsets or data.prepare(task, tokenizer, params.data, root)
-    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     teacher.to("cuda" if torch.cuda.is_available() else "cpu")
     collator = data.Collator(tokenizer)
     for split, key in _cache_keys(layout, task, tokenizer, dsets, params, seed).items():
@@ -140,10 +152,13 @@ class Cell:
         teacher_dir = self.layout.teacher_model(self.task.name, self.teacher_seed)
         if not (teacher_dir / "config.json").exists():
             raise FileNotFoundError(f"no teacher of seed {self.teacher_seed} for {self.task.name!r} at {teacher_dir}: "
-                                    "run the teacher stage first")
-        self.tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+                                    f"run the teacher stage first (`dvc repro teacher@{self.task.name}`, or "
+                                    f"`python -m alpkd --out {root} teacher --task {self.task.name} --seed "
+                                    f"{self.teacher_seed}`)")
+        again = teacher_again(self.task.name, root, self.teacher_seed)
+        self.tokenizer, self.teacher = load_saved(teacher_dir, again)
+        check_model_fits(self.teacher, self.task, teacher_dir, again)
         self.dsets = data.prepare(self.task, self.tokenizer, params.data, root)
-        self.teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
         self.n = self.teacher.config.num_hidden_layers
         self.teacher_fingerprint = cache_lib.model_fingerprint(teacher_dir)
         self.use_cache = dp.states == "cls" and dp.teacher_cache
@@ -183,6 +198,7 @@ class Cell:
         returns its metrics record."""
         params, dp, layout, task, method = self.params, self.params.distill, self.layout, self.task, self.method
         run = Run(task.name, self.depth, method, seed)
+        check_writable([p.parent for p in layout.student_outputs(run)] + [layout.checkpoints(".").parent])
         remove_stale_temporaries(layout.student_outputs(run))
         student = build_student(self.teacher, self.depth, params.student.init, seed)
         # resumed only by the same settings on the same data (its content) and the same task declaration

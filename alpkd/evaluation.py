@@ -1,6 +1,8 @@
 """Evaluation: GLUE metrics on the validation splits, and ALP's attention map (student x teacher layers)."""
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +12,63 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 from . import data, metrics
 from .config import Params
 from .losses import alp_allowed, alp_attention, alp_scaled
+from .paths import Layout, remove_stale_temporaries
 from .students import layer_states
 from .tasks import Task
+
+
+class ModelError(RuntimeError):
+    """A saved model folder that cannot be used: not a model, no weights, damaged, or made for another task."""
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def load_saved(folder: str | Path, again: str):
+    """(tokenizer, model) of a saved classification model folder, or one `ModelError` naming the folder or file
+    and `again` (how to write it anew)."""
+    from transformers import AutoConfig
+
+    folder = Path(folder)
+    try:
+        AutoConfig.from_pretrained(folder)
+    except Exception as err:  # noqa: BLE001 - not JSON, or JSON that is no model's config
+        raise ModelError(f"{folder}/config.json: not a model's config ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:200]}); {again}") from None
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise ModelError(f"{folder}: no weights (none of {', '.join(WEIGHT_FILES)}); {again}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(f"{folder}: cannot read its tokenizer ({type(err).__name__}); {again}") from None
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(folder)
+    except Exception as err:  # noqa: BLE001 - a truncated or overwritten weights file, most likely
+        weights = next(name for name in WEIGHT_FILES if (folder / name).is_file())
+        raise ModelError(f"{folder}/{weights}: cannot be loaded (truncated or damaged? {type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:200]}); {again}") from None  # one line
+    return tokenizer, model
+
+
+def teacher_again(task: str, root: str | Path, seed: int | None = None) -> str:
+    """How to write a task's teacher (of one seed) anew (the hint of a teacher that cannot be loaded)."""
+    one = f" --seed {seed}" if seed is not None else ""
+    return (f"re-run the teacher stage (`dvc repro teacher@{task}`, or `python -m alpkd --out {root} teacher "
+            f"--task {task}{one}`)")
+
+
+def check_model_fits(model, task: Task, folder: str | Path, again: str = "") -> None:
+    """The model predicts what the task asks: as many outputs as labels, regression for a 1-label task."""
+    kind = "regression" if task.is_regression else "classification"
+    got = model.config.num_labels
+    problem = getattr(model.config, "problem_type", None)
+    model_kind = problem or ("regression" if got == 1 else "classification")
+    model_kind = "regression" if model_kind == "regression" else "classification"
+    if got != task.num_labels or model_kind != kind:
+        raise ModelError(f"{folder}: a {model_kind} model with {got} output(s) (num_labels {got}, problem_type "
+                         f"{problem!r}); task {task.name!r} is {kind} with {task.num_labels} label(s)"
+                         + (f"; {again}" if again else ""))
 
 
 def split_suffix(split: str) -> str:
@@ -54,12 +111,20 @@ def evaluate(trainer: Trainer, task: Task, dsets, predictions: dict | None = Non
 def evaluate_saved(params: Params, task_name: str, model_dir: str | Path, root: str | Path) -> dict[str, float]:
     """GLUE metrics of a saved model on the task's validation split(s) (the data read from `<root>/data/`)."""
     task = params.task(task_name)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    tokenizer, model = load_saved(model_dir, "pass a folder written by the teacher or distill step")
+    check_model_fits(model, task, model_dir)  # before the data is read: the cause is known now
     dsets = data.prepare(task, tokenizer, params.data, root)
-    args = TrainingArguments(output_dir=str(Path(model_dir) / ".eval"), per_device_eval_batch_size=params.runtime.eval_batch_size,
-                             remove_unused_columns=False, report_to="none", disable_tqdm=True)
-    return evaluate(Trainer(model=model, args=args, data_collator=data.Collator(tokenizer)), task, dsets)
+    # the Trainer's output_dir: under the output root's git-ignored checkpoints/, never inside the model folder
+    # (it may be read-only, shared or pulled); named as a temporary, so what a killed evaluate left is removed
+    target = Layout(Path(root)).checkpoints("eval")
+    remove_stale_temporaries([target])
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        args = TrainingArguments(output_dir=str(tmp), per_device_eval_batch_size=params.runtime.eval_batch_size,
+                                 remove_unused_columns=False, report_to="none", disable_tqdm=True)
+        return evaluate(Trainer(model=model, args=args, data_collator=data.Collator(tokenizer)), task, dsets)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def entropy_bits(weights: torch.Tensor) -> torch.Tensor:

@@ -126,7 +126,8 @@ class DistillTrainer(Trainer):
         # stop at once: a NaN would otherwise be trained on silently and end as a meaningless score
         if not torch.isfinite(loss.detach()).all():
             values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
-            raise FloatingPointError(f"{self.method}: the loss became {float(loss.detach()):.4g} at step "
+            who = getattr(self, "label", None) or self.method  # "teacher" for the teacher (a `nokd` run)
+            raise FloatingPointError(f"{who}: the loss became {float(loss.detach()):.4g} at step "
                                      f"{self.state.global_step + 1} (terms: {values}); lower the learning rate "
                                      "or check the inputs")
 
@@ -143,6 +144,11 @@ class DistillTrainer(Trainer):
 
 
 def training_args(train, runtime, out_dir: Path, seed: int) -> TrainingArguments:
+    if runtime.precision == "fp16" and not torch.cuda.is_available():  # the Trainer would train in fp32, silently
+        from .config import ConfigError
+
+        raise ConfigError("runtime.precision = 'fp16': needs a CUDA GPU and none is available; allowed on this "
+                          "machine: fp32, bf16")
     return TrainingArguments(
         output_dir=str(out_dir),
         learning_rate=train.learning_rate,
