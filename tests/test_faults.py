@@ -169,7 +169,7 @@ def test_distill_refuses_a_teacher_made_for_another_declaration(tmp_path, smoke_
     from alpkd import distill
     from alpkd.evaluation import ModelError
 
-    _saved_model(Layout(tmp_path).teacher_model(TASK), 3)
+    _saved_model(Layout(tmp_path).teacher_model(TASK, 42), 3)
     with pytest.raises(ModelError, match=r"3 output\(s\).*2 label\(s\); re-run the teacher stage"):
         distill.Cell(smoke_params, TASK, 1, "kd", tmp_path)
     with pytest.raises(ModelError, match=r"3 output\(s\).*2 label\(s\); re-run the teacher stage"):
@@ -220,8 +220,8 @@ def test_params_that_is_a_folder(tmp_path):
     ("teacher.learning_rate", math.inf, r"teacher\.learning_rate = inf: "),
     ("distill.learning_rate", math.nan, r"distill\.learning_rate = nan: "),
     ("distill.temperature", math.inf, r"distill\.temperature = inf: "),
-    ("teacher.seed", -1, r"teacher\.seed = -1: "),
-    ("teacher.seed", 2**32, r"teacher\.seed = 4294967296: .*less than or equal to 4294967295"),
+    ("teacher.seeds", [-1], r"teacher\.seeds\.0 = -1: "),
+    ("teacher.seeds", [2**32], r"teacher\.seeds\.0 = 4294967296: .*less than or equal to 4294967295"),
     ("distill.seeds", [1, 2**32], r"distill\.seeds\.1 = 4294967296: "),
     ("student.depths", [1, 1], r"student\.depths = \[1, 1\]: 1 is listed twice"),
     ("data.tasks", ["rte", "rte"], r"data\.tasks = \['rte', 'rte'\]: 'rte' is listed twice"),
@@ -434,14 +434,14 @@ def test_truncated_teacher_weights_name_the_file_and_the_step(tmp_path, smoke_pa
     from alpkd import distill
     from alpkd.evaluation import ModelError
 
-    teacher = _saved_model(Layout(tmp_path).teacher_model(TASK), 2)
+    teacher = _saved_model(Layout(tmp_path).teacher_model(TASK, 42), 2)
     weights = teacher / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ModelError, match=rf"{weights}: cannot be loaded .*`python -m alpkd --out {tmp_path} teacher "
-                                         r"--task rte`"):
+                                         r"--task rte --seed 42`"):
         distill.write_cache(smoke_params, TASK, tmp_path)
     line = _one_line_error(run_cli("--params", str(_params_file(tmp_path / "p")), "--out", str(tmp_path), "cache",
-                                   "--task", TASK, cwd=tmp_path), 1)
+                                   "--task", TASK, "--seed", "42", cwd=tmp_path), 1)
     assert str(weights) in line and "teacher@rte" in line, line
 
 
@@ -581,7 +581,7 @@ def test_data_stage_removes_what_a_killed_data_stage_left(tmp_path, smoke_params
 
 
 def test_cache_write_removes_what_a_killed_cache_step_left(tmp_path):
-    folder = Layout(tmp_path).cache(TASK)
+    folder = Layout(tmp_path).cache(TASK, 42)
     left = [_killed_writer(folder / "train"), _killed_writer(folder / "validation")]
     for split in ("train", "validation"):
         cache.write(folder, split, {"k": 1}, np.zeros((3, 2)), np.zeros((3, 2, 4)))
@@ -594,16 +594,16 @@ def test_missing_teacher_hint_names_the_output_root(tmp_path, smoke_params):
     from alpkd import distill
 
     with pytest.raises(FileNotFoundError, match=rf"run the teacher stage first .*`python -m alpkd --out {tmp_path} "
-                                                r"teacher --task rte`"):
+                                                r"teacher --task rte --seed 42`"):
         distill.Cell(smoke_params, TASK, 1, "kd", tmp_path)
 
 
 def test_cache_hint_names_task_and_output_root(tmp_path):
-    folder = Layout(tmp_path / "elsewhere").cache(TASK)
+    folder = Layout(tmp_path / "elsewhere").cache(TASK, 43)
     (folder / "train").mkdir(parents=True)
     (folder / "train" / "meta.json").write_text("{")
     with pytest.raises(cache.CacheError) as err:
         cache.load(folder, "train", {})
     message = str(err.value)
-    assert f"`python -m alpkd --out {tmp_path / 'elsewhere'} cache --task rte`" in message, message
+    assert f"`python -m alpkd --out {tmp_path / 'elsewhere'} cache --task rte --seed 43`" in message, message
     assert "teacher@rte" in message and "<task>" not in message, message
