@@ -9,8 +9,10 @@ average over tasks; `write_report` writes, atomically, under `report/`:
 - `results.csv`   the same numbers to 4 decimals (layers, method, task, mean, std, n_seeds)
 - `scores.csv`    students' mean scores in long form (task, depth, method, score) for `dvc plots`
 - `scores_by_depth.csv`  the average over tasks, a column per method, a row per depth (`dvc plots`)
-- `significance.csv`  paired bootstrap of each ALP method against KD and PKD at each depth (gap, 95%
-                  interval, p-value; `alpkd.significance`), also in results.md
+- `significance.csv`  paired, two-stage bootstrap of each layer-mapping method against NO-KD, KD and PKD, and of
+                  the baselines among themselves, at each depth (gap, 95% interval, p-value;
+                  `alpkd.significance`), also in results.md
+- `intervals.csv` each student cell's mean with a 95% interval under the same resampling of teachers and seeds
 - `summary.json`  the mean scores (teacher, and `students_<depth>L.<method>.<task or average>`) for
                   `dvc metrics show` and `dvc metrics diff`
 - `figures/`      score vs depth, ALP attention maps per task, training curves per task (PNG)
@@ -272,11 +274,13 @@ SIG_COLUMNS = ["layers", "method", "baseline", "gap", "low", "high", "p_value", 
 
 
 def comparisons(methods: list[str]) -> list[tuple[str, str]]:
-    """(A, B) pairs the report tests: each layer-mapping method against each baseline, and scaled ALP
-    against the paper's unscaled ALP."""
+    """(A, B) pairs the report tests: each layer-mapping method against each baseline, scaled ALP against the
+    paper's unscaled ALP, and the baselines among themselves (KD against NO-KD, PKD against both: the
+    well-replicated effects a run must see before it can judge ALP's finer claim)."""
     pairs = [(a, b) for a in CHALLENGERS if a in methods for b in BASELINES if b in methods]
     if "alp_scaled" in methods and "alp" in methods:
         pairs.append(("alp_scaled", "alp"))
+    pairs += [(a, b) for a, b in (("kd", "nokd"), ("pkd", "nokd"), ("pkd", "kd")) if a in methods and b in methods]
     return pairs
 
 
@@ -345,6 +349,33 @@ def significance_table(sig: pd.DataFrame) -> pd.DataFrame:
         "verdict": [("within noise" if p >= 0.05 else (f"{method_label(a)} better" if g > 0 else f"{method_label(a)} worse"))
                     for a, g, p in zip(sig["method"], sig["gap"], sig["p_adjusted"])],
     })
+
+
+def cell_intervals(records: pd.DataFrame, resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per student (depth, method, task): the mean score x100 over seeds and a 95% percentile interval of that
+    mean under the two-stage bootstrap of `alpkd.significance` (teachers, then each drawn teacher's students; the
+    validation examples held fixed). What a re-run elsewhere should land in if it draws other teachers and
+    students of the same kind. Cells with a NaN score or one seed get no interval."""
+    from .significance import seed_resamples
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    students = records[records["role"] == "student"]
+    for (depth, method, task), cell in students.groupby(["depth", "method", "task"], sort=False):
+        cell = cell.sort_values("seed")
+        scores = 100.0 * cell["score"].to_numpy(dtype=float)
+        low = high = np.nan
+        if len(scores) > 1 and not np.isnan(scores).any():
+            teachers = cell["teacher_seed"].tolist()
+            try:
+                idx = seed_resamples(rng, resamples, len(scores), None if any(pd.isna(t) for t in teachers) else teachers)
+            except ValueError:  # unequal students per teacher (a partial grid): the seeds alone
+                idx = seed_resamples(rng, resamples, len(scores))
+            low, high = np.percentile(scores[idx].mean(axis=1), [2.5, 97.5])
+        rows.append({"layers": int(depth), "method": method, "task": task, "mean": float(scores.mean()),
+                     "low": float(low), "high": float(high), "n_seeds": len(scores),
+                     "n_teachers": int(cell["teacher_seed"].nunique())})
+    return pd.DataFrame(rows, columns=["layers", "method", "task", "mean", "low", "high", "n_seeds", "n_teachers"])
 
 
 def detectable_gaps(sig: pd.DataFrame) -> pd.DataFrame:
@@ -496,7 +527,7 @@ def _write_plot_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> dict[st
 
 
 def _numbers(out: Path, summary: pd.DataFrame, methods: list[str], trivial: dict, sig: pd.DataFrame,
-             attention: pd.DataFrame) -> dict[str, Path]:
+             attention: pd.DataFrame, intervals: pd.DataFrame) -> dict[str, Path]:
     """The CSV files and `summary.json` (headline numbers for `dvc metrics`)."""
     files = {}
     student_summary = summary[summary["role"] == "student"].rename(columns={"layers": "depth"})
@@ -509,6 +540,7 @@ def _numbers(out: Path, summary: pd.DataFrame, methods: list[str], trivial: dict
     files["scores_by_depth.csv"] = write_text(out / "scores_by_depth.csv", _round(wide).to_csv())
     files["significance.csv"] = write_text(out / "significance.csv", _round(sig).to_csv(index=False))
     files["attention.csv"] = write_text(out / "attention.csv", _round(attention).to_csv(index=False))
+    files["intervals.csv"] = write_text(out / "intervals.csv", _round(intervals).to_csv(index=False))
 
     def number(v):
         return None if pd.isna(v) else round(float(v), 2)
@@ -567,10 +599,12 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
     # the files
     headline = {t: records.loc[records["task"] == t, "headline"].iloc[0] for t in tasks if (records["task"] == t).any()}
     figures = _figures(params, records, summary, trivial, headline, maps, logs, out / "figures")
-    files = {p.stem: p for p in figures} | _numbers(out, summary, methods, trivial, sig, attention)
+    intervals = cell_intervals(records)
+    files = {p.stem: p for p in figures} | _numbers(out, summary, methods, trivial, sig, attention, intervals)
     files |= _write_plot_tables(out / "plots", plot_tables(records, summary, logs, tasks, depths, methods))
     sections = [_preamble(params, records), _results_lines(table, headline), _duplicate_lines(dups, methods),
-                _significance_lines(sig, resamples), _attention_lines(attention), _missing_lines(missing),
+                _significance_lines(sig, resamples), _interval_lines(intervals), _attention_lines(attention),
+                _missing_lines(missing),
                 _figure_lines(figures)]
     files["results.md"] = write_text(out / "results.md", "\n".join(line for lines in sections for line in lines))
     return {"table": table, "summary": summary, "significance": sig, "attention": attention, "missing": missing,
@@ -680,6 +714,29 @@ def _significance_lines(sig: pd.DataFrame, resamples: int) -> list[str]:
             "",
         ]
     return lines
+
+
+def _interval_lines(intervals: pd.DataFrame) -> list[str]:
+    from .plots import method_label
+
+    shown = intervals.dropna(subset=["low"])
+    if not len(shown):
+        return []
+    return [
+        "## Where another run's cell means should land",
+        "",
+        "Each student cell's mean and a 95% interval of it from 2000 two-stage bootstrap resamples of its seeds "
+        "(teachers, then the students of each teacher drawn; the validation examples fixed): a re-run on another "
+        "machine that draws other teachers and students of the same kind should find each mean inside, 19 times "
+        "in 20 (`report/intervals.csv`).",
+        "",
+        markdown_table(pd.DataFrame({
+            "layers": shown["layers"], "method": [method_label(m) for m in shown["method"]], "task": shown["task"],
+            "mean": [f"{v:.1f}" for v in shown["mean"]],
+            "95% interval": [f"[{lo:.1f}, {hi:.1f}]" for lo, hi in zip(shown["low"], shown["high"])],
+            "teachers": shown["n_teachers"], "seeds": shown["n_seeds"]})),
+        "",
+    ]
 
 
 def _attention_lines(attention: pd.DataFrame) -> list[str]:

@@ -384,3 +384,31 @@ def test_plot_tables_are_one_task_and_depth_with_a_column_per_method(params, roo
     (plots / "curves" / "cola-1.csv").write_text("step\n")
     report.write_report(params, root, resamples=RESAMPLES)
     assert not (plots / "curves" / "cola-1.csv").exists()
+
+
+def test_cell_intervals_against_scipy_and_the_two_stage_draw():
+    from scipy import stats
+
+    from alpkd import report
+
+    scores = [0.81, 0.84, 0.79, 0.83, 0.80, 0.86]
+    one_teacher = pd.DataFrame({"role": "student", "task": "rte", "depth": 3, "method": "kd", "seed": range(1, 7),
+                                "teacher_seed": 42, "score": scores})
+    got = report.cell_intervals(one_teacher, resamples=20000).iloc[0]
+    # one teacher: the two-stage draw is a plain bootstrap of the seeds' mean (scipy's percentile interval)
+    ref = stats.bootstrap((100 * np.array(scores),), np.mean, n_resamples=20000, method="percentile",
+                          random_state=0).confidence_interval
+    assert got["mean"] == pytest.approx(100 * np.mean(scores))
+    assert got["low"] == pytest.approx(ref.low, abs=0.15) and got["high"] == pytest.approx(ref.high, abs=0.15)
+    # three teachers whose students agree with each other but not across teachers: wider than the blind draw
+    three = one_teacher.assign(teacher_seed=[42, 42, 43, 43, 44, 44], score=[0.80, 0.80, 0.86, 0.86, 0.83, 0.83])
+    two_stage = report.cell_intervals(three, resamples=5000).iloc[0]
+    blind = report.cell_intervals(three.assign(teacher_seed=np.nan), resamples=5000).iloc[0]
+    assert two_stage["n_teachers"] == 3 and (two_stage["high"] - two_stage["low"]) > (blind["high"] - blind["low"])
+
+
+def test_baselines_are_compared_among_themselves():
+    from alpkd import report
+
+    pairs = report.comparisons(["nokd", "kd", "pkd", "alp"])
+    assert pairs == [("alp", "nokd"), ("alp", "kd"), ("alp", "pkd"), ("kd", "nokd"), ("pkd", "nokd"), ("pkd", "kd")]
