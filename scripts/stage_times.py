@@ -44,13 +44,18 @@ def main() -> None:
         row["startup"] += t["kernel"] + (t["setup"] if kind != "report" else 0.0)  # the report works in that cell
         if kind == "distill":
             group = nb.stem.removeprefix("distill-")
-            records = [json.loads(p.read_text()) for p in sorted((root / "metrics" / "students" / group).glob("*/s*.json"))]
-            row["startup"] += records[0].get("group_setup_time_s", 0.0) if records else 0.0  # loaded once per stage
+            records = [json.loads(p.read_text())
+                       for p in sorted((root / "metrics" / "students" / group).glob("*/s[0-9]*.json"))]
+            first = {}  # data, a teacher and its cache are loaded once per stage and teacher
+            for r in records:
+                first.setdefault(r.get("teacher_seed"), r.get("group_setup_time_s", 0.0))
+            row["startup"] += sum(first.values())
             row["train"] += sum(r.get("train_time_s", 0.0) for r in records)
             row["eval"] += sum(r.get("eval_time_s", 0.0) for r in records)
         elif kind == "teacher":
-            rec = json.loads((root / "metrics" / "teacher" / f"{nb.stem.removeprefix('teacher-')}.json").read_text())
-            row["train"] += rec.get("train_time_s", 0.0)
+            task = nb.stem.removeprefix("teacher-")
+            for path in sorted((root / "metrics" / "teacher" / task).glob("s[0-9]*.json")):  # one per teacher seed
+                row["train"] += json.loads(path.read_text()).get("train_time_s", 0.0)
     total = {k: sum(r[k] for r in rows.values()) for k in ("stages", "wall", "startup", "train", "eval")}
     print("| stages | count | wall (s) | start-up and loading (s) | share | training (s) | evaluation (s) | other (s) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
