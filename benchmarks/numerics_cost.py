@@ -20,6 +20,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from alpkd import numerics  # noqa: E402 - light (no torch): the variables the pinning sets
 CONFIGS = {  # name: (numerics, threads)
     "native, 2 threads": ("native", 2),
     "portable, 2 threads": ("portable", 2),
@@ -60,8 +63,7 @@ print(json.dumps({"s_per_step": float(np.median(times[3:])), "sha": digest, "isa
 
 def run(name: str, steps: int) -> dict:
     numerics_, threads = CONFIGS[name]
-    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA",
-                                                            "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items() if k not in numerics.VARIABLES}  # each child sets its own
     env["PYTHONPATH"] = str(REPO)
     out = subprocess.run([sys.executable, "-c", CHILD, numerics_, str(threads), str(steps)], env=env,
                          capture_output=True, text=True, check=True)

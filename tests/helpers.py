@@ -37,6 +37,29 @@ def run_cli(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.Comp
                           text=True, timeout=timeout)
 
 
+def params_file(folder: Path, raw: dict | None = None) -> Path:
+    """A params file in `folder` (which then counts as the repository root for relative paths): `raw` as YAML,
+    or the smoke profile as it is."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(raw) if raw is not None else SMOKE.read_text())
+    return path
+
+
+def one_line_error(result: subprocess.CompletedProcess, code: int) -> str:
+    """The one `error: ...` line of a CLI run that failed as expected: exit `code`, no traceback, nothing on stdout,
+    nothing after the line."""
+    assert result.returncode == code, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stdout == "", result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert result.stderr.rstrip("\n").endswith(errors[0]), result.stderr[-3000:]  # nothing after it
+    return errors[0]
+
+
 def distill_params(**overrides) -> types.SimpleNamespace:
     """The weights `distillation_loss` reads, with values unlike the defaults so that mix-ups show."""
     base = dict(temperature=3.0, kd_alpha=0.3, pkd_beta=7.0, pkd_exclude_last=True, alp_lambda=2.5,

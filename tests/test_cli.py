@@ -7,30 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO, SMOKE, TASK, run_cli
-
-
-def _params_in(folder: Path, raw: dict | None = None) -> Path:
-    """A params file in `folder` (which then counts as the repository root for relative paths)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(raw) if raw is not None else SMOKE.read_text())
-    return path
-
-
-def _one_line_error(result, code: int) -> str:
-    assert result.returncode == code, (result.returncode, result.stderr[-3000:])
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert result.stdout == "", result.stdout
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr[-3000:]
-    return errors[0]
+from helpers import REPO, SMOKE, TASK, one_line_error, params_file, run_cli
 
 
 @pytest.mark.slow
 def test_teacher_writes_under_scratch_and_prints_only_json(tmp_path):
     """Without --out nothing of the pipeline's own outputs (metrics/, models/ in the working folder) is written."""
-    params = _params_in(tmp_path)
+    params = params_file(tmp_path)
     result = run_cli("--params", str(params), "teacher", "--task", TASK, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     records = json.loads(result.stdout)  # the whole of stdout: trainer logs went to stderr
@@ -42,15 +25,15 @@ def test_teacher_writes_under_scratch_and_prints_only_json(tmp_path):
 
 
 def test_cache_without_a_teacher_names_the_folder(tmp_path):
-    params = _params_in(tmp_path)
-    line = _one_line_error(run_cli("--params", str(params), "cache", "--task", TASK, cwd=tmp_path), 1)
+    params = params_file(tmp_path)
+    line = one_line_error(run_cli("--params", str(params), "cache", "--task", TASK, cwd=tmp_path), 1)
     assert str(Path("scratch") / "models" / TASK / "teacher" / "s42") in line and "teacher --task rte --seed 42" in line, line
 
 
 def test_evaluate_missing_model_names_the_folder(tmp_path):
-    params = _params_in(tmp_path)
+    params = params_file(tmp_path)
     missing = tmp_path / "no" / "such" / "model"
-    line = _one_line_error(run_cli("--params", str(params), "evaluate", "--task", TASK, "--model", str(missing),
+    line = one_line_error(run_cli("--params", str(params), "evaluate", "--task", TASK, "--model", str(missing),
                                    cwd=tmp_path), 1)
     assert str(missing) in line and "Repo id" not in line, line
 
@@ -61,15 +44,15 @@ def test_data_error_is_one_line(tmp_path):
     raw["custom_tasks"] = {"reviews": {"train": "train.csv", "validation": "train.csv", "text_columns": ["text"],
                                        "num_labels": 2, "metrics": ["accuracy"]}}
     raw["data"]["tasks"] = ["reviews"]
-    params = _params_in(tmp_path, raw)
-    line = _one_line_error(run_cli("--params", str(params), "teacher", "--task", "reviews", cwd=tmp_path), 1)
+    params = params_file(tmp_path, raw)
+    line = one_line_error(run_cli("--params", str(params), "teacher", "--task", "reviews", cwd=tmp_path), 1)
     assert "train.csv: line 4, column 'label': label 0.5" in line, line
 
 
 def test_config_error_is_one_line_exit_2(tmp_path):
-    params = _params_in(tmp_path)
+    params = params_file(tmp_path)
     params.write_text(params.read_text() + "profile: again\n")
-    line = _one_line_error(run_cli("--params", str(params), "check", cwd=tmp_path), 2)
+    line = one_line_error(run_cli("--params", str(params), "check", cwd=tmp_path), 2)
     assert "'profile' appears twice" in line, line
 
 

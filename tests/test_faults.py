@@ -22,7 +22,7 @@ import yaml
 from alpkd import cache, config, data
 from alpkd.config import ConfigError, validate
 from alpkd.paths import Layout
-from helpers import REPO, SMOKE, TASK, run_cli
+from helpers import REPO, SMOKE, TASK, one_line_error, params_file, run_cli
 
 GLUE = REPO.parent / "shared" / "glue"
 needs_glue = pytest.mark.skipif(not (Path(os.environ.get("ALPKD_GLUE_DIR", GLUE)) / "rte").is_dir(),
@@ -31,23 +31,6 @@ needs_glue = pytest.mark.skipif(not (Path(os.environ.get("ALPKD_GLUE_DIR", GLUE)
 
 def _raw() -> dict:
     return yaml.safe_load(SMOKE.read_text())
-
-
-def _params_file(folder: Path, raw: dict | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(raw if raw is not None else _raw()))
-    return path
-
-
-def _one_line_error(result, code: int) -> str:
-    assert result.returncode == code, (result.returncode, result.stderr[-3000:])
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert result.stdout == "", result.stdout
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr[-3000:]
-    assert result.stderr.rstrip("\n").endswith(errors[0]), result.stderr[-3000:]  # nothing after it
-    return errors[0]
 
 
 def _custom(tmp_path: Path, train: Path, validation: Path | None = None, **task) -> config.Params:
@@ -92,14 +75,14 @@ def test_max_length_minimum_of_one_text_column(tmp_path, max_length, ok):
 def test_several_bad_keys_are_one_error_line(tmp_path):
     raw = _raw()
     raw["distill"]["temperature"], raw["teacher"]["batch_size"] = 0, 0
-    line = _one_line_error(run_cli("--params", str(_params_file(tmp_path, raw)), "check", cwd=tmp_path), 2)
+    line = one_line_error(run_cli("--params", str(params_file(tmp_path, raw)), "check", cwd=tmp_path), 2)
     assert "invalid parameters in" in line and "teacher.batch_size = 0" in line and "distill.temperature = 0" in line
 
 
 def test_cli_check_refuses_a_max_length_without_room_for_text(tmp_path):
     raw = _raw()
     raw["data"]["max_length"] = 2
-    line = _one_line_error(run_cli("--params", str(_params_file(tmp_path, raw)), "check", cwd=tmp_path), 2)
+    line = one_line_error(run_cli("--params", str(params_file(tmp_path, raw)), "check", cwd=tmp_path), 2)
     assert "data.max_length = 2" in line and "allowed: 11.." in line, line
 
 
@@ -178,7 +161,7 @@ def test_distill_refuses_a_teacher_made_for_another_declaration(tmp_path, smoke_
 
 def test_cli_evaluate_of_a_3_label_model_on_rte_is_one_line(tmp_path):
     model = _saved_model(tmp_path / "model", 3)
-    line = _one_line_error(run_cli("--params", str(_params_file(tmp_path)), "--out", str(tmp_path / "out"),
+    line = one_line_error(run_cli("--params", str(params_file(tmp_path)), "--out", str(tmp_path / "out"),
                                    "evaluate", "--task", TASK, "--model", str(model), cwd=tmp_path), 1)
     assert "3 output(s)" in line and "2 label(s)" in line, line
 
@@ -191,8 +174,8 @@ def test_cli_check_reads_the_declared_files_of_custom_tasks(tmp_path):
     raw["custom_tasks"] = {"reviews": {"train": "custom/train.csv", "validation": "custom/train.csv",
                                        "text_columns": ["text"], "num_labels": 2, "metrics": ["accuracy"]}}
     raw["data"]["tasks"] = ["reviews"]
-    params = _params_file(tmp_path, raw)
-    line = _one_line_error(run_cli("--params", str(params), "check", cwd=tmp_path), 1)
+    params = params_file(tmp_path, raw)
+    line = one_line_error(run_cli("--params", str(params), "check", cwd=tmp_path), 1)
     assert "train.csv: line 1 (the header): column 'label' appears more than once" in line, line
     (tmp_path / "custom" / "train.csv").write_text("text,label\n" + _rows())
     good = run_cli("--params", str(params), "check", cwd=tmp_path)
@@ -203,14 +186,14 @@ def test_cli_check_reads_the_declared_files_of_custom_tasks(tmp_path):
 def test_params_file_that_is_not_utf8(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_bytes(SMOKE.read_bytes().replace(b"profile: smoke", b"profile: sm\xffoke"))
-    line = _one_line_error(run_cli("--params", str(path), "check", cwd=tmp_path), 2)
+    line = one_line_error(run_cli("--params", str(path), "check", cwd=tmp_path), 2)
     assert "line 2" in line and "not UTF-8" in line, line
 
 
 def test_params_that_is_a_folder(tmp_path):
     (tmp_path / "params.yaml").write_text(SMOKE.read_text())
     (tmp_path / "folder").mkdir()
-    line = _one_line_error(run_cli("--params", str(tmp_path / "folder"), "check", cwd=tmp_path), 2)
+    line = one_line_error(run_cli("--params", str(tmp_path / "folder"), "check", cwd=tmp_path), 2)
     assert "not a file" in line and "folder" in line, line
 
 
@@ -256,13 +239,13 @@ def test_infinite_learning_rate_written_in_yaml(tmp_path):
     text = SMOKE.read_text().replace("learning_rate: 1.0e-3", "learning_rate: .inf", 1)
     path = tmp_path / "params.yaml"
     path.write_text(text)
-    line = _one_line_error(run_cli("--params", str(path), "check", cwd=tmp_path), 2)
+    line = one_line_error(run_cli("--params", str(path), "check", cwd=tmp_path), 2)
     assert "teacher.learning_rate = inf" in line, line
 
 
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_cli_seed_outside_the_range(tmp_path, seed):
-    line = _one_line_error(run_cli("--params", str(_params_file(tmp_path)), "--out", str(tmp_path / "out"),
+    line = one_line_error(run_cli("--params", str(params_file(tmp_path)), "--out", str(tmp_path / "out"),
                                    "distill", "--task", TASK, "--depth", "1", "--method", "kd", "--seed", seed,
                                    cwd=tmp_path), 2)
     assert f"--seed {seed}: allowed: 0..4294967295" in line, line
@@ -306,7 +289,7 @@ def test_fp16_without_a_gpu_is_refused(tmp_path):
 def test_nan_loss_of_a_teacher_is_one_line_naming_the_teacher(tmp_path):
     raw = _raw()
     raw["teacher"]["learning_rate"] = 1.0e30  # finite, so check accepts it; the weights overflow at once
-    line = _one_line_error(run_cli("--params", str(_params_file(tmp_path, raw)), "--out", str(tmp_path / "out"),
+    line = one_line_error(run_cli("--params", str(params_file(tmp_path, raw)), "--out", str(tmp_path / "out"),
                                    "teacher", "--task", TASK, cwd=tmp_path), 1)
     assert line.startswith("error: teacher: the loss became") and "nokd" not in line, line
 
@@ -375,7 +358,7 @@ def test_broken_jsonl_record_names_its_line(tmp_path):
 # --- files and folders -----------------------------------------------------------------------------------------
 def test_out_that_is_a_file(tmp_path):
     (tmp_path / "out").write_text("")
-    line = _one_line_error(run_cli("--params", str(_params_file(tmp_path)), "--out", str(tmp_path / "out"),
+    line = one_line_error(run_cli("--params", str(params_file(tmp_path)), "--out", str(tmp_path / "out"),
                                    "teacher", "--task", TASK, cwd=tmp_path), 1)
     assert "--out" in line and "a file, not a folder" in line, line
 
@@ -394,14 +377,14 @@ def _without_root_powers(args: list[str], cwd: Path) -> subprocess.CompletedProc
 @pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"), reason="needs setpriv to drop root's powers")
 @pytest.mark.parametrize("locked", ["out", "out/cache"])
 def test_a_folder_without_write_permission_is_named_before_training(tmp_path, locked):
-    params = _params_file(tmp_path)
+    params = params_file(tmp_path)
     folder = tmp_path / locked
     folder.mkdir(parents=True)
     folder.chmod(0o555)
     try:
         result = _without_root_powers(["--params", str(params), "--out", str(tmp_path / "out"), "teacher",
                                        "--task", TASK], tmp_path)
-        line = _one_line_error(result, 1)
+        line = one_line_error(result, 1)
         assert f"{folder}: no write permission" in line, line
         assert "loss" not in result.stderr  # refused before training
     finally:
@@ -440,7 +423,7 @@ def test_truncated_teacher_weights_name_the_file_and_the_step(tmp_path, smoke_pa
     with pytest.raises(ModelError, match=rf"{weights}: cannot be loaded .*`python -m alpkd --out {tmp_path} teacher "
                                          r"--task rte --seed 42`"):
         distill.write_cache(smoke_params, TASK, tmp_path)
-    line = _one_line_error(run_cli("--params", str(_params_file(tmp_path / "p")), "--out", str(tmp_path), "cache",
+    line = one_line_error(run_cli("--params", str(params_file(tmp_path / "p")), "--out", str(tmp_path), "cache",
                                    "--task", TASK, "--seed", "42", cwd=tmp_path), 1)
     assert str(weights) in line and "teacher@rte" in line, line
 
@@ -480,7 +463,7 @@ def test_evaluate_a_folder_that_is_not_a_model(tmp_path, smoke_params, make, pat
 
 def test_evaluate_an_unknown_task(tmp_path):
     model = _saved_model(tmp_path / "model", 2)
-    line = _one_line_error(run_cli("--params", str(_params_file(tmp_path)), "evaluate", "--task", "nosuch",
+    line = one_line_error(run_cli("--params", str(params_file(tmp_path)), "evaluate", "--task", "nosuch",
                                    "--model", str(model), cwd=tmp_path), 2)
     assert "--task 'nosuch': unknown task; allowed: " in line and "rte" in line, line
 
@@ -491,7 +474,7 @@ def test_evaluate_on_a_task_outside_data_tasks_checks_max_length(tmp_path):
                                        "num_labels": 2, "metrics": ["accuracy"]}}
     raw["data"]["tasks"], raw["data"]["max_length"] = ["reviews"], 8
     model = _saved_model(tmp_path / "model", 2)
-    line = _one_line_error(run_cli("--params", str(_params_file(tmp_path, raw)), "evaluate", "--task", "rte",
+    line = one_line_error(run_cli("--params", str(params_file(tmp_path, raw)), "evaluate", "--task", "rte",
                                    "--model", str(model), cwd=tmp_path), 2)
     assert "data.max_length = 8: leaves no room for the text of task 'rte'" in line, line
 
@@ -508,14 +491,14 @@ def test_unreadable_params_and_custom_files_are_one_line(tmp_path):
     raw["custom_tasks"] = {"reviews": {"train": str(tmp_path / "train.csv"), "validation": str(tmp_path / "train.csv"),
                                        "text_columns": ["text"], "num_labels": 2, "metrics": ["accuracy"]}}
     raw["data"]["tasks"] = ["reviews"]
-    params = _params_file(tmp_path, raw)
+    params = params_file(tmp_path, raw)
     (tmp_path / "train.csv").write_text("text,label\n" + _rows())
     try:
         (tmp_path / "train.csv").chmod(0o000)
-        line = _one_line_error(_without_root_powers(["--params", str(params), "check"], tmp_path), 1)
+        line = one_line_error(_without_root_powers(["--params", str(params), "check"], tmp_path), 1)
         assert "train.csv: cannot be read (Permission denied)" in line, line
         params.chmod(0o000)
-        line = _one_line_error(_without_root_powers(["--params", str(params), "check"], tmp_path), 2)
+        line = one_line_error(_without_root_powers(["--params", str(params), "check"], tmp_path), 2)
         assert "params.yaml: cannot read it (Permission denied)" in line, line
     finally:
         params.chmod(0o644)
