@@ -3,6 +3,7 @@
   python -m alpkd data     --task rte                               write data/rte/<split>.parquet (the data stage)
   python -m alpkd teacher  --task rte                               every teacher seed (or --seed): fine-tune, evaluate, cache
   python -m alpkd distill  --task rte --depth 2 --method alp        every seed (or --seed) of one method
+  python -m alpkd assist   --task rte                               TAKD, DGKD, CES-KD at every depth with a deeper one
   python -m alpkd cache    --task rte                               rebuild the teacher caches (or --seed)
   python -m alpkd verify-cache --task rte                           re-hash every byte of the teacher caches
   python -m alpkd evaluate --task rte --model scratch/models/rte/teacher   GLUE metrics of a saved model
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--depth", type=int, required=True)
     p.add_argument("--method", choices=config.METHODS, help="default: every method in distill.methods")
     p.add_argument("--seed", type=int, help="default: every seed in distill.seeds")
+    p = sub.add_parser("assist")
+    p.add_argument("--task", required=True)
+    p.add_argument("--method", choices=config.ASSISTED, help="default: every one of them in distill.methods")
+    p.add_argument("--seed", type=int, help="default: every seed in distill.seeds")
     sub.add_parser("check")
     args = parser.parse_args(argv)
 
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             raise config.ConfigError(f"--depth {args.depth} is not in student.depths {params.student.depths}")
         if getattr(args, "seed", None) is not None:
             _check_seed(args.seed)
-        if args.command == "distill" and args.seed is not None and args.seed not in params.distill.seeds:
+        if args.command in ("distill", "assist") and args.seed is not None and args.seed not in params.distill.seeds:
             raise config.ConfigError(f"--seed {args.seed} is not in distill.seeds {params.distill.seeds}")
         if args.command in ("teacher", "cache", "verify-cache") and args.seed is not None \
                 and args.seed not in params.teacher.seeds:
@@ -142,6 +147,8 @@ def _run(args, params, distill):
         return distill.evaluate_saved(params, args.task, args.model, args.out)
     seeds = [args.seed] if args.seed is not None else None
     methods = [args.method] if args.method else None
+    if args.command == "assist":
+        return distill.assist_group(params, args.task, args.out, methods, seeds)
     return distill.distill_group(params, args.task, args.depth, args.out, methods, seeds)
 
 
@@ -231,7 +238,9 @@ def _written(args, params) -> list[Path]:
     folders = [layout.data(task).parent, layout.checkpoints("x").parent]
     if args.command == "teacher":
         return folders + [p.parent for s in seeds for p in layout.teacher_outputs(task, s)]
-    return folders + list(layout.group_dirs(task, args.depth).values())
+    if args.command == "assist":
+        return folders + list(layout.assisted_dirs(task).values())
+    return folders + list(layout.group_dirs(task, args.depth).values()) + [layout.assistant_group(task, args.depth)]
 
 
 def _require_model(folder: Path, message: str) -> None:

@@ -186,15 +186,28 @@ class SplitCache:
 
 
 def hint(task_dir: str | Path) -> str:
-    """How to rebuild the cache at `<root>/cache/<task>/s<seed>` (one teacher's): that task's name, that seed and
-    that output root, spelled out (a bare `python -m alpkd cache` would write under the default --out)."""
+    """How to rebuild the cache at `<root>/cache/<task>/teacher/s<seed>` (one teacher's): that task's name, that seed
+    and that output root, spelled out (a bare `python -m alpkd cache` would write under the default --out). A
+    teacher assistant's cache (`cache/<task>/<task>-<depth>/<method>/s<seed>`) is rebuilt by its distill stage."""
     task_dir = Path(task_dir)
     seed = ""
     if re.fullmatch(r"s\d+", task_dir.name):
         seed, task_dir = f" --seed {task_dir.name[1:]}", task_dir.parent
+    if task_dir.name != "teacher" and re.fullmatch(r".+-\d+", task_dir.parent.name):
+        group, method = task_dir.parent.name, task_dir.name
+        return (f"rebuild it with its students' stage (`dvc repro distill@{group}` in the pipeline) or `python -m "
+                f"alpkd --out {task_dir.parents[3]} distill --task {task_dir.parents[1].name} --depth "
+                f"{group.rsplit('-', 1)[1]} --method {method}{seed}`")
+    if task_dir.name == "teacher":
+        task_dir = task_dir.parent
     task, root = task_dir.name, task_dir.parent.parent
     return (f"rebuild it with the teacher stage (`dvc repro teacher@{task}` in the pipeline) or "
             f"`python -m alpkd --out {root} cache --task {task}{seed}`")
+
+
+def read_key(cache_dir: str | Path, split: str) -> dict:
+    """The key a split's cache was written with (`load` checks it against the one expected)."""
+    return _read_meta(Path(cache_dir) / split)["key"]
 
 
 def _read_meta(folder: Path) -> dict:

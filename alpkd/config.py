@@ -15,10 +15,17 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, ValidationInfo,
                       field_validator, model_validator)
 
+from . import paths
 from .tasks import GLUE_TASKS, Task
 
-METHODS = ("nokd", "kd", "pkd", "alp", "alp_no", "alp_po", "alp_scaled", "rail")
-Method = Literal["nokd", "kd", "pkd", "alp", "alp_no", "alp_po", "alp_scaled", "rail"]
+METHODS = ("nokd", "kd", "pkd", "alp", "alp_no", "alp_po", "alp_scaled", "rail", "reverse", "all_to_one", "takd",
+           "dgkd", "ceskd")
+Method = Literal["nokd", "kd", "pkd", "alp", "alp_no", "alp_po", "alp_scaled", "rail", "reverse", "all_to_one", "takd",
+                 "dgkd", "ceskd"]
+# the methods that learn from teacher assistants (students of the deeper depths)
+ASSISTED = paths.ASSISTED
+# a teacher assistant is a student of one of these methods (never one that itself learns from assistants)
+Assistant = Literal["nokd", "kd", "pkd", "alp", "alp_no", "alp_po", "alp_scaled", "rail", "reverse", "all_to_one"]
 MetricName = Literal["accuracy", "f1", "matthews", "pearson", "spearman"]
 
 
@@ -141,6 +148,13 @@ class Distill(Training):
     alp_overlap: PositiveInt = 1  # ALP-PO: each bucket widened by this many layers on each side (so two
     #                               neighbouring buckets share twice this many)
     rail_weight: float = Field(100.0, ge=0)  # weight of the RAIL-KD layer term (as pkd_beta for PKD)
+    # all-to-one matching (a control): the teacher layer (1-based) every student layer is matched to; None = the last
+    all_to_one_layer: PositiveInt | None = None
+    # teacher assistants (TAKD, DGKD, CES-KD): the students of this method at the deeper depths, same seed (so each
+    # chain teacher k -> assistant -> student stays on one teacher); their training-set logits are cached
+    assistant: Assistant = "kd"
+    dgkd_drop: int = Field(1, ge=0)  # DGKD: guides dropped at random each batch (at least one is always kept)
+    ces_curriculum: bool = True  # CES-KD: the pace moves examples to larger experts over the epochs; false: fixed
     # ALP's attention on a fixed validation batch, this many times spread evenly over the run (and at step 0):
     # a fixed number, so the history costs the same share of a run whatever its length
     attention_snapshots: PositiveInt = 20
@@ -155,6 +169,15 @@ class Distill(Training):
     @classmethod
     def _unique(cls, values: list, info: ValidationInfo) -> list:
         return _unique_list(values, f"distill.{info.field_name}")
+
+    @model_validator(mode="after")
+    def _assistant_trained(self) -> "Distill":
+        assisted = [m for m in self.methods if m in ASSISTED]
+        if assisted and self.assistant not in self.methods:
+            raise ValueError(f"distill.assistant = {self.assistant!r}: not in distill.methods {self.methods}, so no "
+                             f"assistant would be trained for {', '.join(assisted)}; allowed: one of the methods "
+                             "listed (add it) or remove the assisted methods")
+        return self
 
 
 class Runtime(_Section):
@@ -260,7 +283,16 @@ class Params(_Section):
         for k, depth in enumerate(self.student.depths):
             if depth >= n:
                 raise ValueError(f"student.depths.{k} = {depth}: must be >= 1 and < the teacher's {n} layers")
+        layer = self.distill.all_to_one_layer
+        if layer is not None and layer > n and "all_to_one" in self.distill.methods:
+            raise ValueError(f"distill.all_to_one_layer = {layer}: the teacher has {n} layers; allowed: 1..{n}, or "
+                             "null (its last layer)")
         return self
+
+    def assistant_depths(self, depth: int) -> list[int]:
+        """The depths whose students are teacher assistants for a student of `depth`: every deeper one in
+        `student.depths`, smallest first (TAKD learns from the first; DGKD and CES-KD from all, and the teacher)."""
+        return sorted(d for d in self.student.depths if d > depth)
 
     @model_validator(mode="after")
     def _max_length_fits_teacher(self) -> "Params":

@@ -465,16 +465,23 @@ def prepare(task: Task, tokenizer: PreTrainedTokenizerBase, data_params, root: s
 
 
 class Collator:
-    """Dynamic padding, plus the cached teacher outputs of each example's row when a cache is given."""
+    """Dynamic padding, plus the cached teacher outputs of each example's row when a cache is given, and the cached
+    logits of the teacher assistants (`assistants`, smallest first) as `assistant_logits` (K, B, C) with the rows
+    themselves (`cache_row`: CES-KD picks each example's expert by it)."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, cache=None):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, cache=None, assistants=()):
         self.pad = DataCollatorWithPadding(tokenizer)
         self.cache = cache  # alpkd.cache.SplitCache or None
+        self.assistants = list(assistants)  # alpkd.cache.SplitCache each
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         batch = self.pad([{k: f[k] for k in MODEL_INPUTS if k in f} for f in features])
         batch["labels"] = torch.tensor([f["labels"] for f in features])
-        if self.cache is not None and "cache_row" in features[0]:
+        if "cache_row" in features[0] and (self.cache is not None or self.assistants):
             rows = [f["cache_row"] for f in features]
-            batch["teacher_logits"], batch["teacher_states"] = self.cache.rows(rows)
+            if self.cache is not None:
+                batch["teacher_logits"], batch["teacher_states"] = self.cache.rows(rows)
+            if self.assistants:
+                batch["assistant_logits"] = torch.stack([a.rows(rows)[0] for a in self.assistants])
+                batch["cache_row"] = torch.tensor(rows)
         return batch

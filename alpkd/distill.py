@@ -12,6 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, set_seed
 
@@ -20,7 +21,9 @@ from . import data, metrics, numerics, progress
 from .config import ConfigError, Params
 from .evaluation import (attention_map, check_model_fits, entropy_bits, evaluate, load_saved, split_suffix,
                          teacher_again)
-from .losses import ALP_METHODS, alp_allowed, alp_scaled, distillation_loss, pkd_layers, rail_layers, same_objective
+from .losses import (ALP_METHODS, ASSISTED_METHODS, all_to_one_layers, alp_allowed, alp_scaled, ces_experts,
+                     dgkd_keep, distillation_loss, example_difficulty, pkd_layers, rail_layers, reverse_layers,
+                     same_objective)
 from .paths import Layout, Run, remove_stale_temporaries
 from .preflight import check_writable
 from .records import nulls, run_record, save_model, write_json, write_log
@@ -186,12 +189,50 @@ class Cell:
                              with_entropy=with_entropy)
 
     def mapping(self, seed: int, epochs: int) -> dict:
-        """The layer pairs of PKD and RAIL-KD (RAIL-KD: one draw per epoch), for the run's records."""
+        """The layer pairs of PKD, its controls and RAIL-KD (RAIL-KD: one draw per epoch), for the run's records."""
+        dp = self.params.distill
         if self.method == "pkd":
-            return {"pairs": pkd_layers(self.n, self.depth, self.params.distill.pkd_exclude_last)}
+            return {"pairs": pkd_layers(self.n, self.depth, dp.pkd_exclude_last)}
+        if self.method == "reverse":
+            return {"pairs": reverse_layers(self.n, self.depth, dp.pkd_exclude_last)}
+        if self.method == "all_to_one":
+            return {"pairs": all_to_one_layers(self.n, self.depth, dp.all_to_one_layer, dp.pkd_exclude_last)}
         if self.method == "rail":
             return {"draws": [rail_layers(self.n, self.depth, seed, e) for e in range(epochs)]}
         return {}
+
+    def train_key(self) -> dict:
+        """The key of the teacher's training-set cache (what a teacher assistant's cached logits must share but
+        the weights)."""
+        return _cache_keys(self.layout, self.task, self.tokenizer, {"train": self.dsets["train"]}, self.params,
+                           self.teacher_seed, self.teacher_fingerprint)["train"]
+
+    def assistants(self, seed: int) -> list[dict]:
+        """The teacher assistants of a student of this depth and seed: the `distill.assistant` student of the same
+        seed at each deeper depth, smallest first, with its cached training-set logits."""
+        dp, depths = self.params.distill, self.params.assistant_depths(self.depth)
+        if not depths:
+            raise ConfigError(f"{self.method}: a {self.depth}-layer student has no teacher assistant (no deeper depth "
+                              f"in student.depths {self.params.student.depths}); the method is not defined here")
+        expected = {k: v for k, v in self.train_key().items() if k != "teacher"}  # "teacher": the assistant's weights
+        out = []
+        for d in depths:
+            folder = self.layout.assistant_cache(self.task.name, d, dp.assistant, seed)
+            split = cache_lib.load(folder, "train", expected)
+            out.append({"depth": d, "method": dp.assistant, "seed": seed, "cache": split,
+                        "fingerprint": cache_lib.read_key(folder, "train")["teacher"]})
+        return out
+
+    def write_assistant_cache(self, model, seed: int) -> Path:
+        """Cache this student's logits on the teacher's training rows, for the shallower students that learn from
+        it (TAKD, DGKD, CES-KD), keyed like the teacher's cache with this student's weights in place of the
+        teacher's. Written by every depth's stage (it cannot know which depths lie below it)."""
+        folder = self.layout.assistant_cache(self.task.name, self.depth, self.method, seed)
+        weights = self.layout.student_model(Run(self.task.name, self.depth, self.method, seed))
+        logits, _ = cache_lib.teacher_outputs(model, self.dsets["train"], data.Collator(self.tokenizer),
+                                              self.params.runtime.eval_batch_size)
+        key = dict(self.train_key(), teacher=cache_lib.model_fingerprint(weights))
+        return cache_lib.write(folder, "train", key, logits, np.zeros((len(logits), 0, 0), np.float16))
 
     def train_seed(self, seed: int) -> dict:
         """Distil and evaluate the student of one seed (saving its weights as `distill.keep_models` says);
@@ -201,9 +242,17 @@ class Cell:
         check_writable([p.parent for p in layout.student_outputs(run)] + [layout.checkpoints(".").parent])
         remove_stale_temporaries(layout.student_outputs(run))
         student = build_student(self.teacher, self.depth, params.student.init, seed)
-        # resumed only by the same settings on the same data (its content) and the same task declaration
+        assistants = self.assistants(seed) if method in ASSISTED_METHODS else []
+        difficulty = None
+        if method == "ceskd":  # the teacher's loss on each training row (its cache covers every row)
+            teacher_train = self.caches.get("train")
+            if teacher_train is None:  # `states: tokens` runs the teacher online; its cache is still there
+                teacher_train = cache_lib.load(self.layout.cache(task.name, self.teacher_seed), "train", self.train_key())
+            difficulty = example_difficulty(np.asarray(teacher_train.logits), np.asarray(self.dsets["train"]["labels"]))
+        # resumed only by the same settings on the same data (its content), the same task declaration and the same
+        # teacher assistants
         key = run_hash(dp, params.data, params.student, self.teacher_fingerprint,
-                       params.custom_tasks.get(task.name), self.data_fingerprint)
+                       params.custom_tasks.get(task.name), self.data_fingerprint, [a["fingerprint"] for a in assistants])
         ckpt = layout.checkpoints(f"{run.name}-{key}")
         set_seed(seed)
         callbacks = []
@@ -214,10 +263,12 @@ class Cell:
                                               lambda: self.attention(trainer.model, probe, True)))
         trainer = DistillTrainer(
             model=student, args=training_args(dp, params.runtime, ckpt, seed), train_dataset=self.train_ds,
-            data_collator=data.Collator(self.tokenizer, self.caches.get("train") if method != "nokd" else None),
+            data_collator=data.Collator(self.tokenizer, self.caches.get("train") if method != "nokd" else None,
+                                        [a["cache"] for a in assistants]),
             callbacks=callbacks,
             method=method, distill_params=dp, teacher=None if (method == "nokd" or self.use_cache) else self.teacher,
             states=dp.states, progress_label=f"distill {task.name}-{self.depth}  {method}  seed {seed}",
+            difficulty=difficulty,
         )
         timing = train(trainer)
         start = time.perf_counter()
@@ -225,9 +276,13 @@ class Cell:
         timing["eval_time_s"] = round(time.perf_counter() - start, 2)
         if not trainer.is_world_process_zero():
             return scores
-        if dp.keep_models == "all" or seed == dp.seeds[0]:
+        serves = method == dp.assistant and any(m in ASSISTED_METHODS for m in dp.methods)
+        if dp.keep_models == "all" or seed == dp.seeds[0] or serves:
             save_model(trainer.model, self.tokenizer, layout.student_model(run))
-        else:  # only the first seed's weights are read later (the notebook's look inside a batch)
+        if serves:  # a teacher assistant: its training-set logits, keyed by the weights just saved
+            self.write_assistant_cache(trainer.model, seed)
+        if not (dp.keep_models == "all" or seed == dp.seeds[0]):
+            # only the first seed's weights are read later (the notebook's look inside a batch)
             shutil.rmtree(layout.student_model(run), ignore_errors=True)
         write_json(layout.predictions(run), {"task": task.name, "method": method, "depth": self.depth, "seed": seed,
                                              **preds})
@@ -240,6 +295,10 @@ class Cell:
                      "attention_top_layers": [int(j) + 1 for j in weights.argmax(-1)]}
             mapping = {"split": split, "scale": alp_scaled(method, dp), "weights": weights.tolist(),
                        "entropy_bits": entropy.tolist(), "history": callbacks[0].history}
+        if assistants:
+            mapping["assistants"] = [{k: a[k] for k in ("depth", "method", "seed", "fingerprint")} for a in assistants]
+            mapping.update(_guidance(method, dp, seed, trainer.state.max_steps, math.ceil(dp.epochs), assistants,
+                                     difficulty, self.train_ds["cache_row"]))
         if "weights" not in mapping:  # no attention: PKD's fixed pairs, RAIL-KD's draws, or no layer term
             mapping = {"weights": None, **mapping, "note": f"{method}: no attention map"}
         write_json(layout.attention(run), {"task": task.name, "depth": self.depth, "method": method, "seed": seed,
@@ -249,10 +308,26 @@ class Cell:
                             teacher_fingerprint=self.teacher_fingerprint, init=params.student.init,
                             init_layers=student.config.alpkd_init_layers, train_examples=len(self.train_ds),
                             teacher_cached=self.use_cache and method != "nokd", group_setup_time_s=self.setup_time_s,
+                            assistants=[f"{a['depth']}-layer {a['method']} s{a['seed']}" for a in assistants] or None,
                             constant_predictions=any(p["constant"] for p in preds.values()), **extra)
         write_json(layout.student_metrics(run), record)
         shutil.rmtree(ckpt, ignore_errors=True)
         return record
+
+
+def _guidance(method: str, dp, seed: int, steps: int, epochs: int, assistants: list[dict], difficulty, rows) -> dict:
+    """Who taught: DGKD's share of steps each guide was kept; CES-KD's share of the student's training rows given to
+    each expert in each epoch. Guides and experts are listed smallest first, the teacher last."""
+    names = [f"{a['depth']}-layer {a['method']}" for a in assistants] + ["teacher"]
+    if method == "dgkd":
+        kept = np.array([dgkd_keep(len(names), seed, step, dp.dgkd_drop) for step in range(steps)], dtype=float)
+        return {"guides": names, "kept_share": kept.mean(0).round(4).tolist() if steps else []}
+    if method == "ceskd":
+        rows = np.asarray(rows)
+        shares = [np.bincount(ces_experts(difficulty, len(names), e, epochs, dp.ces_curriculum)[rows],
+                              minlength=len(names)) / len(rows) for e in range(epochs)]
+        return {"experts": names, "share_by_epoch": [np.round(x, 4).tolist() for x in shares]}
+    return {"assistant": names[0]}
 
 
 def duplicate_of(params: Params, depth: int, method: str) -> str | None:
@@ -267,42 +342,95 @@ def duplicate_of(params: Params, depth: int, method: str) -> str | None:
 
 def distill_group(params: Params, task_name: str, depth: int, root: str | Path = ".",
                   methods: list[str] | None = None, seeds: list[int] | None = None) -> dict[str, list[dict]]:
-    """Distil every method (default `distill.methods`) and seed (default `distill.seeds`) of one (task, depth),
-    each seed from its teacher (`Params.teacher_seed`), loading data, each teacher and its cache once. Returns
-    the records by method.
+    """Distil every method (default `distill.methods`, but those that learn from teacher assistants: the `assist`
+    stage's) and seed (default `distill.seeds`) of one (task, depth), each seed from its teacher
+    (`Params.teacher_seed`), loading data, each teacher and its cache once. Returns the records by method.
 
     A method whose objective is another's at this depth (`duplicate_of`) is not trained: its metrics folder
     gets a `same_as.json` marker naming that method and why, and the report shows the cell once.
     """
     numerics.check(params.runtime)
     layout = Layout(Path(root))
-    methods = list(params.distill.methods if methods is None else methods)
+    methods = [m for m in params.distill.methods if m not in ASSISTED_METHODS] if methods is None else list(methods)
     seeds = list(params.distill.seeds if seeds is None else seeds)
-    teachers = {seed: params.teacher_seed(seed) for seed in seeds}  # refuses a seed outside distill.seeds
-    for folder in layout.group_dirs(task_name, depth).values():
+    for folder in [*layout.group_dirs(task_name, depth).values(), layout.assistant_group(task_name, depth)]:
         folder.mkdir(parents=True, exist_ok=True)
+    out = _train_cells(params, task_name, depth, root, methods, seeds, f"distill {task_name}-{depth}")
+    _write_assistant_manifest(params, task_name, depth, root)
+    return out
+
+
+def _write_assistant_manifest(params: Params, task_name: str, depth: int, root) -> None:
+    # the stage's cache folder always holds a file (DVC restores no empty folder), and says what is cached
+    dp, layout = params.distill, Layout(Path(root))
+    serves = dp.assistant in dp.methods and any(m in ASSISTED_METHODS for m in dp.methods)
+    write_json(layout.assistant_group(task_name, depth) / "assistants.json",
+               {"task": task_name, "depth": depth, "method": dp.assistant if serves else None,
+                "seeds": list(dp.seeds) if serves else [],
+                "why": f"the {depth}-layer {dp.assistant} students' training-set logits, for the shallower students "
+                       "that learn from teacher assistants" if serves else
+                       "no method of distill.methods learns from teacher assistants: nothing cached"})
+
+
+def assist_group(params: Params, task_name: str, root: str | Path = ".", methods: list[str] | None = None,
+                 seeds: list[int] | None = None) -> dict[int, dict[str, list[dict]]]:
+    """The `assist` stage of one task: every method that learns from teacher assistants (TAKD, DGKD, CES-KD) at
+    every depth with a deeper one in `student.depths`, every seed. At the largest depth there is no assistant:
+    each method's metrics folder there gets a `not_defined.json` marker instead (the report says so). Returns
+    the records by depth and method."""
+    numerics.check(params.runtime)
+    layout = Layout(Path(root))
+    methods = [m for m in params.distill.methods if m in ASSISTED_METHODS] if methods is None else list(methods)
+    seeds = list(params.distill.seeds if seeds is None else seeds)
+    summary = {"task": task_name, "methods": methods, "seeds": seeds, "assistant": params.distill.assistant,
+               "assistants": {d: params.assistant_depths(d) for d in params.student.depths if params.assistant_depths(d)}}
+    for folder in layout.assisted_dirs(task_name).values():  # a file in each: DVC restores no empty folder
+        write_json(folder / "assist.json", summary)
+    out = {}
+    for depth in sorted(params.student.depths, reverse=True):
+        if not params.assistant_depths(depth):
+            for method in methods:
+                _mark(layout.not_defined(task_name, depth, method), layout, task_name, depth, method, seeds,
+                      not_defined=True, why=f"no teacher assistant: no student depth of {params.student.depths} is "
+                                            f"deeper than {depth}")
+            out[depth] = {m: [] for m in methods}
+            continue
+        out[depth] = _train_cells(params, task_name, depth, root, methods, seeds, f"assist {task_name}-{depth}")
+    return out
+
+
+def _train_cells(params: Params, task_name: str, depth: int, root, methods: list[str], seeds: list[int],
+                 label: str) -> dict[str, list[dict]]:
+    """Train every (method, seed) of one (task, depth), a `same_as.json` marker for each duplicate method."""
+    layout = Layout(Path(root))
+    teachers = {seed: params.teacher_seed(seed) for seed in seeds}  # refuses a seed outside distill.seeds
     out, start = {}, time.perf_counter()
     units = [(m, s) for m in methods if duplicate_of(params, depth, m) is None for s in seeds]
     for method in methods:
         twin = duplicate_of(params, depth, method)
         if twin is not None:
-            for folder in layout.cell_dirs(task_name, depth, method).values():
-                shutil.rmtree(folder, ignore_errors=True)
-            marker = {"task": task_name, "depth": depth, "method": method, "same_as": twin, "seeds": seeds,
-                      "why": f"at {depth} student layer(s), {method} optimises the same objective as {twin}; "
-                             f"it is trained once, as {twin}"}
-            write_json(layout.same_as(task_name, depth, method), marker)
-            out[method] = [marker]
+            why = f"at {depth} student layer(s), {method} optimises the same objective as {twin}; it is trained once, as {twin}"
+            out[method] = [_mark(layout.same_as(task_name, depth, method), layout, task_name, depth, method, seeds,
+                                 same_as=twin, why=why)]
             continue
         layout.same_as(task_name, depth, method).unlink(missing_ok=True)
+        layout.not_defined(task_name, depth, method).unlink(missing_ok=True)
         out[method] = []
         for seed in seeds:
             began = time.perf_counter()
             out[method].append(_cell(params, task_name, depth, method, root, teachers[seed]).train_seed(seed))
-            progress.unit_done(f"distill {task_name}-{depth}", units.index((method, seed)) + 1, len(units),
-                               f"{method}  seed {seed}", time.perf_counter() - began, _headline(out[method][-1]),
-                               time.perf_counter() - start)
+            progress.unit_done(label, units.index((method, seed)) + 1, len(units), f"{method}  seed {seed}",
+                               time.perf_counter() - began, _headline(out[method][-1]), time.perf_counter() - start)
     return out
+
+
+def _mark(path: Path, layout: Layout, task: str, depth: int, method: str, seeds: list[int], **why) -> dict:
+    """A cell that is not trained: its folders emptied, and a marker at `path` saying why (the report reads it)."""
+    for folder in layout.cell_dirs(task, depth, method).values():
+        shutil.rmtree(folder, ignore_errors=True)
+    marker = {"task": task, "depth": depth, "method": method, **why, "seeds": seeds}
+    write_json(path, marker)
+    return marker
 
 
 def _headline(record: dict):

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+ASSISTED = ("takd", "dgkd", "ceskd")  # alpkd.config.ASSISTED: their outputs live in the `assist` stage's folders
+
 
 class Run(NamedTuple):
     task: str
@@ -71,7 +73,12 @@ class Layout:
         return self.root / "logs" / f"teacher-{task}" / f"s{seed}.csv"
 
     def cache(self, task: str, seed: int) -> Path:
-        return self.root / "cache" / task / f"s{seed}"
+        return self.root / "cache" / task / "teacher" / f"s{seed}"
+
+    def assistant_cache(self, task: str, depth: int, method: str, seed: int) -> Path:
+        """The training-set logits of one student that serves as a teacher assistant, beside the teacher's cache:
+        `cache/<task>/<task>-<depth>/<method>/s<seed>` (written by its own distill stage)."""
+        return self.assistant_group(task, depth) / method / f"s{seed}"
 
     # --- students: <kind>/<task>-<depth>/<method>/s<seed>
     def group_dirs(self, task: str, depth: int) -> dict[str, Path]:
@@ -83,7 +90,18 @@ class Layout:
                 "attention": self.root / "attention" / group,
                 "logs": self.root / "logs" / group}
 
+    def assisted_dirs(self, task: str) -> dict[str, Path]:
+        """The folders of one task's `assist` stage (the students that learn from teacher assistants), one
+        `<task>-<depth>` group inside each: `<kind>/<task>-assisted/<task>-<depth>/<method>/s<seed>`. Outside
+        `models/<task>` and `cache/<task>`, which the stage reads."""
+        folder = f"{task}-assisted"
+        return {"models": self.root / "models" / folder, "metrics": self.root / "metrics" / "students" / folder,
+                "predictions": self.root / "predictions" / folder, "attention": self.root / "attention" / folder,
+                "logs": self.root / "logs" / folder}
+
     def cell_dirs(self, task: str, depth: int, method: str) -> dict[str, Path]:
+        if method in ASSISTED:
+            return {kind: folder / group_name(task, depth) / method for kind, folder in self.assisted_dirs(task).items()}
         return {kind: folder / method for kind, folder in self.group_dirs(task, depth).items()}
 
     def _student(self, kind: str, run: Run, suffix: str) -> Path:
@@ -110,6 +128,14 @@ class Layout:
     def same_as(self, task: str, depth: int, method: str) -> Path:
         """Marker of a cell whose objective is another method's at this depth (not trained twice)."""
         return self.cell_dirs(task, depth, method)["metrics"] / "same_as.json"
+
+    def not_defined(self, task: str, depth: int, method: str) -> Path:
+        """Marker of a cell whose method is not defined at this depth (a teacher-assistant method at the largest)."""
+        return self.cell_dirs(task, depth, method)["metrics"] / "not_defined.json"
+
+    def assistant_group(self, task: str, depth: int) -> Path:
+        """The folder of one (task, depth)'s teacher-assistant caches (an output of its distill stage)."""
+        return self.root / "cache" / task / group_name(task, depth)
 
     def checkpoints(self, name: str) -> Path:
         """Trainer checkpoints of an unfinished run (git-ignored, not a pipeline output)."""

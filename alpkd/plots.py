@@ -16,7 +16,8 @@ import pandas as pd
 from .paths import replace_atomically
 
 METHOD_LABELS = {"nokd": "NO-KD", "kd": "KD", "pkd": "PKD", "alp": "ALP", "alp_no": "ALP-NO", "alp_po": "ALP-PO",
-                 "alp_scaled": "ALP-scaled", "rail": "RAIL-KD"}
+                 "alp_scaled": "ALP-scaled", "rail": "RAIL-KD", "reverse": "reverse", "all_to_one": "all-to-one",
+                 "takd": "TAKD", "dgkd": "DGKD", "ceskd": "CES-KD"}
 METHOD_STYLES = {  # the ALP family solid, the baselines dashed
     "nokd": dict(color="0.45", linestyle=":", marker="x"),
     "kd": dict(color="tab:blue", linestyle="--", marker="s"),
@@ -26,6 +27,12 @@ METHOD_STYLES = {  # the ALP family solid, the baselines dashed
     "alp_po": dict(color="tab:purple", linestyle="-", marker="v"),
     "alp_scaled": dict(color="tab:brown", linestyle="-", marker="P"),
     "rail": dict(color="tab:cyan", linestyle="-.", marker="*"),
+    # the matching controls dotted, the teacher-assistant methods dash-dotted
+    "reverse": dict(color="tab:olive", linestyle=":", marker="<"),
+    "all_to_one": dict(color="tab:pink", linestyle=":", marker=">"),
+    "takd": dict(color="navy", linestyle="-.", marker="h"),
+    "dgkd": dict(color="darkgreen", linestyle="-.", marker="X"),
+    "ceskd": dict(color="darkred", linestyle="-.", marker="d"),
 }
 
 

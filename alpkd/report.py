@@ -58,7 +58,8 @@ def collect(root: str | Path) -> pd.DataFrame:
     root = Path(root)
     rows = []
     files = [("teacher", p) for p in sorted((root / "metrics" / "teacher").glob("*/s*.json"))]
-    files += [("student", p) for p in sorted((root / "metrics" / "students").glob("*/*/s*.json"))]
+    students = root / "metrics" / "students"  # <group>/<method>/, and <task>-assisted/<group>/<method>/
+    files += [("student", p) for p in sorted([*students.glob("*/*/s*.json"), *students.glob("*/*/*/s*.json")])]
     for role, path in files:
         rec = _read_json(path)
         if not rec or "score" not in rec or "task" not in rec:
@@ -88,15 +89,22 @@ def teacher_run(task: str, seed: int) -> str:
     return f"teacher-{task}-s{seed}"
 
 
+def _markers(root: str | Path, name: str) -> list[dict]:
+    students = Path(root) / "metrics" / "students"
+    found = [_read_json(p) for p in sorted([*students.glob(f"*/*/{name}"), *students.glob(f"*/*/*/{name}")])]
+    return [rec for rec in found if rec and "task" in rec]
+
+
 def duplicates(root: str | Path) -> dict[tuple[str, int, str], dict]:
     """Cells not trained because their objective is another method's at that depth: (task, depth, method)
     -> the `same_as.json` marker (names the method, says why)."""
-    out = {}
-    for path in sorted((Path(root) / "metrics" / "students").glob("*/*/same_as.json")):
-        rec = _read_json(path)
-        if rec and "same_as" in rec:
-            out[(rec["task"], int(rec["depth"]), rec["method"])] = rec
-    return out
+    return {(r["task"], int(r["depth"]), r["method"]): r for r in _markers(root, "same_as.json") if "same_as" in r}
+
+
+def undefined(root: str | Path) -> dict[tuple[str, int, str], dict]:
+    """Cells whose method is not defined at that depth (a teacher-assistant method at the largest depth, which has
+    no deeper student): (task, depth, method) -> the `not_defined.json` marker (says why)."""
+    return {(r["task"], int(r["depth"]), r["method"]): r for r in _markers(root, "not_defined.json")}
 
 
 def select(records: pd.DataFrame, tasks, depths, methods, seeds, teacher_seeds=None) -> pd.DataFrame:
@@ -186,9 +194,10 @@ def trivial_row(records: pd.DataFrame, tasks: list[str]) -> dict[str, float]:
 
 
 def results_table(summary: pd.DataFrame, tasks: list[str], depths: list[int], methods: list[str],
-                  trivial: dict[str, float] | None = None, skipped=()) -> pd.DataFrame:
+                  trivial: dict[str, float] | None = None, skipped=(), undefined=()) -> pd.DataFrame:
     """Rows: the trivial predictor, the teacher(s), then each student depth (as configured) and method
-    (cells in `skipped`, the same objective as another method, left out); columns: tasks, average."""
+    (cells in `skipped`, the same objective as another method, left out; cells in `undefined`, a method not
+    defined at that depth, say so); columns: tasks, average."""
     from .plots import method_label
 
     index = {(r.role, r.layers, r.method, r.task): r for r in summary.itertuples(index=False)}
@@ -207,7 +216,8 @@ def results_table(summary: pd.DataFrame, tasks: list[str], depths: list[int], me
         row = {"layers": layers, "method": "teacher" if role == "teacher" else method_label(method)}
         for task in [*tasks, AVERAGE]:
             r = index.get((role, layers, method, task))
-            row[task] = format_cell(r.mean, r.std, r.n_seeds, r.n_nan, r.n_constant) if r is not None else "–"
+            none = "not defined" if all((t, layers, method) in undefined for t in tasks) and role == "student" else "–"
+            row[task] = format_cell(r.mean, r.std, r.n_seeds, r.n_nan, r.n_constant) if r is not None else none
         rows.append(row)
     return pd.DataFrame(rows, columns=["layers", "method", *tasks, AVERAGE])
 
@@ -269,18 +279,26 @@ def load_predictions(root: str | Path, run: Run, split: str) -> tuple[np.ndarray
 
 BASELINES = ("nokd", "kd", "pkd")  # what each layer-mapping method is compared with
 CHALLENGERS = ("alp", "alp_no", "alp_po", "alp_scaled", "rail")
+# the controls of ALP's premise (any matching against a mapping chosen against it), and the teacher-assistant
+# methods against KD (what they add to it) and against each other
+EXTRA_PAIRS = (("reverse", "kd"), ("all_to_one", "kd"), ("pkd", "reverse"), ("alp", "reverse"), ("alp", "all_to_one"),
+               ("takd", "kd"), ("dgkd", "kd"), ("ceskd", "kd"), ("dgkd", "takd"), ("ceskd", "takd"),
+               ("ceskd", "dgkd"))
 SIG_COLUMNS = ["layers", "method", "baseline", "gap", "low", "high", "p_value", "p_adjusted", "n_tasks", "n_seeds",
                "n_teachers"]
 
 
 def comparisons(methods: list[str]) -> list[tuple[str, str]]:
     """(A, B) pairs the report tests: each layer-mapping method against each baseline, scaled ALP against the
-    paper's unscaled ALP, and the baselines among themselves (KD against NO-KD, PKD against both: the
-    well-replicated effects a run must see before it can judge ALP's finer claim)."""
+    paper's unscaled ALP, the baselines among themselves (KD against NO-KD, PKD against both: the
+    well-replicated effects a run must see before it can judge ALP's finer claim), the matching controls
+    (reverse and all-to-one against KD, PKD and ALP) and the teacher-assistant methods (against KD and each
+    other)."""
     pairs = [(a, b) for a in CHALLENGERS if a in methods for b in BASELINES if b in methods]
     if "alp_scaled" in methods and "alp" in methods:
         pairs.append(("alp_scaled", "alp"))
-    pairs += [(a, b) for a, b in (("kd", "nokd"), ("pkd", "nokd"), ("pkd", "kd")) if a in methods and b in methods]
+    pairs += [(a, b) for a, b in (("kd", "nokd"), ("pkd", "nokd"), ("pkd", "kd"), *EXTRA_PAIRS)
+              if a in methods and b in methods]
     return pairs
 
 
@@ -583,17 +601,18 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
     # what the runs left behind
     records = select(collect(root), tasks, depths, methods, seeds, teacher_seeds)
     dups = {k: v for k, v in duplicates(root).items() if k[0] in tasks and k[1] in depths and k[2] in methods}
+    undef = {k: v for k, v in undefined(root).items() if k[0] in tasks and k[1] in depths and k[2] in methods}
     student_runs = runs_of(records[records["role"] == "student"])
     teacher_runs = [(t, s) for t in tasks for s in teacher_seeds]
     logs, maps = load_logs(root, student_runs, teachers=teacher_runs), load_attention(root, student_runs)
     # the numbers
     summary, trivial = summarise(records, tasks), trivial_row(records, tasks)
-    table = results_table(summary, tasks, depths, methods, trivial, skipped=dups)
-    missing = missing_runs(records, tasks, depths, methods, seeds, skipped=dups, teacher_seeds=teacher_seeds)
+    table = results_table(summary, tasks, depths, methods, trivial, skipped=dups, undefined=undef)
+    missing = missing_runs(records, tasks, depths, methods, seeds, skipped=dups | undef, teacher_seeds=teacher_seeds)
     from . import progress
 
     progress.log(f"report: {len(records)} records; bootstrap of the comparisons ({resamples} resamples each)")
-    sig = significance(params, root, records, resamples, skipped=dups)
+    sig = significance(params, root, records, resamples, skipped=dups | undef)
     progress.log(f"report: {len(sig)} comparisons done; figures and tables")
     attention = attention_summary(records, maps)
     # the files
@@ -603,6 +622,7 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
     files = {p.stem: p for p in figures} | _numbers(out, summary, methods, trivial, sig, attention, intervals)
     files |= _write_plot_tables(out / "plots", plot_tables(records, summary, logs, tasks, depths, methods))
     sections = [_preamble(params, records), _results_lines(table, headline), _duplicate_lines(dups, methods),
+                _undefined_lines(undef, params),
                 _significance_lines(sig, resamples), _interval_lines(intervals), _attention_lines(attention),
                 _missing_lines(missing),
                 _figure_lines(figures)]
@@ -678,6 +698,18 @@ def _duplicate_lines(dups: dict, methods: list[str]) -> list[str]:
                 + (" (PKD without the last layer matches no layer)" if m == "pkd" else
                    " (one bucket holding every teacher layer)" if m in ("alp_no", "alp_po") else "")
                 for (d, m, t) in sorted(by_pair)), ""]
+
+
+def _undefined_lines(undef: dict, params) -> list[str]:
+    """The cells of methods not defined at a depth: the teacher-assistant methods at the largest depth."""
+    from .plots import method_label
+
+    if not undef:
+        return []
+    cells = sorted({(d, m) for (_, d, m) in undef})
+    return ["Not defined (no teacher assistant: no student depth is deeper): " + "; ".join(
+        f"{method_label(m)} at {d} layer(s)" for d, m in cells) + f". The assistants of the other depths are "
+        f"the {method_label(params.distill.assistant)} students of the same seed at every deeper depth.", ""]
 
 
 def _significance_lines(sig: pd.DataFrame, resamples: int) -> list[str]:

@@ -23,7 +23,8 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_group
 from transformers.trainer_utils import get_last_checkpoint
 
 from .progress import ProgressCallback
-from .losses import LAYER_METHODS, distillation_loss, rail_layers, task_loss
+from .losses import (ASSISTED_METHODS, LAYER_METHODS, ces_experts, dgkd_keep, distillation_loss, rail_layers,
+                     task_loss)
 from .students import layer_states
 
 
@@ -54,7 +55,7 @@ class DistillTrainer(Trainer):
     """A Trainer whose loss is the distillation objective of `method` (evaluation uses the task loss)."""
 
     def __init__(self, *args, method: str = "nokd", distill_params=None, teacher=None, states: str = "cls",
-                 progress_label: str | None = None, **kwargs):
+                 progress_label: str | None = None, difficulty=None, **kwargs):
         super().__init__(*args, **kwargs)
         if not PRINT_LOGS:  # the curves go to logs/<run>.csv, not as raw dicts into the executed notebooks
             self.remove_callback(PrinterCallback)
@@ -62,6 +63,8 @@ class DistillTrainer(Trainer):
             self.add_callback(ProgressCallback(progress_label, every_s=60))
         self.method, self.distill_params, self.states = method, distill_params, states
         self.teacher = teacher.to(self.args.device).eval() if teacher is not None else None
+        self.difficulty = difficulty  # CES-KD: each training row's difficulty (`losses.example_difficulty`)
+        self._experts: tuple[int, np.ndarray] | None = None  # (epoch, expert of every row), drawn once per epoch
         self._terms: dict[str, list[float]] = {}
 
     def _get_train_sampler(self, train_dataset=None):
@@ -82,6 +85,19 @@ class DistillTrainer(Trainer):
         """RAIL-KD's teacher layers for the current epoch (a function of the run's seed and the epoch)."""
         return rail_layers(n, m, self.args.seed, math.floor(self.state.epoch or 0))
 
+    def guides_kept(self, guides: int) -> list[bool]:
+        """DGKD's guides kept for this step: a function of the run's seed and the global step (resumes exactly)."""
+        return dgkd_keep(guides, self.args.seed, self.state.global_step, self.distill_params.dgkd_drop)
+
+    def experts(self, rows: torch.Tensor, count: int) -> torch.Tensor:
+        """CES-KD's expert of each example of the batch (by its cache row) this epoch: a function of the rows'
+        difficulty and the epoch (resumes exactly)."""
+        epoch = math.floor(self.state.epoch or 0)
+        if self._experts is None or self._experts[0] != epoch:
+            self._experts = (epoch, ces_experts(self.difficulty, count, epoch, math.ceil(self.args.num_train_epochs),
+                                                self.distill_params.ces_curriculum))
+        return torch.from_numpy(self._experts[1][rows.cpu().numpy()])
+
     def _teacher_forward(self, inputs):
         with torch.no_grad():
             out = self.teacher(**inputs, output_hidden_states=True)
@@ -92,6 +108,8 @@ class DistillTrainer(Trainer):
         inputs = dict(inputs)
         teacher_logits = inputs.pop("teacher_logits", None)
         teacher_states = inputs.pop("teacher_states", None)
+        assistant_logits = inputs.pop("assistant_logits", None)
+        rows = inputs.pop("cache_row", None)
         labels = inputs.pop("labels")
         if not model.training or self.method == "nokd":
             outputs = model(**inputs)
@@ -116,8 +134,16 @@ class DistillTrainer(Trainer):
         pairs = None
         if self.method == "rail":
             pairs = self.rail_pairs(teacher_states.shape[-2], student_states.shape[-2])
+        kept = experts = None
+        if self.method in ASSISTED_METHODS and assistant_logits is None:
+            raise RuntimeError(f"method {self.method!r} needs the teacher assistants' logits (the collator's assistants)")
+        if self.method == "dgkd":
+            kept = self.guides_kept(assistant_logits.shape[0] + 1)
+        elif self.method == "ceskd":
+            experts = self.experts(rows, assistant_logits.shape[0] + 1).to(outputs.logits.device)
         loss, terms = distillation_loss(self.method, self.distill_params, outputs.logits, labels,
-                                        student_states, teacher_logits, teacher_states, mask, pairs)
+                                        student_states, teacher_logits, teacher_states, mask, pairs,
+                                        assistant_logits=assistant_logits, guides_kept=kept, experts=experts)
         self._record(terms)
         self._check_finite(loss, terms)
         return (loss, outputs) if return_outputs else loss

@@ -25,7 +25,8 @@ OUTPUT_DIRS = {"data", "models", "cache", "metrics", "attention", "logs", "repor
 # KD, ALP (layer attention) and PKD, which at one student layer is KD: a duplicate cell that trains nothing
 METHODS = ["kd", "alp", "pkd"]
 TRAINED = ["kd", "alp"]
-DISTILL_STAGES = {"distill@rte-1"}
+# the assist stage runs with no assisted method too (it then writes only its summaries): it depends on distill.*
+DISTILL_STAGES = {"distill@rte-1", "assist@rte"}
 
 
 def source_files() -> list[str]:
@@ -279,7 +280,7 @@ def test_changed_data_file_reruns_its_task_only(tmp_path, env):
                                                       "custom/toy/dev.csv": _toy_csv()})
     first = sh(["dvc", "repro"], repo, env)
     tasks = {"rte", "toy"}
-    assert ran_stages(first.stdout) == {*(f"{s}@{t}" for s in ("data", "teacher") for t in tasks),
+    assert ran_stages(first.stdout) == {*(f"{s}@{t}" for s in ("data", "teacher", "assist") for t in tasks),
                                         "distill@rte-1", "distill@toy-1", "report"}
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     for task in tasks:
@@ -297,7 +298,7 @@ def test_changed_data_file_reruns_its_task_only(tmp_path, env):
     (repo / "custom" / "toy" / "train.csv").write_text(_toy_csv(flip=True))
     assert set(changed_stages(repo, env)) == {"data@rte", "data@toy"}  # both depend on custom/
     rerun = sh(["dvc", "repro"], repo, env)
-    assert ran_stages(rerun.stdout) == {"data@rte", "data@toy", "teacher@toy", "distill@toy-1", "report"}
+    assert ran_stages(rerun.stdout) == {"data@rte", "data@toy", "teacher@toy", "distill@toy-1", "assist@toy", "report"}
     assert "Stage 'teacher@rte' didn't change" in rerun.stdout
     assert "Stage 'distill@rte-1' didn't change" in rerun.stdout
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
@@ -309,6 +310,6 @@ def test_changed_data_file_reruns_its_task_only(tmp_path, env):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert set(changed_stages(repo, env)) == {"data@rte", "data@toy"}  # teachers do not list custom_tasks
     rerun = sh(["dvc", "repro"], repo, env)
-    assert ran_stages(rerun.stdout) == {"data@rte", "data@toy", "teacher@toy", "distill@toy-1", "report"}
+    assert ran_stages(rerun.stdout) == {"data@rte", "data@toy", "teacher@toy", "distill@toy-1", "assist@toy", "report"}
     assert "matthews" in json.loads((repo / "metrics" / "teacher" / "toy" / "s42.json").read_text())["metrics"]
     assert changed_stages(repo, env) == {}
