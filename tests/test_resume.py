@@ -17,6 +17,8 @@ import yaml
 
 from helpers import SMOKE, TASK
 
+from alpkd.paths import Layout, Run
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -34,7 +36,8 @@ def _long_params(tmp_path: Path, group_by_length: bool = False) -> Path:
     raw["runtime"]["save_steps"] = 2
     # the length-grouped order is drawn from (data seed, epoch), so a resume after the first epoch replays it
     raw["runtime"]["group_by_length"] = group_by_length
-    raw["student"]["depths"] = [1, 2]  # RAIL-KD needs two student layers to pair one
+    raw["student"]["depths"] = [1, 2]  # RAIL-KD needs two student layers to pair one (and TAKD an assistant)
+    raw["distill"]["methods"] += ["takd", "dgkd", "ceskd"]
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -163,12 +166,16 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("method", ["alp", "rail"])  # RAIL-KD: the resumed epochs must draw the same layers
+# RAIL-KD: the resumed epochs must draw the same layers; DGKD the same guides at each step; CES-KD the same experts
+@pytest.mark.parametrize("method", ["alp", "rail", "takd", "dgkd", "ceskd"])
 def test_resume_after_first_epoch_with_length_grouping(teacher_root, tmp_path, method):
     params = _long_params(tmp_path, group_by_length=True)
     depth = 2 if method == "rail" else 1  # a one-layer RAIL-KD student has no intermediate layer: it is KD
     killed = _root_with_teacher(teacher_root, tmp_path / "killed")
     clean = _root_with_teacher(teacher_root, tmp_path / "clean")
+    if method in ("takd", "dgkd", "ceskd"):  # their assistant first: the 2-layer KD student, its logits cached
+        _run(_cmd(params, killed, method="kd", depth=2))
+        shutil.copytree(killed / "cache" / TASK / f"{TASK}-2", clean / "cache" / TASK / f"{TASK}-2")
     args = _cmd(params, killed, method=method, depth=depth)[3:]
     done = subprocess.run([sys.executable, "-c", _KILL_AT, *args], cwd=ROOT, env={**_env(), "KILL_AFTER": "4"},
                           capture_output=True, text=True)
@@ -176,16 +183,20 @@ def test_resume_after_first_epoch_with_length_grouping(teacher_root, tmp_path, m
     _run(_cmd(params, killed, method=method, depth=depth))
     _run(_cmd(params, clean, method=method, depth=depth))
     cell = f"{TASK}-{depth}/{method}"
-    resumed = json.loads((killed / "metrics" / "students" / cell / "s42.json").read_text())
+    run = Run(TASK, depth, method, 42)
+    resumed = json.loads(Layout(killed).student_metrics(run).read_text())
     assert resumed["resumed_from_step"] == 4
     from safetensors.numpy import load_file
 
-    a = load_file(killed / "models" / TASK / f"{TASK}-{depth}" / method / "s42" / "model.safetensors")
-    b = load_file(clean / "models" / TASK / f"{TASK}-{depth}" / method / "s42" / "model.safetensors")
+    a = load_file(Layout(killed).student_model(run) / "model.safetensors")
+    b = load_file(Layout(clean).student_model(run) / "model.safetensors")
     assert all((a[key] == b[key]).all() for key in a)
     if method == "rail":  # twelve epochs, more than one distinct draw (1 of 3 layers): the resumed run replayed them
         draws = json.loads((killed / "attention" / cell / "s42.json").read_text())["draws"]
         assert len(draws) == 12 and len({tuple(d) for d in draws}) > 1
+    if method == "ceskd":  # the curriculum moved during the run: the killed run was resumed in a later pace
+        shares = json.loads(Layout(killed).attention(Run(TASK, depth, method, 42)).read_text())["share_by_epoch"]
+        assert shares[0] == [1.0, 0.0] and shares[-1] == [0.5, 0.5]
 
 
 def test_length_grouped_order_depends_on_seed_and_epoch_only():
