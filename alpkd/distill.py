@@ -47,22 +47,27 @@ def _cache_keys(layout: Layout, task: Task, tokenizer, dsets, params: Params, te
             for split, ds in dsets.items()}
 
 
-def train_teachers(params: Params, task_name: str, root: str | Path = ".") -> list[dict]:
-    """Fine-tune, evaluate and cache one teacher per seed in `teacher.seeds` (the teacher stage); returns their
-    records. Each teacher's last checkpoint is kept until every teacher is done, so a stage killed at its third
-    teacher resumes the first two at their end (DVC removes a stage's outputs before re-running it)."""
+def train_teachers(params: Params, task_name: str, root: str | Path = ".", seeds: list[int] | None = None) -> list[dict]:
+    """Fine-tune, evaluate and cache one teacher per seed (default: every seed of `teacher.seeds`: the teacher
+    stage); returns their records. Each teacher's last checkpoint is kept until every teacher is done, so a stage
+    killed at its third teacher resumes the first two at their end (DVC removes a stage's outputs before
+    re-running it)."""
     numerics.check(params.runtime)
     task = params.task(task_name)
-    _check_teacher_writable(Layout(Path(root)), task.name, params.teacher.seeds)
+    seeds = list(params.teacher.seeds if seeds is None else seeds)
+    for seed in seeds:
+        if seed not in params.teacher.seeds:
+            raise ConfigError(f"teacher seed {seed} is not in teacher.seeds {params.teacher.seeds}")
+    _check_teacher_writable(Layout(Path(root)), task.name, seeds)
     tokenizer = load_tokenizer(params.teacher.model)
     dsets = data.prepare(task, tokenizer, params.data, root)
     records, done, start = [], [], time.perf_counter()
-    for k, seed in enumerate(params.teacher.seeds, 1):
+    for k, seed in enumerate(seeds, 1):
         began = time.perf_counter()
         record, ckpt = _train_teacher(params, task, seed, root, tokenizer, dsets)
         records.append(record)
         done.append(ckpt)
-        progress.unit_done(f"teacher {task.name}", k, len(params.teacher.seeds), f"seed {seed}",
+        progress.unit_done(f"teacher {task.name}", k, len(seeds), f"seed {seed}",
                            time.perf_counter() - began, _headline(record), time.perf_counter() - start)
     for ckpt in done:
         shutil.rmtree(ckpt, ignore_errors=True)
@@ -71,16 +76,7 @@ def train_teachers(params: Params, task_name: str, root: str | Path = ".") -> li
 
 def train_teacher(params: Params, task_name: str, root: str | Path = ".", seed: int | None = None) -> dict:
     """Fine-tune, evaluate and cache the teacher of one task and seed (default: the first of `teacher.seeds`)."""
-    numerics.check(params.runtime)
-    task = params.task(task_name)
-    seed = params.teacher.seeds[0] if seed is None else seed
-    if seed not in params.teacher.seeds:
-        raise ConfigError(f"teacher seed {seed} is not in teacher.seeds {params.teacher.seeds}")
-    _check_teacher_writable(Layout(Path(root)), task.name, [seed])
-    tokenizer = load_tokenizer(params.teacher.model)
-    record, ckpt = _train_teacher(params, task, seed, root, tokenizer, data.prepare(task, tokenizer, params.data, root))
-    shutil.rmtree(ckpt, ignore_errors=True)
-    return record
+    return train_teachers(params, task_name, root, [params.teacher.seeds[0] if seed is None else seed])[0]
 
 
 def _check_teacher_writable(layout: Layout, task: str, seeds) -> None:
@@ -147,7 +143,7 @@ class Cell:
     (`with_method`)."""
 
     def __init__(self, params: Params, task_name: str, depth: int, method: str, root: str | Path = ".",
-                 teacher_seed: int | None = None):
+                 teacher_seed: int | None = None, shared: "Cell | None" = None):
         self.params, self.layout, self.task = params, Layout(Path(root)), params.task(task_name)
         self.depth, self.method, dp = depth, method, params.distill
         self.teacher_seed = params.teacher.seeds[0] if teacher_seed is None else teacher_seed
@@ -161,19 +157,22 @@ class Cell:
         again = teacher_again(self.task.name, root, self.teacher_seed)
         self.tokenizer, self.teacher = load_saved(teacher_dir, again)
         check_model_fits(self.teacher, self.task, teacher_dir, again)
-        self.dsets = data.prepare(self.task, self.tokenizer, params.data, root)
+        # another teacher of the group with the same tokenizer (the usual case): its tokenised data, not tokenised again
+        same = shared is not None and cache_lib.tokenizer_fingerprint(shared.tokenizer) == \
+            cache_lib.tokenizer_fingerprint(self.tokenizer)
+        self.dsets = shared.dsets if same else data.prepare(self.task, self.tokenizer, params.data, root)
         self.n = self.teacher.config.num_hidden_layers
         self.teacher_fingerprint = cache_lib.model_fingerprint(teacher_dir)
         self.use_cache = dp.states == "cls" and dp.teacher_cache
-        self.caches = {}
+        self.caches, self.keys = {}, {}
         if self.use_cache:  # train split for the loss, validation split for ALP's attention map
-            keys = _cache_keys(self.layout, self.task, self.tokenizer, self.dsets, params, self.teacher_seed,
-                               self.teacher_fingerprint)
+            self.keys = _cache_keys(self.layout, self.task, self.tokenizer, self.dsets, params, self.teacher_seed,
+                                    self.teacher_fingerprint)
             self.caches = {s: cache_lib.load(self.layout.cache(self.task.name, self.teacher_seed), s, k)
-                           for s, k in keys.items()}
+                           for s, k in self.keys.items()}
         # a subsample of the teacher's training rows; `cache_row` still points at each row's cached outputs
-        self.train_ds = data.subsample(self.dsets["train"], dp.max_train_samples)
-        self.data_fingerprint = data.fingerprint(self.dsets["train"])
+        self.train_ds = shared.train_ds if same else data.subsample(self.dsets["train"], dp.max_train_samples)
+        self.data_fingerprint = shared.data_fingerprint if same else data.fingerprint(self.dsets["train"])
         self.setup_time_s = round(time.perf_counter() - start, 2)
 
     def with_method(self, method: str) -> "Cell":
@@ -204,8 +203,10 @@ class Cell:
     def train_key(self) -> dict:
         """The key of the teacher's training-set cache (what a teacher assistant's cached logits must share but
         the weights)."""
-        return _cache_keys(self.layout, self.task, self.tokenizer, {"train": self.dsets["train"]}, self.params,
-                           self.teacher_seed, self.teacher_fingerprint)["train"]
+        if "train" not in self.keys:  # hashes every row's token ids: once per teacher
+            self.keys["train"] = _cache_keys(self.layout, self.task, self.tokenizer, {"train": self.dsets["train"]},
+                                             self.params, self.teacher_seed, self.teacher_fingerprint)["train"]
+        return self.keys["train"]
 
     def assistants(self, seed: int) -> list[dict]:
         """The teacher assistants of a student of this depth and seed: the `distill.assistant` student of the same
@@ -450,7 +451,8 @@ def _cell(params: Params, task_name: str, depth: int, method: str, root, teacher
         _CELLS.clear()
         _CELLS["key"] = key
     if teacher_seed not in _CELLS:
-        _CELLS[teacher_seed] = Cell(params, task_name, depth, method, root, teacher_seed)
+        shared = next((c for k, c in _CELLS.items() if k != "key"), None)
+        _CELLS[teacher_seed] = Cell(params, task_name, depth, method, root, teacher_seed, shared)
     return _CELLS[teacher_seed].with_method(method)
 
 

@@ -313,6 +313,7 @@ def significance(params, root: str | Path, records: pd.DataFrame, resamples: int
     from .significance import adjust, paired_bootstrap
 
     students = records[records["role"] == "student"]
+    teacher_of = dict(zip(students["seed"], students["teacher_seed"]))  # each student seed's teacher
     rows = []
     for depth in params.student.depths:
         for a, b in comparisons(list(params.distill.methods)):
@@ -331,7 +332,6 @@ def significance(params, root: str | Path, records: pd.DataFrame, resamples: int
                 seeds = sorted(set(preds[a]) & set(preds[b]))
                 if not seeds:
                     continue
-                teacher_of = dict(zip(students["seed"], students["teacher_seed"]))
                 teachers = [teacher_of.get(k) for k in seeds]
                 counts = pd.Series(teachers).value_counts()
                 if any(t is None or pd.isna(t) for t in teachers) or counts.nunique() != 1:

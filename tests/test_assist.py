@@ -217,3 +217,18 @@ def test_assist_stage_in_the_dag(tmp_path, env):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert set(changed_stages(repo, env)) == {"assist@rte"}
 
+
+
+def test_a_group_tokenises_its_data_once(grid, monkeypatch):
+    """The cells of one (task, depth) that learn from different teachers share one tokenised copy of the data (the
+    teachers share a tokenizer): `data.prepare` runs once per group, not once per teacher."""
+    from alpkd import data, distill
+
+    params, root, _ = grid
+    calls = []
+    real = data.prepare
+    monkeypatch.setattr(data, "prepare", lambda *a, **k: calls.append(a) or real(*a, **k))
+    distill._CELLS.clear()
+    cells = [distill._cell(params, TASK, 1, "kd", root, t) for t in params.teacher.seeds]
+    assert len(calls) == 1 and len(cells) == 2 and cells[0].dsets is cells[1].dsets
+    assert cells[0].teacher_fingerprint != cells[1].teacher_fingerprint  # two teachers all the same
