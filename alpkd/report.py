@@ -718,7 +718,9 @@ def _significance_lines(sig: pd.DataFrame, resamples: int) -> list[str]:
     lines = [
         "## Is the gap more than noise?",
         "",
-        "Each layer-mapping method against the baselines, and ALP-scaled against ALP: the gap in the headline "
+        "Each layer-mapping method against the baselines, ALP-scaled against ALP, the baselines among themselves, "
+        "the matching controls (reverse, all-to-one) against KD, PKD and ALP, and the teacher-assistant methods "
+        "against KD and each other: the gap in the headline "
         "metric x100, averaged over tasks (each method's seeds averaged per task), with a 95% interval and a "
         f"two-sided p-value from {resamples} paired bootstrap resamples of the teachers, of the students of each "
         "teacher drawn, and of the validation examples (seed k of one method paired with seed k of the other: "
