@@ -1,5 +1,7 @@
 """A rehearsal of the `paper` profile: `dvc repro` on profiles/paper.yaml in a fresh clone, with only what must
-change to run here (slow: its time on 2 cores is below, in `rehearsal`).
+change to run here. Slow: measured 1,203 s (20 min) for the four rehearsal tests on this project's 2-core machine
+shared with another test run (2026-12-01: 41 stages, 16 teachers, 384 students; most of it the per-run and
+per-stage start-up, not the one training step each run takes); the bf16 test 46 s; the layout tests seconds.
 
 What changes (`rehearsal_params`): the teacher is a local folder saved in the form of bert-base-uncased (12
 layers, random weights, d=16: `synthetic.build_bert_folder`) instead of the hub id; GLUE is the synthetic copy in
@@ -264,7 +266,8 @@ def test_rehearsal_report(rehearsal):
     assert set(students["task"]) == {*tasks, "mnli-mm", "average"}
     assert (students["n_seeds"] == len(params["distill"]["seeds"])).all()
     assert not results.loc[results["n_nan"] == 0, "mean"].isna().any(), results[results["mean"].isna()]
-    assert "NaN" not in md.replace("NaN (", "")  # an undefined metric is shown with its seed count only
+    for row in rows:  # no table cell NaN but an undefined metric, shown with its seed count (`NaN (1 of 2 seeds)`)
+        assert "nan" not in row.lower().replace("nan (", ""), row
     summary = json.loads((repo / "report" / "summary.json").read_text())
     assert set(summary["teacher"]) == {*tasks, "mnli-mm", "average"}
     assert all(v is not None for v in summary["teacher"].values())
