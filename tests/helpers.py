@@ -122,12 +122,12 @@ def changed_stages(repo: Path, env: dict) -> dict:
     return json.loads(sh(["dvc", "status", "--json"], repo, env).stdout or "{}")
 
 
-def pipeline_env() -> dict:
+def pipeline_env(local_glue: bool = True) -> dict:
     """The environment of a `dvc repro` in a fresh clone (tests/test_pipeline.py, tests/test_paper_rehearsal.py);
-    skips the test without a local GLUE copy or without dvc."""
+    skips the test without dvc, or without a local GLUE copy when `local_glue` (the rehearsal brings its own)."""
     import pytest
 
-    if not os.environ.get("ALPKD_GLUE_DIR"):
+    if local_glue and not os.environ.get("ALPKD_GLUE_DIR"):
         pytest.skip("needs a local GLUE copy (ALPKD_GLUE_DIR or ../shared/glue)")
     if shutil.which("dvc", path=str(Path(sys.executable).parent)) is None:
         pytest.skip("needs dvc and papermill (pip install -e '.[pipeline]')")

@@ -129,7 +129,7 @@ ALP_PO_BUCKETS = {6: [[1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7], [6, 7, 8, 9], [8, 9
 
 @pytest.fixture(scope="module")
 def env(glue) -> dict:
-    return dict(pipeline_env(), ALPKD_GLUE_DIR=str(glue))
+    return dict(pipeline_env(local_glue=False), ALPKD_GLUE_DIR=str(glue))
 
 
 @pytest.fixture(scope="module")
