@@ -191,17 +191,23 @@ def training_curves(curves: dict[str, pd.DataFrame], panels: dict[str, list[str]
 
 
 def training_curve(log: str | Path | pd.DataFrame, title: str = "", y: str = "loss"):
-    """One run's training curve: `y` (total loss) and every `loss_*` term the log holds, against step."""
+    """One run's training curve: `y` (total loss) and every `loss_*` term the log holds, against step.
+
+    A run shorter than `runtime.logging_steps` logged no step (its log has no rows): the figure says so."""
     log = pd.read_csv(log) if not isinstance(log, pd.DataFrame) else log
     fig, ax = plt.subplots(figsize=(5, 3))
+    if log.empty:
+        ax.text(0.5, 0.5, "no step logged\n(fewer steps than runtime.logging_steps)", ha="center", va="center",
+                transform=ax.transAxes)
     for column in [y] + [c for c in log.columns if c.startswith("loss_")]:
-        if column in log:
+        if column in log and not log.empty:
             ax.plot(log["step"], log[column], label=column, linewidth=2 if column == y else 1)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if not log.empty:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -48,11 +48,13 @@ def save_model(model, tokenizer, dest: Path) -> None:
 
 
 def write_log(trainer: Trainer, path: Path) -> None:
-    """The training curves: one CSV row per logging step (the loss and each of its terms)."""
+    """The training curves: one CSV row per logging step (the loss and each of its terms). A run shorter than
+    `runtime.logging_steps` logged none: its file is the header `step,loss` alone (readable as no rows)."""
     import pandas as pd
 
     rows = [r for r in trainer.state.log_history if "loss" in r]
-    replace_atomically(path, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["step", "loss"])
+    replace_atomically(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def nulls(scores: dict) -> dict:

@@ -35,7 +35,8 @@ from .paths import Layout, Run, replace_atomically, run_name
 
 AVERAGE = "average"
 METRIC_ABBREVIATIONS = {"accuracy": "acc", "f1": "F1", "matthews": "MCC", "pearson": "Pearson r",
-                        "spearman": "Spearman", "accuracy_matched": "acc-m"}
+                        "spearman": "Spearman", "accuracy_matched": "acc-m",
+                        "accuracy_mismatched": "acc-mm"}
 COLUMNS = ["role", "task", "depth", "method", "seed", "teacher_seed", "score", "headline", "profile", "data_source",
            "model", "teacher_layers", "run", "file", "constant", "entropy", "trivial", "cpu", "cpu_capability",
            "numerics"]
@@ -81,7 +82,35 @@ def collect(root: str | Path) -> pd.DataFrame:
             "trivial": (rec.get("trivial") or {}).get(rec.get("headline")) if is_teacher else None,
             "cpu": env.get("cpu"), "cpu_capability": env.get("cpu_capability"), "numerics": env.get("numerics"),
         })
+        for column, key in further_splits(rec):  # MNLI's mismatched set: a row of its own, task `mnli-mm`
+            value = rec["metrics"][key]
+            rows.append({**rows[-1], "task": column, "headline": key,
+                         "score": float("nan") if value is None else float(value),
+                         "trivial": (rec.get("trivial") or {}).get(key) if is_teacher else None})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+SPLIT_COLUMNS = {"_mismatched": "mm"}  # a further validation split's column: `mnli-mm`, as GLUE names it
+
+
+def further_splits(rec: dict) -> list[tuple[str, str]]:
+    """(column, metric key) of a record's validation splits after its first (MNLI: `("mnli-mm",
+    "accuracy_mismatched")`): the headline metric with the first split's suffix replaced by another's."""
+    headline, scores = rec.get("headline", ""), rec.get("metrics") or {}
+    out = []
+    for first in ("_matched",):
+        if headline.endswith(first):
+            base = headline[: -len(first)]
+            out += [(f"{rec['task']}-{short}", base + suffix) for suffix, short in SPLIT_COLUMNS.items()
+                    if base + suffix in scores]
+    return out
+
+
+def shown_columns(tasks: list[str], records: pd.DataFrame) -> list[str]:
+    """The results table's task columns: each task, followed by its further validation splits' columns
+    (`mnli`, `mnli-mm`); the average is over `tasks` alone (MNLI counted once, by its matched set)."""
+    present = set(records["task"])
+    return [c for t in tasks for c in [t, *(f"{t}-{s}" for s in SPLIT_COLUMNS.values())] if c == t or c in present]
 
 
 def teacher_run(task: str, seed: int) -> str:
@@ -210,13 +239,14 @@ def results_table(summary: pd.DataFrame, tasks: list[str], depths: list[int], me
         rows.append(row)
     keys = [("teacher", int(layers), "teacher")
             for layers in sorted(set(summary.loc[summary["role"] == "teacher", "layers"]), reverse=True)]
+    own = {t.split("-", 1)[0] for t in tasks}  # a further split's column (`mnli-mm`) is its task's (task names hold no -)
     keys += [("student", int(d), m) for d in depths for m in methods
-             if not all((t, d, m) in skipped for t in tasks)]
+             if not all((t, d, m) in skipped for t in own)]
     for role, layers, method in keys:
         row = {"layers": layers, "method": "teacher" if role == "teacher" else method_label(method)}
         for task in [*tasks, AVERAGE]:
             r = index.get((role, layers, method, task))
-            none = "not defined" if all((t, layers, method) in undefined for t in tasks) and role == "student" else "–"
+            none = "not defined" if all((t, layers, method) in undefined for t in own) and role == "student" else "–"
             row[task] = format_cell(r.mean, r.std, r.n_seeds, r.n_nan, r.n_constant) if r is not None else none
         rows.append(row)
     return pd.DataFrame(rows, columns=["layers", "method", *tasks, AVERAGE])
@@ -599,7 +629,10 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
     tasks, depths = list(params.data.tasks), list(params.student.depths)
     methods, seeds, teacher_seeds = list(params.distill.methods), list(params.distill.seeds), list(params.teacher.seeds)
     # what the runs left behind
-    records = select(collect(root), tasks, depths, methods, seeds, teacher_seeds)
+    collected = collect(root)
+    records = select(collected, tasks, depths, methods, seeds, teacher_seeds)
+    columns = shown_columns(tasks, collected)  # + MNLI's mismatched set, shown but not averaged
+    further = select(collected, [c for c in columns if c not in tasks], depths, methods, seeds, teacher_seeds)
     dups = {k: v for k, v in duplicates(root).items() if k[0] in tasks and k[1] in depths and k[2] in methods}
     undef = {k: v for k, v in undefined(root).items() if k[0] in tasks and k[1] in depths and k[2] in methods}
     student_runs = runs_of(records[records["role"] == "student"])
@@ -607,7 +640,10 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
     logs, maps = load_logs(root, student_runs, teachers=teacher_runs), load_attention(root, student_runs)
     # the numbers
     summary, trivial = summarise(records, tasks), trivial_row(records, tasks)
-    table = results_table(summary, tasks, depths, methods, trivial, skipped=dups, undefined=undef)
+    extra = [c for c in columns if c not in tasks]
+    shown = pd.concat([summary, summarise(further, extra).query("task != @AVERAGE")]) if extra else summary
+    trivial_shown = {**trivial_row(further, extra), **trivial}
+    table = results_table(shown, columns, depths, methods, trivial_shown, skipped=dups, undefined=undef)
     missing = missing_runs(records, tasks, depths, methods, seeds, skipped=dups | undef, teacher_seeds=teacher_seeds)
     from . import progress
 
@@ -618,10 +654,12 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
     # the files
     headline = {t: records.loc[records["task"] == t, "headline"].iloc[0] for t in tasks if (records["task"] == t).any()}
     figures = _figures(params, records, summary, trivial, headline, maps, logs, out / "figures")
+    headline = {c: collected.loc[collected["task"] == c, "headline"].iloc[0] for c in columns
+                if (collected["task"] == c).any()}
     intervals = cell_intervals(records)
-    files = {p.stem: p for p in figures} | _numbers(out, summary, methods, trivial, sig, attention, intervals)
+    files = {p.stem: p for p in figures} | _numbers(out, shown, methods, trivial_shown, sig, attention, intervals)
     files |= _write_plot_tables(out / "plots", plot_tables(records, summary, logs, tasks, depths, methods))
-    sections = [_preamble(params, records), _results_lines(table, headline), _duplicate_lines(dups, methods),
+    sections = [_preamble(params, records), _results_lines(table, headline, extra), _duplicate_lines(dups, methods),
                 _undefined_lines(undef, params),
                 _significance_lines(sig, resamples), _interval_lines(intervals), _attention_lines(attention),
                 _missing_lines(missing),
@@ -676,10 +714,13 @@ def _machines(records: pd.DataFrame) -> str:
     return "; ".join(parts) if parts else "unknown"
 
 
-def _results_lines(table: pd.DataFrame, headline: dict[str, str]) -> list[str]:
-    """The results table, a task's column headed with its metric."""
+def _results_lines(table: pd.DataFrame, headline: dict[str, str], extra: list[str] = ()) -> list[str]:
+    """The results table, a task's column headed with its metric (and a note on further validation splits)."""
     headers = {t: f"{t} ({METRIC_ABBREVIATIONS.get(h, h)})" for t, h in headline.items()}
-    return [markdown_table(table, headers), ""]
+    note = [f"{', '.join(f'`{c}`' for c in extra)}: the task's further validation set (MNLI: `mnli` is the matched "
+            "set, `mnli-mm` the mismatched one, as GLUE reports them); `average` counts each task once, by its first "
+            "validation set; the significance tests use the first set.", ""] if extra else []
+    return [markdown_table(table, headers), "", *note]
 
 
 def _duplicate_lines(dups: dict, methods: list[str]) -> list[str]:

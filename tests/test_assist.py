@@ -17,8 +17,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import REPO, SMOKE, TASK
-from test_pipeline import changed_stages, env, make_repo, ran_stages, sh  # noqa: F401 (env: a fixture)
+from helpers import REPO, SMOKE, TASK, changed_stages, make_repo, pipeline_env, ran_stages, sh
 
 ASSISTED = ["takd", "dgkd", "ceskd"]
 
@@ -190,10 +189,11 @@ def test_plot_templates_colour_every_method_as_the_figures_do():
 
 # --- the pipeline: the assist stage in the DAG ------------------------------------------------------------------
 @pytest.mark.slow
-def test_assist_stage_in_the_dag(tmp_path, env):
+def test_assist_stage_in_the_dag(tmp_path):
     """`dvc repro` on a fresh clone with depths [2, 1]: the assist stage runs after both distill stages; then a changed
     2-layer student (its assistants' logits) leaves exactly the assist stage and the report to re-run (`dvc status`),
     and an assistant-only parameter exactly the assist stage."""
+    env = pipeline_env()
     raw = yaml.safe_load(SMOKE.read_text())
     raw["student"]["depths"] = [2, 1]
     raw["distill"]["methods"] = ["kd", "reverse", *ASSISTED]

@@ -8,9 +8,7 @@ Also checks the committed notebooks are clean (fast).
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO
+from helpers import REPO, changed_stages, make_repo, pipeline_env, ran_stages, sh
 
-# pipeline outputs (and scratch) of the checkout are not part of a fresh clone
-OUTPUT_DIRS = {"data", "models", "cache", "metrics", "attention", "logs", "report", "runs", "checkpoints", "scratch"}
 # KD, ALP (layer attention) and PKD, which at one student layer is KD: a duplicate cell that trains nothing
 METHODS = ["kd", "alp", "pkd"]
 TRAINED = ["kd", "alp"]
@@ -29,57 +25,9 @@ TRAINED = ["kd", "alp"]
 DISTILL_STAGES = {"distill@rte-1", "assist@rte"}
 
 
-def source_files() -> list[str]:
-    """The checkout as it would be committed: tracked and not-ignored files, without pipeline outputs."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout
-    files = [f for f in out.split("\0") if f]
-    return [f for f in files if f.split("/")[0] not in OUTPUT_DIRS and f != "dvc.lock" and (REPO / f).is_file()]
-
-
-def sh(cmd: list[str], cwd: Path, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result
-
-
-def ran_stages(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def changed_stages(repo: Path, env: dict) -> dict:
-    return json.loads(sh(["dvc", "status", "--json"], repo, env).stdout or "{}")
-
-
 @pytest.fixture(scope="module")
 def env() -> dict:
-    if not os.environ.get("ALPKD_GLUE_DIR"):
-        pytest.skip("needs a local GLUE copy (ALPKD_GLUE_DIR or ../shared/glue)")
-    if shutil.which("dvc", path=str(Path(sys.executable).parent)) is None:
-        pytest.skip("needs dvc and papermill (pip install -e '.[pipeline]')")
-    from alpkd import numerics
-
-    # without the numerics variables the test process was started with (conftest pins them for itself): the
-    # stages' processes, papermill kernels included, must set them from params.yaml on their own
-    clean = {k: v for k, v in os.environ.items() if k not in numerics.VARIABLES}
-    return dict(clean, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
-                DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
-                GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com")
-
-
-def make_repo(repo: Path, env: dict, params: dict, files: dict[str, str] | None = None) -> Path:
-    """A fresh git repository at `repo` holding the checkout, `params` as params.yaml, and `files` (path: text)."""
-    for f in source_files():
-        (repo / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / f, repo / f)
-    for f, text in (files or {}).items():
-        (repo / f).parent.mkdir(parents=True, exist_ok=True)
-        (repo / f).write_text(text)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(["git", "init", "-q"], repo, env)
-    sh(["git", "add", "-A"], repo, env)
-    sh(["git", "commit", "-q", "-m", "checkout"], repo, env)
-    return repo
+    return pipeline_env()
 
 
 @pytest.fixture(scope="module")
