@@ -42,13 +42,14 @@ def main() -> None:
         row["stages"] += 1
         row["wall"] += t["wall"]
         row["startup"] += t["kernel"] + (t["setup"] if kind != "report" else 0.0)  # the report works in that cell
-        if kind == "distill":
-            group = nb.stem.removeprefix("distill-")
-            records = [json.loads(p.read_text())
-                       for p in sorted((root / "metrics" / "students" / group).glob("*/s[0-9]*.json"))]
-            first = {}  # data, a teacher and its cache are loaded once per stage and teacher
+        if kind in ("distill", "assist"):
+            students = root / "metrics" / "students"
+            records = [json.loads(p.read_text()) for p in sorted(  # assist: every depth of one task
+                (students / nb.stem.removeprefix("distill-")).glob("*/s[0-9]*.json") if kind == "distill" else
+                (students / f"{nb.stem.removeprefix('assist-')}-assisted").glob("*/*/s[0-9]*.json"))]
+            first = {}  # data, a teacher and its cache are loaded once per (depth: assist) and teacher
             for r in records:
-                first.setdefault(r.get("teacher_seed"), r.get("group_setup_time_s", 0.0))
+                first.setdefault((r.get("depth"), r.get("teacher_seed")), r.get("group_setup_time_s", 0.0))
             row["startup"] += sum(first.values())
             row["train"] += sum(r.get("train_time_s", 0.0) for r in records)
             row["eval"] += sum(r.get("eval_time_s", 0.0) for r in records)

@@ -27,6 +27,9 @@ import yaml
 from helpers import REPO, changed_stages, glue_frame, make_repo, pipeline_env, ran_stages, run_cli, sh
 from synthetic import GLUE_LAYOUT, build_bert_folder, build_glue, splits
 
+# the report's method labels, written out (the table shows these)
+PLOT_LABELS = {"takd": "TAKD", "dgkd": "DGKD", "ceskd": "CES-KD"}
+
 PAPER = REPO / "profiles" / "paper.yaml"
 ROWS = 32  # per split and task: one batch of the profile's batch size 32
 LOCAL_TASKS = ("cola", "sst2", "mrpc", "stsb", "rte")  # the tasks of ../shared/glue
@@ -126,6 +129,12 @@ ALP_NO_BUCKETS = {6: [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12]],
 ALP_PO_BUCKETS = {6: [[1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7], [6, 7, 8, 9], [8, 9, 10, 11], [10, 11, 12]],
                   4: [[1, 2, 3, 4], [3, 4, 5, 6, 7], [6, 7, 8, 9, 10], [9, 10, 11, 12]],
                   2: [[1, 2, 3, 4, 5, 6, 7], [6, 7, 8, 9, 10, 11, 12]]}
+# the controls: student layer i to teacher layer g(m+1-i) (reverse), or all to the last (all-to-one), 1-based
+REVERSE_PAIRS = {6: [12, 10, 8, 6, 4], 4: [12, 9, 6], 2: [12]}
+ALL_TO_ONE_PAIRS = {6: [12] * 5, 4: [12] * 3, 2: [12]}
+# at two layers all-to-one's one pair (1 -> 12) is reverse's: trained once, as reverse
+DUPLICATES = {(2, "all_to_one"): "reverse"}
+ASSISTED = ("takd", "dgkd", "ceskd")  # not defined at the largest depth (6): no deeper student to assist
 
 
 @pytest.fixture(scope="module")
@@ -154,16 +163,29 @@ def test_rehearsal_ran_every_stage(rehearsal, env):
     assert ran_stages(again.stdout) == set() and "didn't change" in again.stdout
 
 
+def _untrained(params) -> dict:
+    """(depth, method) -> "same_as" or "not_defined": the cells of the grid that train nothing, by hand."""
+    depths, methods = params["student"]["depths"], params["distill"]["methods"]
+    out = {cell: "same_as" for cell in DUPLICATES if cell[1] in methods and cell[0] in depths}
+    return out | {(max(depths), m): "not_defined" for m in methods if m in ASSISTED}
+
+
+def _cells(params) -> list[tuple[int, str]]:
+    """The (depth, method) cells that train."""
+    skip = _untrained(params)
+    return [(d, m) for d in params["student"]["depths"] for m in params["distill"]["methods"] if (d, m) not in skip]
+
+
 def _grid(params):
-    return [(t, d, m, s) for t in params["data"]["tasks"] for d in params["student"]["depths"]
-            for m in params["distill"]["methods"] for s in params["distill"]["seeds"]]
+    return [(t, d, m, s) for t in params["data"]["tasks"] for d, m in _cells(params) for s in params["distill"]["seeds"]]
 
 
 @pytest.mark.slow
 def test_rehearsal_every_run_has_its_record_and_predictions(rehearsal):
     """Each (task, depth, method, seed) of the profile's grid: a record, predictions on every validation split
-    (MNLI's two), an attention record; teachers: one per (task, seed) with 12 layers. At 6, 4 and 2 layers no
-    method repeats another (that happens at one layer only), so every cell trained."""
+    (MNLI's two), an attention record; teachers: one per (task, seed) with 12 layers. The cells that train nothing
+    (`_untrained`: all-to-one at 2 layers is reverse; the assisted methods at 6 have no assistant) leave their
+    marker and no record; an assisted student names its assistants."""
     from alpkd.paths import Layout, Run
     from alpkd.tasks import GLUE_TASKS
 
@@ -189,6 +211,14 @@ def test_rehearsal_every_run_has_its_record_and_predictions(rehearsal):
             assert len(preds[split]["predictions"]) == len(preds[split]["labels"]) == ROWS
         assert layout.attention(run).exists()
         assert not layout.same_as(task, depth, method).exists()
+        if method in ASSISTED:  # every deeper depth's KD student of the same seed, smallest first
+            deeper = sorted(d for d in params["student"]["depths"] if d > depth)
+            assert rec["assistants"] == [f"{d}-layer kd s{seed}" for d in deeper]
+    for task in params["data"]["tasks"]:
+        for (depth, method), kind in _untrained(params).items():
+            marker = layout.same_as(task, depth, method) if kind == "same_as" else layout.not_defined(task, depth, method)
+            assert json.loads(marker.read_text())["method"] == method
+            assert not layout.student_metrics(Run(task, depth, method, params["distill"]["seeds"][0])).exists()
     assert all(seen == set(teacher_seeds) for seen in used.values())  # a student of each seed, one per teacher
     mnli = json.loads(layout.student_metrics(Run("mnli", 6, "alp", params["distill"]["seeds"][0])).read_text())
     assert set(mnli["metrics"]) == {"accuracy_matched", "accuracy_mismatched"}
@@ -213,8 +243,9 @@ def test_rehearsal_layer_mappings_at_twelve_teacher_layers(rehearsal):
         if task != "mnli":  # the mappings do not depend on the task: one task's records are enough
             continue
         att = json.loads(layout.attention(Run(task, depth, method, seed)).read_text())
-        if method == "pkd":
-            assert [j + 1 for j in att["pairs"]] == PKD_PAIRS[depth]
+        if method in ("pkd", "reverse", "all_to_one"):
+            expected = {"pkd": PKD_PAIRS, "reverse": REVERSE_PAIRS, "all_to_one": ALL_TO_ONE_PAIRS}[method]
+            assert [j + 1 for j in att["pairs"]] == expected[depth]
         elif method == "rail":
             assert len(att["draws"]) == math.ceil(epochs)
             for epoch, draw in enumerate(att["draws"]):  # m-1 distinct intermediate layers (1..11), sorted
@@ -263,7 +294,7 @@ def test_rehearsal_report(rehearsal):
     # metric is undefined (n_nan, flagged in the table)
     results = pd.read_csv(repo / "report" / "results.csv")
     students = results[results["role"] == "student"]
-    assert len(students) == len(depths) * len(methods) * (len(tasks) + 2)
+    assert len(students) == len(_cells(params)) * (len(tasks) + 2)
     assert set(students["task"]) == {*tasks, "mnli-mm", "average"}
     assert (students["n_seeds"] == len(params["distill"]["seeds"])).all()
     assert not results.loc[results["n_nan"] == 0, "mean"].isna().any(), results[results["mean"].isna()]
@@ -272,17 +303,25 @@ def test_rehearsal_report(rehearsal):
     summary = json.loads((repo / "report" / "summary.json").read_text())
     assert set(summary["teacher"]) == {*tasks, "mnli-mm", "average"}
     assert all(v is not None for v in summary["teacher"].values())
-    assert all(summary[f"students_{d}L"][m] is not None for d in depths for m in methods)
-    # the significance table: at each depth, every layer-mapping method against each baseline, ALP-scaled
-    # against ALP and the baselines among themselves, pooled over the eight tasks
+    assert all(summary[f"students_{d}L"][m] is not None for d, m in _cells(params))
+    for (depth, method), kind in _untrained(params).items():  # said in the report, not left blank
+        if kind == "not_defined":
+            assert f"| {depth} | {PLOT_LABELS[method]} | not defined |" in md
+    # the significance table: at each depth, every layer-mapping method (the ALP family, RAIL-KD) against each
+    # baseline, ALP-scaled against ALP, the baselines among themselves, the controls against KD, PKD and ALP, the
+    # assisted methods against KD and each other; a pair whose method trains nothing at a depth is left out
     baselines = [m for m in ("nokd", "kd", "pkd") if m in methods]
-    challengers = [m for m in methods if m not in baselines]
-    per_depth = len(challengers) * len(baselines) + ("alp_scaled" in methods and "alp" in methods) + \
-        len(baselines) * (len(baselines) - 1) // 2
-    if sorted(methods) == sorted(["nokd", "kd", "pkd", "alp", "alp_no", "alp_po", "alp_scaled", "rail"]):
-        assert per_depth == 19  # the eight methods of this commit: 5 x 3 + 1 + 3
+    pairs = [(a, b) for a in ("alp", "alp_no", "alp_po", "alp_scaled", "rail") for b in baselines]
+    pairs += [("alp_scaled", "alp"), ("kd", "nokd"), ("pkd", "nokd"), ("pkd", "kd"), ("reverse", "kd"),
+              ("all_to_one", "kd"), ("pkd", "reverse"), ("alp", "reverse"), ("alp", "all_to_one"), ("takd", "kd"),
+              ("dgkd", "kd"), ("ceskd", "kd"), ("dgkd", "takd"), ("ceskd", "takd"), ("ceskd", "dgkd")]
+    trained = set(_cells(params))
+    expected = sum((d, a) in trained and (d, b) in trained for d in depths for a, b in pairs)
+    if sorted(methods) == sorted(["nokd", "kd", "pkd", "alp", "alp_no", "alp_po", "alp_scaled", "rail", "reverse",
+                                  "all_to_one", "takd", "dgkd", "ceskd"]):
+        assert expected == 24 + 30 + 28  # 30 pairs a depth; 6 layers without the 6 assisted, 2 without all-to-one's 2
     sig = pd.read_csv(repo / "report" / "significance.csv")
-    assert len(sig) == len(depths) * per_depth
+    assert len(sig) == expected
     assert not sig[["gap", "low", "high", "p_value", "p_adjusted"]].isna().any().any()
     assert (sig["n_tasks"] == len(tasks)).all() and (sig["n_teachers"] == len(params["teacher"]["seeds"])).all()
     # ALP's attention over the 12 teacher layers, a row per (task, depth, ALP method)
