@@ -1,8 +1,8 @@
 """A rehearsal of the `paper` profile: `dvc repro` on profiles/paper.yaml in a fresh clone, with only what must
-change to run here. Slow: on this project's 2-core machine (2026-12-01) the `dvc repro` took 722 s (12 min) with
-another test run beside it, 1,203 s under heavier load (41 stages, 16 teachers, 384 students; most of it the
-per-run and per-stage start-up, not the one training step each run takes); the whole file 761 s; the bf16 test
-22-46 s; the layout tests seconds.
+change to run here. Slow: on this project's 2-core machine (2026-12-01), with the 13 methods of this commit (49
+stages, 16 teachers, 560 students), the `dvc repro` took about 14 minutes; with the first version's 8 methods
+(41 stages, 384 students) 722 s with another test run beside it. Most of it is the per-run and per-stage start-up,
+not the one training step each run takes; the bf16 test 22-46 s; the layout tests seconds.
 
 What changes (`rehearsal_params`): the teacher is a local folder saved in the form of bert-base-uncased (12
 layers, random weights, d=16: `synthetic.build_bert_folder`) instead of the hub id; GLUE is the synthetic copy in
