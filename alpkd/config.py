@@ -126,6 +126,10 @@ class Teacher(Training):
 class Student(_Section):
     depths: list[PositiveInt] = Field(min_length=1)
     init: Literal["skip", "first", "random"] = "skip"
+    # where the chosen tensors come from: `teacher` the fine-tuned teacher (embeddings, pooler, classifier and
+    # layers); `pretrained` the checkpoint the teacher was fine-tuned from, with a fresh classifier (the PKD
+    # paper's "BERTk-FT" start: the student does not begin with the teacher's task knowledge)
+    init_from: Literal["teacher", "pretrained"] = "teacher"
 
     @field_validator("depths")
     @classmethod
@@ -288,6 +292,22 @@ class Params(_Section):
             raise ValueError(f"distill.all_to_one_layer = {layer}: the teacher has {n} layers; allowed: 1..{n}, or "
                              "null (its last layer)")
         return self
+
+    @model_validator(mode="after")
+    def _students_inside_teacher_set(self) -> "Params":
+        # the students' examples are the first distill.max_train_samples of the teacher's (data.max_train_samples)
+        n, t = self.distill.max_train_samples, self.data.max_train_samples
+        if n is not None and t is not None and n > t:
+            raise ValueError(f"distill.max_train_samples = {n}: more than the teacher's data.max_train_samples = {t}; "
+                             f"the students learn from a part of the teacher's examples; allowed: 1..{t}, or null "
+                             "(all of them)")
+        return self
+
+    @property
+    def student_train_samples(self) -> int | None:
+        """How many training examples the students learn from: `distill.max_train_samples`, else the teacher's."""
+        n = self.distill.max_train_samples
+        return self.data.max_train_samples if n is None else n
 
     def assistant_depths(self, depth: int) -> list[int]:
         """The depths whose students are teacher assistants for a student of `depth`: every deeper one in

@@ -455,10 +455,17 @@ def stored_source(task_name: str, root: str | Path) -> str | None:
     return json.loads(path.read_text())["source"] if path.is_file() else None
 
 
-def prepare(task: Task, tokenizer: PreTrainedTokenizerBase, data_params, root: str | Path) -> datasets.DatasetDict:
-    """Read (`read_task_data`), subsample and tokenise the train and validation splits of `task`."""
+def prepare(task: Task, tokenizer: PreTrainedTokenizerBase, data_params, root: str | Path,
+            train_samples: int | None | str = "teacher") -> datasets.DatasetDict:
+    """Read (`read_task_data`), subsample and tokenise the train and validation splits of `task`.
+
+    The train split is the teacher's (`data.max_train_samples`), or, given `train_samples`, the first that many of
+    the same fixed shuffle: the students' examples (`Params.student_train_samples`), which lie inside the teacher's
+    whenever they are fewer (the shuffle is the same), so the teacher has seen every one of them.
+    """
     raw = read_task_data(task, root)
-    out = {"train": subsample(raw["train"], data_params.max_train_samples)}
+    n = data_params.max_train_samples if train_samples == "teacher" else train_samples
+    out = {"train": subsample(raw["train"], n)}
     for split in task.validation_splits:
         out[split] = subsample(raw[split], data_params.max_eval_samples)
     return datasets.DatasetDict({s: tokenize(d, task, tokenizer, data_params.max_length) for s, d in out.items()})

@@ -41,7 +41,7 @@ def _cache_keys(layout: Layout, task: Task, tokenizer, dsets, params: Params, te
     """Each split's cache key: what its cached teacher outputs depend on (`cache.cache_key`)."""
     teacher_dir = layout.teacher_model(task.name, teacher_seed)
     teacher_fingerprint = teacher_fingerprint or cache_lib.model_fingerprint(teacher_dir)  # hashed once
-    sizes = {"train": params.data.max_train_samples}
+    sizes = {"train": params.student_train_samples}  # the cache covers the students' examples
     return {split: cache_lib.cache_key(teacher_dir, tokenizer, ds, split, params.data.max_length,
                                        sizes.get(split, params.data.max_eval_samples), teacher_fingerprint)
             for split, ds in dsets.items()}
@@ -118,6 +118,12 @@ def _train_teacher(params: Params, task: Task, seed: int, root, tokenizer, dsets
     return record, ckpt
 
 
+def pretrained_start(params: Params, task: Task, teacher_seed: int):
+    """What the teacher of `teacher_seed` was fine-tuned from (`load_pretrained`), the start of `init_from: pretrained`
+    students (its classifier is replaced per student)."""
+    return load_pretrained(params.teacher, task.num_labels, teacher_seed)
+
+
 def write_cache(params: Params, task_name: str, root: str | Path = ".", seed: int | None = None, tokenizer=None,
                 dsets=None) -> Path:
     """(Re)build the cache of the teacher of a task and seed (default: the first of `teacher.seeds`)."""
@@ -128,7 +134,9 @@ def write_cache(params: Params, task_name: str, root: str | Path = ".", seed: in
     saved_tokenizer, teacher = load_saved(teacher_dir, again)  # a damaged file, named
     check_model_fits(teacher, task, teacher_dir, again)  # e.g. num_labels edited since
     tokenizer = tokenizer or saved_tokenizer
-    dsets = dsets or data.prepare(task, tokenizer, params.data, root)
+    if dsets is None or params.student_train_samples != params.data.max_train_samples:
+        # the students' examples (the first of the teacher's), not all the teacher learnt from
+        dsets = data.prepare(task, tokenizer, params.data, root, params.student_train_samples)
     teacher.to("cuda" if torch.cuda.is_available() else "cpu")
     collator = data.Collator(tokenizer)
     for split, key in _cache_keys(layout, task, tokenizer, dsets, params, seed).items():
@@ -160,7 +168,9 @@ class Cell:
         # another teacher of the group with the same tokenizer (the usual case): its tokenised data, not tokenised again
         same = shared is not None and cache_lib.tokenizer_fingerprint(shared.tokenizer) == \
             cache_lib.tokenizer_fingerprint(self.tokenizer)
-        self.dsets = shared.dsets if same else data.prepare(self.task, self.tokenizer, params.data, root)
+        # the students' examples (`Params.student_train_samples`: the first of the teacher's, rows 0..n-1 of its cache)
+        self.dsets = shared.dsets if same else data.prepare(self.task, self.tokenizer, params.data, root,
+                                                            params.student_train_samples)
         self.n = self.teacher.config.num_hidden_layers
         self.teacher_fingerprint = cache_lib.model_fingerprint(teacher_dir)
         self.use_cache = dp.states == "cls" and dp.teacher_cache
@@ -170,8 +180,11 @@ class Cell:
                                     self.teacher_fingerprint)
             self.caches = {s: cache_lib.load(self.layout.cache(self.task.name, self.teacher_seed), s, k)
                            for s, k in self.keys.items()}
-        # a subsample of the teacher's training rows; `cache_row` still points at each row's cached outputs
-        self.train_ds = shared.train_ds if same else data.subsample(self.dsets["train"], dp.max_train_samples)
+        self.train_ds = self.dsets["train"]
+        # `pretrained`: students start from the checkpoint the teacher was fine-tuned from (loaded once per cell)
+        self.start = self.teacher if params.student.init_from == "teacher" else \
+            (shared.start if same and shared.teacher_seed == self.teacher_seed else
+             pretrained_start(params, self.task, self.teacher_seed))
         self.data_fingerprint = shared.data_fingerprint if same else data.fingerprint(self.dsets["train"])
         self.setup_time_s = round(time.perf_counter() - start, 2)
 
@@ -242,7 +255,8 @@ class Cell:
         run = Run(task.name, self.depth, method, seed)
         check_writable([p.parent for p in layout.student_outputs(run)] + [layout.checkpoints(".").parent])
         remove_stale_temporaries(layout.student_outputs(run))
-        student = build_student(self.teacher, self.depth, params.student.init, seed)
+        student = build_student(self.start, self.depth, params.student.init, seed,
+                                fresh_classifier=params.student.init_from == "pretrained")
         assistants = self.assistants(seed) if method in ASSISTED_METHODS else []
         difficulty = None
         if method == "ceskd":  # the teacher's loss on each training row (its cache covers every row)
@@ -307,6 +321,7 @@ class Cell:
         record = run_record(params, task, "student", scores, timing, self.layout.root, method=method, depth=self.depth,
                             seed=seed, teacher_layers=self.n, teacher_seed=self.teacher_seed,
                             teacher_fingerprint=self.teacher_fingerprint, init=params.student.init,
+                            init_from=params.student.init_from,
                             init_layers=student.config.alpkd_init_layers, train_examples=len(self.train_ds),
                             teacher_cached=self.use_cache and method != "nokd", group_setup_time_s=self.setup_time_s,
                             assistants=[f"{a['depth']}-layer {a['method']} s{a['seed']}" for a in assistants] or None,

@@ -68,11 +68,14 @@ def init_layers(init: str, n: int, m: int) -> list[int] | None:
     raise ValueError(f"unknown student.init {init!r}; allowed: skip, first, random")
 
 
-def build_student(teacher: PreTrainedModel, depth: int, init: str = "skip", seed: int = 0) -> PreTrainedModel:
-    """The teacher's architecture with `depth` layers.
+def build_student(teacher: PreTrainedModel, depth: int, init: str = "skip", seed: int = 0,
+                  fresh_classifier: bool = False) -> PreTrainedModel:
+    """The architecture of `teacher` (the fine-tuned teacher, or the checkpoint it was fine-tuned from) with
+    `depth` layers.
 
-    Embeddings, pooler and classifier are copied from the teacher; layer i copies teacher layer
-    `init_layers(init)[i]`, or keeps its fresh random initialisation (seeded) for `random`.
+    Embeddings, pooler and classifier are copied from `teacher`; layer i copies its layer `init_layers(init)[i]`,
+    or keeps its fresh random initialisation (seeded) for `random`. `fresh_classifier` (the `init_from:
+    pretrained` start) keeps the student's own seeded classifier instead: the checkpoint's has learnt nothing.
     """
     n = teacher.config.num_hidden_layers
     if not 1 <= depth < n:
@@ -85,7 +88,7 @@ def build_student(teacher: PreTrainedModel, depth: int, init: str = "skip", seed
     chosen = init_layers(init, n, depth)
     state = {}
     for key, value in teacher.state_dict().items():
-        if ".encoder.layer." not in key:
+        if ".encoder.layer." not in key and not (fresh_classifier and key.startswith("classifier.")):
             state[key] = value
     if chosen is not None:
         prefix = f"{teacher.base_model_prefix}.encoder.layer."
@@ -93,6 +96,7 @@ def build_student(teacher: PreTrainedModel, depth: int, init: str = "skip", seed
             for key, value in _layers(teacher)[j].state_dict().items():
                 state[f"{prefix}{i}.{key}"] = value
     missing, unexpected = student.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not (fresh_classifier and k.startswith("classifier."))]
     if unexpected or (chosen is not None and missing):
         raise RuntimeError(f"student initialisation mismatch: missing {missing}, unexpected {unexpected}")
     student.config.alpkd_init_layers = chosen  # recorded in the student's config.json

@@ -39,6 +39,8 @@ BAD = [
     ("distill.alp_lambda", -0.5, "distill.alp_lambda", -0.5),
     ("distill.states", "all", "distill.states", "all"),
     ("student.init", "middle", "student.init", "middle"),
+    ("student.init_from", "scratch", "student.init_from", "scratch"),
+    ("student.init_from", True, "student.init_from", True),
     ("runtime.precision", "fp8", "runtime.precision", "fp8"),
     ("distill.learning_rate", "fast", "distill.learning_rate", "fast"),
 ]
@@ -232,3 +234,33 @@ def test_student_folder_uses_the_given_task(tmp_path):
     for task in ("my_task", "rte"):
         run = Run(task, 2, "alp", 42)
         assert Layout(tmp_path).student_model(run) == tmp_path / "models" / task / f"{task}-2" / "alp" / "s42"
+
+
+# --- issue 26: where a student starts, and the teacher's examples against the students' --------------------------
+def test_init_from_allowed_values_and_one_line(tmp_path, smoke_raw):
+    for good in ("teacher", "pretrained"):
+        smoke_raw["student"]["init_from"] = good
+        assert validate(smoke_raw).student.init_from == good
+    smoke_raw["student"]["init_from"] = "finetuned"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(smoke_raw))
+    result = run_cli("--params", str(bad), "check", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "student.init_from" in line]
+    assert len(lines) == 1 and "'finetuned'" in lines[0] and "'teacher'" in lines[0] and "'pretrained'" in lines[0], \
+        result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_students_cannot_have_more_examples_than_the_teacher(smoke_raw):
+    smoke_raw["data"]["max_train_samples"] = 40
+    smoke_raw["distill"]["max_train_samples"] = 41
+    message = str(pytest.raises(ConfigError, validate, smoke_raw).value)
+    assert "distill.max_train_samples = 41" in message and "data.max_train_samples = 40" in message, message
+    smoke_raw["distill"]["max_train_samples"] = 40
+    assert validate(smoke_raw).student_train_samples == 40
+    smoke_raw["distill"]["max_train_samples"] = None
+    assert validate(smoke_raw).student_train_samples == 40  # null: all of the teacher's
+    smoke_raw["data"]["max_train_samples"] = None
+    smoke_raw["distill"]["max_train_samples"] = 30
+    assert validate(smoke_raw).student_train_samples == 30

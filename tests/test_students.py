@@ -119,3 +119,34 @@ def test_minilm_teacher_offline_and_depth_two_student():
     s, t = non_layer_tensors(student), non_layer_tensors(teacher)
     for key in t:
         assert torch.equal(s[key], t[key]), key
+
+
+# --- issue 26: `student.init_from: pretrained`, the start from the checkpoint the teacher was fine-tuned from ---
+def test_pretrained_start_takes_the_checkpoints_layers_and_a_fresh_classifier(teacher):
+    pretrained = teacher  # the checkpoint
+    tuned = BertForSequenceClassification(teacher.config)  # the teacher fine-tuned from it: every tensor moved
+    tuned.load_state_dict(teacher.state_dict())
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.add_(0.05)
+    for depth in (1, 2, 3):
+        student = students.build_student(pretrained, depth, "skip", seed=7, fresh_classifier=True)
+        chosen = students.init_layers("skip", N, depth)
+        for i, j in enumerate(chosen):
+            assert same_layer(student.bert.encoder.layer[i], pretrained.bert.encoder.layer[j])
+            assert not same_layer(student.bert.encoder.layer[i], tuned.bert.encoder.layer[j])
+        s, t = student.state_dict(), pretrained.state_dict()
+        for key in t:
+            if ".encoder.layer." in key or key.startswith("classifier."):
+                continue
+            assert torch.equal(s[key], t[key]), key  # embeddings and pooler: the checkpoint's
+        # the classifier is the student's own, seeded: not the checkpoint's, the same for the same seed
+        assert not torch.equal(s["classifier.weight"], t["classifier.weight"])
+        again = students.build_student(pretrained, depth, "skip", seed=7, fresh_classifier=True)
+        other = students.build_student(pretrained, depth, "skip", seed=8, fresh_classifier=True)
+        assert torch.equal(again.state_dict()["classifier.weight"], s["classifier.weight"])
+        assert not torch.equal(other.state_dict()["classifier.weight"], s["classifier.weight"])
+        # its initialiser's scale (BERT: normal with std initializer_range), not a copy of something else
+        std = float(s["classifier.weight"].std())
+        assert 0.5 * teacher.config.initializer_range < std < 1.5 * teacher.config.initializer_range, std
+        assert torch.count_nonzero(s["classifier.bias"]) == 0
