@@ -13,10 +13,11 @@ its own (`<out>/<arm>/`) linked to its teacher's root (data, teacher model, cach
 library's own report (`alpkd.report.write_report`: table, paired bootstrap, attention) runs on each arm.
 
   python -m alpkd --params P6 --out ROOT6 data --task sst2 && python -m alpkd ... teacher --task sst2 --seed 42
-  python benchmarks/kd_study.py run --out OUT --teacher 6k=P6:ROOT6 --teacher 20k=P20:ROOT20 --part 1/2  # and 2/2
+  python benchmarks/kd_study.py run --out OUT --teacher 6k=P6:ROOT6 --teacher 20k=P20:ROOT20 &   # two workers
+  python benchmarks/kd_study.py run --out OUT --teacher 6k=P6:ROOT6 --teacher 20k=P20:ROOT20 &
   python benchmarks/kd_study.py report --out OUT --teacher 6k=P6:ROOT6 --teacher 20k=P20:ROOT20 > table.md
 
-Two parts on a 2-core machine, each with one thread (`runtime.threads: 1`), share the cores evenly.
+Two workers on a 2-core machine, each with one thread (`runtime.threads: 1`), share the cores and the units.
 """
 from __future__ import annotations
 
@@ -62,29 +63,63 @@ def link_arm(arm_root: Path, teacher_root: Path, task: str) -> None:
             link.symlink_to((teacher_root / sub.format(task=task)).resolve())
 
 
+PRIORITY = [  # (depth, methods, arms): what answers the question first. The pretrained-6k arm's NO-KD, KD, PKD and
+    # ALP are also the default run's design (3 teachers, 6 students), and teacher-6k's the previous default run's
+    # (committed, docs/history): the study adds the 20k arms and ALP-scaled, and runs their cells last
+    (3, ("nokd", "kd"), ("pretrained-6k", "teacher-20k", "pretrained-20k")),
+    (3, ("alp", "pkd"), ("teacher-20k", "pretrained-20k")),
+    (3, ("alp_scaled",), ("pretrained-6k", "teacher-6k", "teacher-20k", "pretrained-20k")),
+    (1, ("nokd", "kd"), ("teacher-20k", "pretrained-20k")),
+    (1, ("alp", "alp_scaled"), ("teacher-20k", "pretrained-20k", "pretrained-6k", "teacher-6k")),
+    (3, ("alp", "pkd"), ("pretrained-6k",)),
+    (1, ("nokd", "kd"), ("pretrained-6k",)),
+    (3, ("nokd", "kd", "pkd", "alp"), ("teacher-6k",)),
+    (1, ("nokd", "kd"), ("teacher-6k",)),
+]
+
+
+def units(teachers) -> list[tuple]:
+    by_name = {a[0]: a for a in arms(teachers)}
+    out = [(by_name[a], d, m) for d, methods, names in PRIORITY for a in names for m in methods if a in by_name]
+    assert sorted((a[0], d, m) for a, d, m in out) == sorted((a, d, m) for a in by_name for d, m in CELLS)
+    return out
+
+
 def run(args, teachers) -> None:
+    """Work through the units in `PRIORITY` order; several workers share them (a unit is claimed by creating its
+    claim file), and a unit whose teacher is still training is passed over until it is ready."""
     from alpkd import config, numerics
 
     numerics.pin(config.load(teachers[next(iter(teachers))][0]).runtime.model_copy(update={"threads": args.threads}))
     from alpkd import distill
 
-    units = [(a, d, m) for a in arms(teachers) for d, m in CELLS]
-    k, n = (int(x) for x in args.part.split("/"))
-    for i, ((name, init, pfile, troot), depth, method) in enumerate(units):
-        if i % n != k - 1:
-            continue
-        p = arm_params(pfile, init, args.threads)
-        task = p.data.tasks[0]
-        root = Path(args.out) / name
-        while not (Path(troot) / "metrics" / "teacher" / task / "s42.json").exists():  # its teacher still training
+    claims = Path(args.out) / "claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    while True:
+        pending = False
+        for (name, init, pfile, troot), depth, method in units(teachers):
+            claim = claims / f"{name}-{depth}-{method}"
+            if claim.exists():
+                continue
+            pending = True
+            p = arm_params(pfile, init, args.threads)
+            task = p.data.tasks[0]
+            if not (Path(troot) / "metrics" / "teacher" / task / "s42.json").exists():  # its teacher still training
+                continue
+            try:
+                os.close(os.open(claim, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                continue
+            root = Path(args.out) / name
+            link_arm(root, Path(troot), task)
+            start = time.perf_counter()
+            distill.distill_group(p, task, depth, root, methods=[method], seeds=SEEDS)
+            print(f"{name} {depth} {method}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+            break
+        else:
+            if not pending:
+                return
             time.sleep(30)
-        link_arm(root, Path(troot), task)
-        done = [root / "metrics" / "students" / f"{task}-{depth}" / method / f"s{s}.json" for s in SEEDS]
-        if all(f.exists() for f in done):
-            continue
-        start = time.perf_counter()
-        distill.distill_group(p, task, depth, root, methods=[method], seeds=SEEDS)
-        print(f"{name} {depth} {method}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
 
 
 def _attention(root: Path, task: str, depth: int, method: str) -> dict | None:
@@ -157,7 +192,6 @@ if __name__ == "__main__":
     ap.add_argument("--out", required=True, help="the arms' output roots go here")
     ap.add_argument("--teacher", action="append", required=True,
                     help="SIZE=PARAMS:ROOT: a teacher strength, its params file and the root holding its teacher")
-    ap.add_argument("--part", default="1/1", help="k/N: run every N-th (arm, depth, method), from the k-th")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--resamples", type=int, default=1000)
     a = ap.parse_args()
