@@ -22,7 +22,8 @@ def _figures(params, records: pd.DataFrame, summary: pd.DataFrame, trivial: dict
     student_summary = summary[summary["role"] == "student"].rename(columns={"layers": "depth"})
     teacher_scores = summary[summary["role"] == "teacher"].set_index("task")["mean"].to_dict()
     if not student_summary.empty:
-        panels = [t for t in [*tasks, AVERAGE] if (student_summary["task"] == t).any()]
+        # the average panel only where it averages something: with one task it repeats that task's
+        panels = [t for t in [*tasks, *([AVERAGE] if len(tasks) > 1 else [])] if (student_summary["task"] == t).any()]
         fig = plots.score_vs_depth(student_summary, teacher_scores, panels, headline, trivial)
         written.append(plots.save(fig, figures / "scores_vs_depth.png"))
     for task in tasks:
@@ -59,22 +60,32 @@ def _attention_figures(records: pd.DataFrame, task: str, depths: list[int], alp_
     return written
 
 
+CONTROLS = ("reverse", "all_to_one")  # their layer term (x pkd_beta) runs to hundreds: drawn on axes of their own
+
+
 def _curves_figure(records: pd.DataFrame, task: str, depths: list[int], logs: dict[str, pd.DataFrame],
                    figures: Path) -> list[Path]:
-    """The task's training loss: a panel for the teacher and one per student depth, a line per run."""
+    """The task's training loss: a panel for the teachers (a line each), and per student depth one for the
+    paper's methods and one for the controls (a line per method, the mean over its seeds)."""
     from .. import plots
 
     task_runs = records[(records["role"] == "student") & (records["task"] == task)]
-    teacher_runs = list(records.loc[(records["role"] == "teacher") & (records["task"] == task), "run"])
+    teachers = records[(records["role"] == "teacher") & (records["task"] == task)]
+    teacher_runs = list(teachers["run"])
     if not any(name in logs for name in [*teacher_runs, *task_runs["run"]]):
         return []
-    panel_runs = {"teacher": teacher_runs}
-    panel_runs.update({f"{d} layer(s)": list(task_runs.loc[task_runs["depth"] == d, "run"]) for d in depths
-                       if (task_runs["depth"] == d).any()})
-    method_of = dict(zip(task_runs["run"], task_runs["method"])) | {r: "teacher" for r in teacher_runs}
-    fig = plots.training_curves(logs, panel_runs, "loss", method_of)
-    fig.suptitle(f"{task}: training loss")
-    fig.tight_layout()
+    panel_runs = {"teachers": teacher_runs}
+    for d in depths:
+        at_depth = task_runs[task_runs["depth"] == d]
+        control = at_depth["method"].isin(CONTROLS)
+        if (~control).any():
+            panel_runs[f"{d} layer(s)"] = list(at_depth.loc[~control, "run"])
+        if control.any():
+            panel_runs[f"{d} layer(s): controls"] = list(at_depth.loc[control, "run"])
+    method_of = dict(zip(task_runs["run"], task_runs["method"])) | dict(zip(teachers["run"], teachers["run"]))
+    labels = {r: f"teacher s{int(s)}" for r, s in zip(teachers["run"], teachers["seed"])}
+    fig = plots.training_curves(logs, panel_runs, "loss", method_of, labels)
+    plots.suptitle(fig, f"{task}: training loss (students: mean over seeds, band: lowest to highest seed)")
     return [plots.save(fig, figures / f"curves_{task}.png")]
 
 
