@@ -34,25 +34,26 @@ from pathlib import Path
 import pandas as pd
 
 from ..paths import Layout
-from .collect import (COLUMNS, SPLIT_COLUMNS, collect, duplicates, further_splits, load_attention, load_logs,
-                      load_predictions, missing_runs, runs_of, select, shown_columns, teacher_run, undefined)
+from .collect import (COLUMNS, REQUIRED, SPLIT_COLUMNS, collect, duplicates, further_splits, load_attention,
+                      load_logs, load_predictions, missing_runs, record_problem, runs_of, select, shown_columns,
+                      teacher_run, undefined)
 from .comparisons import (BASELINES, CHALLENGERS, EXTRA_PAIRS, SIG_COLUMNS, cell_intervals, comparisons,
                           detectable_gaps, significance, significance_table)
 from .figures import _figures, plot_tables
 from .files import _numbers, _write_plot_tables, write_text
 from .markdown import (METRIC_ABBREVIATIONS, TEXT_COLUMNS, _attention_lines, _duplicate_lines, _figure_lines,
                        _interval_lines, _missing_lines, _preamble, _results_lines, _significance_lines,
-                       _undefined_lines, markdown_table)
+                       _skipped_lines, _undefined_lines, markdown_table)
 from .tables import (ALP_FAMILY, AVERAGE, FLAG, SUMMARY_COLUMNS, attention_summary, format_cell, results_table,
                      summarise, trivial_row)
 
 __all__ = ["ALP_FAMILY", "AVERAGE", "BASELINES", "CHALLENGERS", "COLUMNS", "EXTRA_PAIRS", "FLAG",
-           "METRIC_ABBREVIATIONS", "SIG_COLUMNS", "SPLIT_COLUMNS", "SUMMARY_COLUMNS", "TEXT_COLUMNS",
+           "METRIC_ABBREVIATIONS", "REQUIRED", "SIG_COLUMNS", "SPLIT_COLUMNS", "SUMMARY_COLUMNS", "TEXT_COLUMNS",
            "attention_summary", "cell_intervals", "collect", "comparisons", "detectable_gaps", "duplicates",
            "format_cell", "further_splits", "load_attention", "load_logs", "load_predictions", "markdown_table",
-           "missing_runs", "plot_tables", "results_table", "runs_of", "select", "shown_columns", "significance",
-           "significance_table", "summarise", "teacher_run", "trivial_row", "undefined", "write_report",
-           "write_text"]
+           "missing_runs", "plot_tables", "record_problem", "results_table", "runs_of", "select", "shown_columns",
+           "significance", "significance_table", "summarise", "teacher_run", "trivial_row", "undefined",
+           "write_report", "write_text"]
 
 
 def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
@@ -65,7 +66,8 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
     tasks, depths = list(params.data.tasks), list(params.student.depths)
     methods, seeds, teacher_seeds = list(params.distill.methods), list(params.distill.seeds), list(params.teacher.seeds)
     # what the runs left behind
-    collected = collect(root)
+    skipped = []  # (file, why) of the records not counted
+    collected = collect(root, params.profile, skipped)
     records = select(collected, tasks, depths, methods, seeds, teacher_seeds)
     columns = shown_columns(tasks, collected)  # + MNLI's mismatched set, shown but not averaged
     further = select(collected, [c for c in columns if c not in tasks], depths, methods, seeds, teacher_seeds)
@@ -95,7 +97,8 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
     intervals = cell_intervals(records)
     files = {p.stem: p for p in figures} | _numbers(out, shown, methods, trivial_shown, sig, attention, intervals)
     files |= _write_plot_tables(out / "plots", plot_tables(records, summary, logs, tasks, depths, methods))
-    sections = [_preamble(params, records), _results_lines(table, headline, extra), _duplicate_lines(dups, methods),
+    sections = [_preamble(params, records, skipped), _skipped_lines(skipped), _results_lines(table, headline, extra),
+                _duplicate_lines(dups, methods),
                 _undefined_lines(undef, params),
                 _significance_lines(sig, resamples), _interval_lines(intervals), _attention_lines(attention),
                 _missing_lines(missing),

@@ -3,6 +3,8 @@ the training logs, attention maps and validation predictions of the student runs
 from __future__ import annotations
 
 import json
+import sys
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +29,37 @@ def _run_of(rec: dict) -> Run:
     return Run(rec["task"], int(rec["depth"]), rec["method"], int(rec["seed"]))
 
 
-def collect(root: str | Path) -> pd.DataFrame:
-    """Every teacher and student metrics file under `root`, one row each (columns `COLUMNS`)."""
+# the fields a record must hold, and their types (bool is an int to Python, never a depth, seed or score here)
+REQUIRED = {"task": str, "depth": int, "seed": int, "score": (Real, type(None))}
+
+
+def record_problem(rec, path: Path, root: Path, role: str, profile: str | None = None) -> str | None:
+    """Why the record read from `path` must not be counted, or None: it cannot be read, lacks a field or holds one
+    of the wrong type, says it is another run than its place says (a backup copy `s43_old.json` beside
+    `s43.json`), or is of another profile than `profile` (when the report knows it)."""
+    if not isinstance(rec, dict):
+        return "cannot be read (not a JSON object: half-written or foreign)"
+    required = REQUIRED | ({} if role == "teacher" else {"method": str})
+    for key, kind in required.items():
+        if key not in rec:
+            return f"no `{key}`"
+        value = rec[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            return f"`{key}` is {value!r} ({type(value).__name__}), not a {getattr(kind, '__name__', 'number')}"
+    layout = Layout(root)
+    place = (layout.teacher_metrics(rec["task"], rec["seed"]) if role == "teacher"
+             else layout.student_metrics(_run_of(rec)))
+    if place != path:
+        return f"its content is another run's: it belongs at `{place.relative_to(root)}`"
+    if profile is not None and rec.get("profile") not in (None, profile):
+        return f"of profile `{rec['profile']}`, not `{profile}` (a stale result of another profile)"
+    return None
+
+
+def collect(root: str | Path, profile: str | None = None, skipped: list | None = None) -> pd.DataFrame:
+    """Every teacher and student metrics file under `root` whose content matches its place (and `profile`, when
+    given), one row each (columns `COLUMNS`). Each file left out is appended to `skipped` as (file, why), and
+    named on stderr."""
     root = Path(root)
     rows = []
     files = [("teacher", p) for p in sorted((root / "metrics" / "teacher").glob("*/s*.json"))]
@@ -36,7 +67,11 @@ def collect(root: str | Path) -> pd.DataFrame:
     files += [("student", p) for p in sorted([*students.glob("*/*/s*.json"), *students.glob("*/*/*/s*.json")])]
     for role, path in files:
         rec = _read_json(path)
-        if not rec or "score" not in rec or "task" not in rec:
+        why = record_problem(rec, path, root, role, profile)
+        if why is not None:
+            print(f"warning: report: not counted: {path.relative_to(root)}: {why}", file=sys.stderr)
+            if skipped is not None:
+                skipped.append((str(path.relative_to(root)), why))
             continue
         is_teacher = role == "teacher"
         score, env = rec["score"], rec.get("environment") or {}

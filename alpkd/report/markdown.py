@@ -32,17 +32,20 @@ def _describe(values) -> str:
     return ", ".join(f"`{v}`" for v in values) if values else "unknown"
 
 
-def _preamble(params, records: pd.DataFrame) -> list[str]:
-    """The title, and what produced the results: profile, data, teacher, seeds, initialisation; how to read a cell."""
+def _preamble(params, records: pd.DataFrame, skipped=()) -> list[str]:
+    """The title, and what produced the results: profile, data, teacher, seeds, initialisation; how to read a cell.
+    `skipped`: the (file, why) of records not counted (`collect`); those of another profile make the results stale."""
     teachers, students = records[records["role"] == "teacher"], records[records["role"] == "student"]
     teacher_models = [f"{m} ({int(n)} layers)" for m, n in
                       teachers[["model", "depth"]].drop_duplicates().itertuples(index=False)]
     profiles = set(records["profile"].dropna())
+    other = sum(why.startswith("of profile") for _, why in skipped)
     return [
         "# ALP-KD replication: results",
         "",
         f"- Profile: {_describe(profiles or [params.profile])}"
-        + (f" (params.yaml now says `{params.profile}`: these results are stale)" if profiles - {params.profile} else ""),
+        + (f" ({other} records of another profile not counted: params.yaml now says `{params.profile}`, these "
+           "results are stale)" if other else ""),
         f"- Data: GLUE validation splits, from {_describe(records['data_source'])}",
         f"- Teacher: {', '.join(teacher_models) or 'none found'}",
         f"- Teacher seeds: {', '.join(str(s) for s in sorted(set(teachers['seed']))) or 'none'}"
@@ -205,6 +208,14 @@ def _attention_lines(attention: pd.DataFrame) -> list[str]:
         markdown_table(_attention_table(attention)),
         "",
     ]
+
+
+def _skipped_lines(skipped: list[tuple[str, str]]) -> list[str]:
+    """The metrics files not counted, each with why (`collect`): a file is counted only where its content matches
+    its place, so no cell counts a run twice."""
+    if not skipped:
+        return []
+    return [f"Not counted ({len(skipped)} files): " + "; ".join(f"`{f}`: {why}" for f, why in skipped), ""]
 
 
 def _missing_lines(missing: list[str]) -> list[str]:
