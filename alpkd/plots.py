@@ -58,9 +58,10 @@ def suptitle(fig, title: str, fontsize: float = 11) -> None:
 
 
 def _figure_legend(fig, handles, labels, fontsize: float = 8) -> None:
-    """One legend for the figure, outside the panels on the right, in as many columns as its height needs."""
+    """One legend for the figure, outside the panels on the right (centred: clear of a wrapped title), in as many
+    columns as its height needs."""
     per_column = max(1, int(fig.get_figheight() * 72 / (fontsize * 2.0)))
-    fig.legend(handles, labels, loc="outside right upper", ncol=math.ceil(len(labels) / per_column),
+    fig.legend(handles, labels, loc="outside right center", ncol=math.ceil(len(labels) / per_column),
                fontsize=fontsize, frameon=False)
 
 
@@ -153,7 +154,8 @@ def attention_history(histories: dict[tuple[int, str], list[dict]], title: str =
     puts on each teacher layer (a line per teacher layer, a panel per student layer) against the step."""
     cells = sorted(histories, key=lambda k: (-k[0], k[1]))
     panels = [(cell, i) for cell in cells for i in range(cell[0])]
-    fig, axes = _grid(len(panels), width=3.0, height=2.4, cols=max(c[0] for c in cells))
+    deepest = max(c[0] for c in cells)  # a row per cell; one-layer cells side by side
+    fig, axes = _grid(len(panels), width=3.0, height=2.4, cols=deepest if deepest > 1 else min(len(panels), 3))
     for ax, ((depth, method), i) in zip(axes, panels):
         steps = [h["step"] for h in histories[(depth, method)]]
         w = np.asarray([h["weights"] for h in histories[(depth, method)]])[:, i, :]  # (snapshots, n)
@@ -161,7 +163,7 @@ def attention_history(histories: dict[tuple[int, str], list[dict]], title: str =
         for j in range(w.shape[1]):
             ax.plot(steps, w[:, j], color=colours[j], label=f"teacher {j + 1}")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{method_label(method)}, {depth}L: student layer {i + 1}", fontsize=9)
+        ax.set_title(f"{method_label(method)}, {depth}L\nstudent layer {i + 1}", fontsize=9)  # 2 lines: fits a panel
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     _figure_legend(fig, *axes[0].get_legend_handles_labels())
