@@ -80,8 +80,11 @@ def test_records_with_a_missing_or_mistyped_field_are_not_counted(params, root, 
     assert _seeds(root, "results.csv")[(2, "alp_no", "rte")] == 2
 
 
-def test_a_damaged_file_is_named(params, root, capsys):
+def test_a_damaged_file_is_named_and_a_marker_is_not(params, root, capsys):
+    marker = root.joinpath(*STUDENTS, "rte-1", "alp_no", "same_as.json")  # a cell's marker beside its records
+    marker.write_text(json.dumps({"task": "rte", "depth": 1, "method": "alp_no", "same_as": "alp", "why": "x"}))
     md, err = _report(params, root, capsys)
+    assert "same_as.json" not in md and "same_as.json" not in err
     name = "metrics/students/rte-2/kd/s7.json"  # the fixture's half-written file
     assert name in md and "cannot be read" in md and name in err
     assert np.isfinite(pd.read_csv(root / "report" / "results.csv")["mean"]).any()

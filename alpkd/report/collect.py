@@ -29,6 +29,7 @@ def _run_of(rec: dict) -> Run:
     return Run(rec["task"], int(rec["depth"]), rec["method"], int(rec["seed"]))
 
 
+MARKERS = ("same_as.json", "not_defined.json")  # a cell's markers (not trained, and why), not records
 # the fields a record must hold, and their types (bool is an int to Python, never a depth, seed or score here)
 REQUIRED = {"task": str, "depth": int, "seed": int, "score": (Real, type(None))}
 
@@ -64,7 +65,8 @@ def collect(root: str | Path, profile: str | None = None, skipped: list | None =
     rows = []
     files = [("teacher", p) for p in sorted((root / "metrics" / "teacher").glob("*/s*.json"))]
     students = root / "metrics" / "students"  # <group>/<method>/, and <task>-assisted/<group>/<method>/
-    files += [("student", p) for p in sorted([*students.glob("*/*/s*.json"), *students.glob("*/*/*/s*.json")])]
+    files += [("student", p) for p in sorted([*students.glob("*/*/s*.json"), *students.glob("*/*/*/s*.json")])
+              if p.name not in MARKERS]
     for role, path in files:
         rec = _read_json(path)
         why = record_problem(rec, path, root, role, profile)
