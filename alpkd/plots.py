@@ -161,7 +161,7 @@ def attention_history(histories: dict[tuple[int, str], list[dict]], title: str =
         w = np.asarray([h["weights"] for h in histories[(depth, method)]])[:, i, :]  # (snapshots, n)
         colours = plt.cm.viridis(np.linspace(0, 1, w.shape[1]))
         for j in range(w.shape[1]):
-            ax.plot(steps, w[:, j], color=colours[j], label=f"teacher {j + 1}")
+            ax.plot(steps, w[:, j], color=colours[j], label=f"teacher layer {j + 1}")
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"{method_label(method)}, {depth}L\nstudent layer {i + 1}", fontsize=9)  # 2 lines: fits a panel
         ax.set_xlabel("step")

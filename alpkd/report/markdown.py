@@ -215,7 +215,7 @@ def _skipped_lines(skipped: list[tuple[str, str]]) -> list[str]:
     its place, so no cell counts a run twice."""
     if not skipped:
         return []
-    return [f"Not counted ({len(skipped)} files): " + "; ".join(f"`{f}`: {why}" for f, why in skipped), ""]
+    return [f"Not counted ({len(skipped)} file{'s' if len(skipped) > 1 else ''}): " + "; ".join(f"`{f}`: {why}" for f, why in skipped), ""]
 
 
 def _missing_lines(missing: list[str]) -> list[str]:
