@@ -52,9 +52,10 @@ def default_shaped_root(root: Path) -> Path:
               "environment": {"cpu": "AMD EPYC", "cpu_capability": "AVX2", "numerics": "portable"}}
     for seed in TEACHER_SEEDS:
         score = float(rng.uniform(0.84, 0.87))
-        _write(layout.teacher_metrics("sst2", seed), {**common, "role": "teacher", "method": "teacher", "depth": N_LAYERS,
-                                                      "seed": seed, "model": "minilm", "trivial": {"accuracy": 0.509},
-                                                      "score": score, "metrics": {"accuracy": score}})
+        _write(layout.teacher_metrics("sst2", seed), {**common, "role": "teacher", "method": "teacher",
+                                                      "depth": N_LAYERS, "seed": seed, "model": "minilm",
+                                                      "trivial": {"accuracy": 0.509}, "score": score,
+                                                      "metrics": {"accuracy": score}})
         _log(layout.teacher_log("sst2", seed), rng, {"ce": 0.7})
     for depth, method in itertools.product(DEFAULT_DEPTHS, DEFAULT_METHODS):
         if depth == 1 and method in SAME_AT_ONE:

@@ -2,6 +2,8 @@
 and each student cell's 95% interval under the same resampling of teachers and seeds."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
