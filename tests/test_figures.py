@@ -177,13 +177,16 @@ def png_faults(path: Path) -> list[str]:
     return [] if np.all(border > 0.98) else [f"{path.name}: drawn to the edge of the image"]
 
 
-def report_faults(params, root: Path, monkeypatch) -> dict[str, list[str]]:
-    """Write the report of `root`, checking every figure as it is saved."""
+def report_faults(params, root: Path, monkeypatch, panels: dict | None = None) -> dict[str, list[str]]:
+    """Write the report of `root`, checking every figure as it is saved; `panels` collects each figure's panel
+    titles."""
     from alpkd import plots, report
 
     real_save, faults = plots.save, {}
 
     def checked_save(fig, path, *args, **kwargs):
+        if panels is not None:
+            panels[Path(path).name] = [ax.get_title() for ax in fig.axes if ax.get_visible()]
         found = figure_faults(fig)
         out = real_save(fig, path, *args, **kwargs)
         faults[Path(path).name] = found + png_faults(out)
@@ -195,8 +198,10 @@ def report_faults(params, root: Path, monkeypatch) -> dict[str, list[str]]:
 
 
 def test_default_shaped_report_figures_are_legible(smoke_raw, tmp_path, monkeypatch):
-    faults = report_faults(default_params(smoke_raw), default_shaped_root(tmp_path), monkeypatch)
+    panels = {}
+    faults = report_faults(default_params(smoke_raw), default_shaped_root(tmp_path), monkeypatch, panels)
     assert {"scores_vs_depth.png", "attention_sst2.png", "attention_history_sst2.png", "curves_sst2.png"} <= set(faults)
+    assert panels["scores_vs_depth.png"] == ["sst2"]  # one task: an average panel would repeat it
     assert not any(faults.values()), "\n".join(f"{name}: {f}" for name, found in faults.items() for f in found)
 
 
