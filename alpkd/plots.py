@@ -7,6 +7,7 @@ Inputs are plain tables (pandas) and arrays, so the figures can be redrawn from 
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt  # headless, pyplot falls back to Agg; in Jupyter it draws inline
@@ -41,12 +42,27 @@ def method_label(method: str) -> str:
 
 
 def _grid(panels: int, width: float = 3.6, height: float = 3.0, cols: int | None = None):
+    # constrained layout reserves room for every title, label and legend, inside the canvas
     cols = cols or min(panels, 3)
     rows = math.ceil(panels / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout="constrained")
     for ax in axes.flat[panels:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:panels])
+
+
+def suptitle(fig, title: str, fontsize: float = 11) -> None:
+    """A figure title wrapped to the figure's width (a narrow figure's long title would be cut at both edges)."""
+    chars = max(16, int(fig.get_figwidth() * 72 / (0.58 * fontsize)))  # ~0.58 em per character of DejaVu Sans
+    fig.suptitle(textwrap.fill(title, chars), fontsize=fontsize)
+
+
+def _figure_legend(fig, handles, labels, fontsize: float = 8) -> None:
+    """One legend for the figure, outside the panels on the right (centred: clear of a wrapped title), in as many
+    columns as its height needs."""
+    per_column = max(1, int(fig.get_figheight() * 72 / (fontsize * 2.0)))
+    fig.legend(handles, labels, loc="outside right center", ncol=math.ceil(len(labels) / per_column),
+               fontsize=fontsize, frameon=False)
 
 
 def score_vs_depth(scores: pd.DataFrame, teacher: dict[str, float] | None = None,
@@ -84,10 +100,8 @@ def score_vs_depth(scores: pd.DataFrame, teacher: dict[str, float] | None = None
             if lab not in handles:
                 handles[lab] = h
                 labels.append(lab)
-    if handles:
-        fig.legend([handles[lab] for lab in labels], labels, loc="lower center", ncol=min(len(labels), 7),
-                   frameon=False)
-    fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 1))
+    if handles:  # beside the panels, clear of their axis labels
+        _figure_legend(fig, [handles[lab] for lab in labels], labels)
     return fig
 
 
@@ -97,7 +111,7 @@ def attention_heatmap(weights, ax=None, title: str | None = None, annotate: bool
     m, n = weights.shape
     own = ax is None
     if own:
-        fig, ax = plt.subplots(figsize=(0.6 * n + 1.8, 0.5 * m + 1.4))
+        fig, ax = plt.subplots(figsize=(0.6 * n + 1.8, 0.5 * m + 1.4), layout="constrained")
     image = ax.imshow(weights, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
     ax.set_xticks(range(n), [str(j + 1) for j in range(n)])
     ax.set_yticks(range(m), [str(i + 1) for i in range(m)])
@@ -113,8 +127,6 @@ def attention_heatmap(weights, ax=None, title: str | None = None, annotate: bool
                         color="black" if w > 0.6 else "white")
     if colorbar:
         ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    if own:
-        ax.figure.tight_layout()
     return ax.figure
 
 
@@ -123,7 +135,7 @@ def attention_grid(maps: dict[tuple[int, str], np.ndarray], depths: list[int], m
     n = max(np.asarray(w).shape[1] for w in maps.values())
     fig, axes = plt.subplots(len(depths), len(methods), squeeze=False,
                              figsize=(max(3.0, 0.45 * n + 1.6) * len(methods), sum(0.4 * d + 1.4 for d in depths)),
-                             gridspec_kw={"height_ratios": [d + 2 for d in depths]})
+                             gridspec_kw={"height_ratios": [d + 2 for d in depths]}, layout="constrained")
     for r, depth in enumerate(depths):
         for c, method in enumerate(methods):
             ax = axes[r][c]
@@ -133,8 +145,7 @@ def attention_grid(maps: dict[tuple[int, str], np.ndarray], depths: list[int], m
             else:
                 ax.set_axis_off()
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        suptitle(fig, title)
     return fig
 
 
@@ -143,50 +154,54 @@ def attention_history(histories: dict[tuple[int, str], list[dict]], title: str =
     puts on each teacher layer (a line per teacher layer, a panel per student layer) against the step."""
     cells = sorted(histories, key=lambda k: (-k[0], k[1]))
     panels = [(cell, i) for cell in cells for i in range(cell[0])]
-    fig, axes = _grid(len(panels), width=3.0, height=2.4, cols=max(c[0] for c in cells))
+    deepest = max(c[0] for c in cells)  # a row per cell; one-layer cells side by side
+    fig, axes = _grid(len(panels), width=3.0, height=2.4, cols=deepest if deepest > 1 else min(len(panels), 3))
     for ax, ((depth, method), i) in zip(axes, panels):
         steps = [h["step"] for h in histories[(depth, method)]]
         w = np.asarray([h["weights"] for h in histories[(depth, method)]])[:, i, :]  # (snapshots, n)
         colours = plt.cm.viridis(np.linspace(0, 1, w.shape[1]))
         for j in range(w.shape[1]):
-            ax.plot(steps, w[:, j], color=colours[j], label=f"teacher {j + 1}")
+            ax.plot(steps, w[:, j], color=colours[j], label=f"teacher layer {j + 1}")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{method_label(method)}, {depth}L: student layer {i + 1}", fontsize=9)
+        ax.set_title(f"{method_label(method)}, {depth}L\nstudent layer {i + 1}", fontsize=9)  # 2 lines: fits a panel
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=8)
+    _figure_legend(fig, *axes[0].get_legend_handles_labels())
     if title:
-        fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+        suptitle(fig, title)
     return fig
 
 
 def training_curves(curves: dict[str, pd.DataFrame], panels: dict[str, list[str]], y: str = "loss",
-                    method_of: dict[str, str] | None = None):
-    """Loss against step: one panel per entry of `panels` (panel title -> run names), a line per run.
+                    method_of: dict[str, str] | None = None, labels: dict[str, str] | None = None):
+    """Loss against step: one panel per entry of `panels` (panel title -> run names), a line per method.
 
-    `curves` maps a run name to its log (columns `step` and `y`); runs of the same method share a colour.
+    `curves` maps a run name to its log (columns `step` and `y`); `method_of` maps a run to its method (runs of one
+    method are drawn as one line, their mean at each step, in a band from their lowest to their highest value) and
+    `labels` a method to its legend entry (default: `method_label`). A panel's legend sits beside it.
     """
-    fig, axes = _grid(len(panels))
+    fig, axes = _grid(len(panels), width=4.8, height=2.8, cols=min(len(panels), 2))
     for ax, (title, runs) in zip(axes, panels.items()):
-        seen = set()
+        by_method: dict[str, list[pd.DataFrame]] = {}
         for run in runs:
             log = curves.get(run)
-            if log is None or y not in log or log.empty:
-                continue
-            method = (method_of or {}).get(run, run)
+            if log is not None and y in log and not log.empty:
+                by_method.setdefault((method_of or {}).get(run, run), []).append(log.set_index("step")[y])
+        for method, series in by_method.items():
             style = dict(METHOD_STYLES.get(method, {}))
             style.pop("marker", None)
-            ax.plot(log["step"], log[y], label=None if method in seen else method_label(method), **style)
-            seen.add(method)
-        ax.set_title(title)
+            frame = pd.concat(series, axis=1).sort_index()
+            label = (labels or {}).get(method, method_label(method))
+            line, = ax.plot(frame.index, frame.mean(axis=1), label=label, linewidth=1.2, **style)
+            if len(series) > 1:
+                ax.fill_between(frame.index, frame.min(axis=1), frame.max(axis=1), color=line.get_color(),
+                                alpha=0.15, linewidth=0)
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylabel(y)
         ax.grid(alpha=0.3)
-        if seen:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
+        if by_method:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
     return fig
 
 
@@ -195,7 +210,7 @@ def training_curve(log: str | Path | pd.DataFrame, title: str = "", y: str = "lo
 
     A run shorter than `runtime.logging_steps` logged no step (its log has no rows): the figure says so."""
     log = pd.read_csv(log) if not isinstance(log, pd.DataFrame) else log
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
     if log.empty:
         ax.text(0.5, 0.5, "no step logged\n(fewer steps than runtime.logging_steps)", ha="center", va="center",
                 transform=ax.transAxes)
@@ -208,13 +223,13 @@ def training_curve(log: str | Path | pd.DataFrame, title: str = "", y: str = "lo
     ax.grid(alpha=0.3)
     if not log.empty:
         ax.legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 
 def save(fig, path: str | Path, dpi: int = 120) -> Path:
     """Write `fig` as PNG atomically (a temporary file renamed into place) and close it."""
     path = replace_atomically(Path(path), lambda tmp: fig.savefig(tmp, dpi=dpi, format="png",
-                                                                  metadata={"Software": None}))
+                                                                  metadata={"Software": None},
+                                                                  bbox_inches="tight", pad_inches=0.1))
     plt.close(fig)
     return path

@@ -1,0 +1,108 @@
+"""The results of the replication: table, summaries and figures, from the metrics files of every run.
+
+`collect` reads `metrics/teacher/<task>/*.json` and `metrics/students/*.json` under an output root into one
+DataFrame; `summarise` turns it into mean and standard deviation over seeds for each task and for the
+average over tasks; `write_report` writes, atomically, under `report/`:
+
+- `results.md`    the table (teacher row, then a row per student depth and method; a column per task and
+                  the average), with the profile, data source, teacher model and seeds that produced it
+- `results.csv`   the same numbers to 4 decimals (layers, method, task, mean, std, n_seeds)
+- `scores.csv`    students' mean scores in long form (task, depth, method, score) for `dvc plots`
+- `scores_by_depth.csv`  the average over tasks, a column per method, a row per depth (`dvc plots`)
+- `significance.csv`  paired, two-stage bootstrap of each layer-mapping method against NO-KD, KD and PKD, and of
+                  the baselines among themselves, at each depth (gap, 95% interval, p-value;
+                  `alpkd.significance`), also in results.md
+- `intervals.csv` each student cell's mean with a 95% interval under the same resampling of teachers and seeds
+- `summary.json`  the mean scores (teacher, and `students_<depth>L.<method>.<task or average>`) for
+                  `dvc metrics show` and `dvc metrics diff`
+- `figures/`      score vs depth, ALP attention maps per task, training curves per task (PNG)
+- `plots/`        what `dvc plots show` draws, a column per method: `scores/<task>.csv` (score vs depth) and
+                  `curves/<task>-<depth>.csv` (task loss during training, mean over seeds)
+
+Scores are the task's headline GLUE metric (accuracy, F1, Matthews correlation or Pearson) x100. With
+several seeds a cell is `mean ± std` (sample standard deviation, ddof=1). The average over tasks is taken
+per seed (over seeds that have every task), then averaged over seeds.
+
+The package, by concern: `collect` (reading the records and what else the runs left), `tables` (the numbers and
+the results table), `comparisons` (significance and intervals), `figures` (PNG figures and `dvc plots` tables),
+`markdown` (results.md), `files` (writing). Every public name is importable from `alpkd.report`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..paths import Layout
+from .collect import (COLUMNS, REQUIRED, SPLIT_COLUMNS, collect, duplicates, further_splits, load_attention,
+                      load_logs, load_predictions, missing_runs, record_problem, runs_of, select, shown_columns,
+                      teacher_run, undefined)
+from .comparisons import (BASELINES, CHALLENGERS, EXTRA_PAIRS, SIG_COLUMNS, cell_intervals, comparisons,
+                          detectable_gaps, significance, significance_table)
+from .figures import _figures, plot_tables
+from .files import _numbers, _write_plot_tables, write_text
+from .markdown import (METRIC_ABBREVIATIONS, TEXT_COLUMNS, _attention_lines, _duplicate_lines, _figure_lines,
+                       _interval_lines, _missing_lines, _preamble, _results_lines, _significance_lines,
+                       _skipped_lines, _undefined_lines, markdown_table)
+from .tables import (ALP_FAMILY, AVERAGE, FLAG, SUMMARY_COLUMNS, attention_summary, format_cell, results_table,
+                     summarise, trivial_row)
+
+__all__ = ["ALP_FAMILY", "AVERAGE", "BASELINES", "CHALLENGERS", "COLUMNS", "EXTRA_PAIRS", "FLAG",
+           "METRIC_ABBREVIATIONS", "REQUIRED", "SIG_COLUMNS", "SPLIT_COLUMNS", "SUMMARY_COLUMNS", "TEXT_COLUMNS",
+           "attention_summary", "cell_intervals", "collect", "comparisons", "detectable_gaps", "duplicates",
+           "format_cell", "further_splits", "load_attention", "load_logs", "load_predictions", "markdown_table",
+           "missing_runs", "plot_tables", "record_problem", "results_table", "runs_of", "select", "shown_columns",
+           "significance", "significance_table", "summarise", "teacher_run", "trivial_row", "undefined",
+           "write_report", "write_text"]
+
+
+def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
+    """Write the report of the grid configured in `params` (an `alpkd.config.Params`) under `root/report`.
+
+    Returns {"table": the table (strings), "summary": the numbers, "significance": the paired bootstrap
+    comparisons, "attention": the ALP attention summary, "missing": runs without results, "files": {name: path}}.
+    """
+    root, out = Path(root), Layout(Path(root)).report()
+    tasks, depths = list(params.data.tasks), list(params.student.depths)
+    methods, seeds, teacher_seeds = list(params.distill.methods), list(params.distill.seeds), list(params.teacher.seeds)
+    # what the runs left behind
+    skipped = []  # (file, why) of the records not counted
+    collected = collect(root, params.profile, skipped)
+    records = select(collected, tasks, depths, methods, seeds, teacher_seeds)
+    columns = shown_columns(tasks, collected)  # + MNLI's mismatched set, shown but not averaged
+    further = select(collected, [c for c in columns if c not in tasks], depths, methods, seeds, teacher_seeds)
+    dups = {k: v for k, v in duplicates(root).items() if k[0] in tasks and k[1] in depths and k[2] in methods}
+    undef = {k: v for k, v in undefined(root).items() if k[0] in tasks and k[1] in depths and k[2] in methods}
+    student_runs = runs_of(records[records["role"] == "student"])
+    teacher_runs = [(t, s) for t in tasks for s in teacher_seeds]
+    logs, maps = load_logs(root, student_runs, teachers=teacher_runs), load_attention(root, student_runs)
+    # the numbers
+    summary, trivial = summarise(records, tasks), trivial_row(records, tasks)
+    extra = [c for c in columns if c not in tasks]
+    shown = pd.concat([summary, summarise(further, extra).query("task != @AVERAGE")]) if extra else summary
+    trivial_shown = {**trivial_row(further, extra), **trivial}
+    table = results_table(shown, columns, depths, methods, trivial_shown, skipped=dups, undefined=undef)
+    missing = missing_runs(records, tasks, depths, methods, seeds, skipped=dups | undef, teacher_seeds=teacher_seeds)
+    from .. import progress
+
+    progress.log(f"report: {len(records)} records; bootstrap of the comparisons ({resamples} resamples each)")
+    sig = significance(params, root, records, resamples, skipped=dups | undef)
+    progress.log(f"report: {len(sig)} comparisons done; figures and tables")
+    attention = attention_summary(records, maps)
+    # the files
+    headline = {t: records.loc[records["task"] == t, "headline"].iloc[0] for t in tasks if (records["task"] == t).any()}
+    figures = _figures(params, records, summary, trivial, headline, maps, logs, out / "figures")
+    headline = {c: collected.loc[collected["task"] == c, "headline"].iloc[0] for c in columns
+                if (collected["task"] == c).any()}
+    intervals = cell_intervals(records)
+    files = {p.stem: p for p in figures} | _numbers(out, shown, methods, trivial_shown, sig, attention, intervals)
+    files |= _write_plot_tables(out / "plots", plot_tables(records, summary, logs, tasks, depths, methods))
+    sections = [_preamble(params, records, skipped), _skipped_lines(skipped), _results_lines(table, headline, extra),
+                _duplicate_lines(dups, methods),
+                _undefined_lines(undef, params),
+                _significance_lines(sig, resamples), _interval_lines(intervals), _attention_lines(attention),
+                _missing_lines(missing),
+                _figure_lines(figures)]
+    files["results.md"] = write_text(out / "results.md", "\n".join(line for lines in sections for line in lines))
+    return {"table": table, "summary": summary, "significance": sig, "attention": attention, "missing": missing,
+            "files": files}
