@@ -412,3 +412,20 @@ def test_baselines_are_compared_among_themselves():
 
     pairs = report.comparisons(["nokd", "kd", "pkd", "alp"])
     assert pairs == [("alp", "nokd"), ("alp", "kd"), ("alp", "pkd"), ("kd", "nokd"), ("pkd", "nokd"), ("pkd", "kd")]
+
+
+def test_header_names_where_the_students_started_and_their_examples(params, root):
+    from alpkd import report
+
+    report.write_report(params, root, resamples=RESAMPLES)
+    md = (root / "report" / "results.md").read_text()
+    assert "of the fine-tuned teacher" in md and "`student.init_from: teacher`" in md
+    data = params.data.model_copy(update={"max_train_samples": 20000})
+    distill = params.distill.model_copy(update={"max_train_samples": 6000})
+    student = params.student.model_copy(update={"init_from": "pretrained"})
+    other = params.model_copy(update={"data": data, "distill": distill, "student": student})
+    report.write_report(other, root, resamples=RESAMPLES)
+    md = (root / "report" / "results.md").read_text()
+    assert "of the pre-trained checkpoint the teacher was fine-tuned from" in md
+    assert "`student.init_from: pretrained`" in md
+    assert "teacher 20,000 (a fixed subsample), students the first 6,000 of the teacher's" in md

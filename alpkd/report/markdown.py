@@ -54,7 +54,9 @@ def _preamble(params, records: pd.DataFrame, skipped=()) -> list[str]:
         f" (configured: {', '.join(str(s) for s in params.distill.seeds)}); each student learns from one "
         f"teacher: {_pairing(params)}",
         f"- Computed on: {_machines(records)}",
-        f"- Student initialisation: `{params.student.init}`; ALP, ALP-NO, ALP-PO scores scaled by 1/sqrt(d): "
+        f"- Student initialisation: `{params.student.init}` layers {_start(params)}",
+        f"- Training examples: {_examples(params)}",
+        f"- ALP, ALP-NO, ALP-PO scores scaled by 1/sqrt(d): "
         f"{'yes' if params.distill.alp_scale else 'no (the paper)'}; ALP-scaled: always",
         "- Cells: the task's headline metric x100 on its validation split; `mean ± std` (sample std) over seeds "
         "when there are several (the teacher row: over the teachers; a student row: over every student, so its "
@@ -226,3 +228,22 @@ def _missing_lines(missing: list[str]) -> list[str]:
 
 def _figure_lines(figures: list[Path]) -> list[str]:
     return ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figures] + [""] if figures else []
+
+
+def _start(params) -> str:
+    """Where the students' tensors come from (`student.init_from`)."""
+    if params.student.init_from == "pretrained":
+        return ("of the pre-trained checkpoint the teacher was fine-tuned from, with its embeddings and pooler and a "
+                "fresh classifier (`student.init_from: pretrained`: the students do not start with the teacher's task "
+                "knowledge)")
+    return ("of the fine-tuned teacher, with its embeddings, pooler and classifier (`student.init_from: teacher`: the "
+            "students start with the teacher's task knowledge)")
+
+
+def _examples(params) -> str:
+    """How many training examples the teacher and the students learn from."""
+    t, n = params.data.max_train_samples, params.student_train_samples
+    teacher = "the whole training file" if t is None else f"{t:,} (a fixed subsample)"
+    if n == t:
+        return f"teacher and students {teacher}"
+    return f"teacher {teacher}, students the first {n:,} of the teacher's"
