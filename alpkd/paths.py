@@ -166,7 +166,7 @@ def replace_atomically(dest: Path, write: Callable[[Path], None]) -> Path:
     try:
         write(tmp)
     except BaseException as err:  # a full disk, an interrupt: no temporary left behind, and a full disk said so
-        written = _newest_file(tmp)
+        written = failed_file(tmp, err)
         _remove(tmp)
         if isinstance(err, Exception) and (cause := disk_full(err)):
             where = dest / written.relative_to(tmp) if written is not None and written != tmp else dest
@@ -190,11 +190,18 @@ _FULL_TEXT = re.compile(r"No space left on device|File too large|FileTooLarge|St
                         r"os error (28|27|122)|file write failed", re.IGNORECASE)
 
 
-def disk_full(err: BaseException) -> str | None:
-    """What `err` (or an exception it was raised from) says of a write that found no room, in words; else None."""
+def _chain(err: BaseException | None) -> list[BaseException]:
+    """`err` and the exceptions it was raised from (or while handling)."""
     seen = []
     while err is not None and err not in seen:
         seen.append(err)
+        err = err.__cause__ or err.__context__
+    return seen
+
+
+def disk_full(err: BaseException) -> str | None:
+    """What `err` (or an exception it was raised from) says of a write that found no room, in words; else None."""
+    for err in _chain(err):
         if isinstance(err, OSError) and err.errno in _FULL:
             return f"{_FULL[err.errno]}: {err.strerror}"
         if (m := _FULL_TEXT.search(str(err))) is not None:
@@ -202,7 +209,6 @@ def disk_full(err: BaseException) -> str | None:
             what = "file too large (a file size limit)" if "large" in text or "27" in text else \
                 "disk quota exceeded" if "quota" in text or "122" in text else "no space left on the device"
             return f"{what}: {type(err).__name__}: {' '.join(str(err).split())[:160]}"
-        err = err.__cause__ or err.__context__
     return None
 
 
@@ -210,15 +216,20 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
 
 
-def _newest_file(path: Path) -> Path | None:
-    """The file of `path` (a file or a folder) written last: the one a failed write was writing."""
+def failed_file(path: Path, err: BaseException) -> Path | None:
+    """The file of `path` (a file or a folder) that the failed write `err` was writing: the one written last, or
+    beside it the weights file safetensors was writing (it removes what it could not finish)."""
     if path.is_file():
         return path
     try:
         files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else []
-        return max(files, key=lambda f: f.stat().st_mtime_ns) if files else None
+        newest = max(files, key=lambda f: f.stat().st_mtime_ns) if files else None
     except OSError:
         return None
+    safetensors = any("Safetensor" in type(e).__name__ for e in _chain(err))
+    if newest is not None and newest.suffix != ".safetensors" and safetensors:
+        return newest.parent / "model.safetensors"  # the name transformers gives an unsharded model's weights
+    return newest
 
 
 def warn(message: str) -> None:

@@ -22,7 +22,7 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 from transformers.trainer_utils import get_last_checkpoint
 
-from .paths import warn
+from .paths import WriteError, disk_full, failed_file, warn
 from .progress import ProgressCallback
 from .losses import (ASSISTED_METHODS, LAYER_METHODS, ces_experts, dgkd_keep, distillation_loss, rail_layers,
                      task_loss)
@@ -363,10 +363,16 @@ def train(trainer: Trainer) -> dict:
     start = time.perf_counter()
     try:
         trainer.train(resume_from_checkpoint=last)
-    except BaseException:
+    except BaseException as err:
         # a checkpoint the failure (a full disk, an interrupt) cut short is not left to look complete
+        cause = disk_full(err) if isinstance(err, Exception) else None
+        written = failed_file(Path(trainer.args.output_dir), err) if cause else None  # what it was writing
         if trainer.is_world_process_zero():
             _remove_incomplete(Path(trainer.args.output_dir))
+        if cause:
+            raise WriteError(f"{written or trainer.args.output_dir}: cannot be written ({cause}); its checkpoint was "
+                             "removed. Free space (or raise the file size limit, `ulimit -f`) and re-run the same "
+                             "command: it resumes from the last complete checkpoint") from None
         raise
     resumed = int(Path(last).name.split("-")[-1]) if last else 0
     return {"train_time_s": round(time.perf_counter() - start, 2), "resumed_from_step": resumed,

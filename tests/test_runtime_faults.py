@@ -207,23 +207,43 @@ def _limited(limit: int):
     return preexec
 
 
-@pytest.mark.parametrize("save_steps, written", [(1000, "model.safetensors"), (2, None)])
-def test_a_write_that_finds_no_room_is_one_line(teacher_root, tmp_path, save_steps, written):
-    """save_steps 1000: no checkpoint, the final save of the weights fails (the atomic-write helper); 2: the
-    Trainer's first checkpoint fails."""
+def test_a_checkpoint_that_finds_no_room_is_one_line(teacher_root, tmp_path):
+    """The Trainer's first checkpoint (its weights, 4 MB) is written past a 2 MB limit: SafetensorError before."""
     root = tmp_path / "out"
     shutil.copytree(teacher_root / "data", root / "data")
-    params = _long(tmp_path / "p", save_steps=save_steps)
+    params = _long(tmp_path / "p")
     cmd = _cli("--params", str(params), "--out", str(root), "teacher", "--task", TASK, "--seed", SEED)
     result = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600,
                             preexec_fn=_limited(2_000_000))
     line = one_line_error(result, 1)
     assert "file too large" in line and "re-run the same command" in line, line
-    if written:
-        assert str(Layout(root).teacher_model(TASK, 42) / written) in line, line
+    assert f"{root / 'checkpoints'}/teacher-{TASK}-s42-" in line and "/checkpoint-2/model.safetensors" in line, line
     _nothing_looks_finished(root)
-    for ckpt in (root / "checkpoints").glob("*/checkpoint-*"):  # none cut short left to look complete
-        assert (ckpt / "trainer_state.json").is_file()
+    assert not list((root / "checkpoints").glob("*/checkpoint-*"))  # the one cut short is removed
+
+
+_SAVE = """
+import sys
+from alpkd.evaluation import load_saved
+from alpkd.records import save_model
+from alpkd.paths import WriteError
+tokenizer, model = load_saved(sys.argv[1], "")
+try:
+    save_model(model, tokenizer, sys.argv[2])
+except WriteError as err:
+    print(err)
+"""
+
+
+def test_a_saved_model_that_finds_no_room_names_its_file(teacher_root, tmp_path):
+    """The atomic-write helper (every output but the Trainer's checkpoints): the file named, no temporary left."""
+    dest = tmp_path / "models" / "s42"
+    result = subprocess.run([sys.executable, "-c", _SAVE, str(Layout(teacher_root).teacher_model(TASK, 42)),
+                             str(dest)], env=_env(), capture_output=True, text=True, timeout=300,
+                            preexec_fn=_limited(2_000_000))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith(f"{dest}/model.safetensors: cannot be written (file too large"), result.stdout
+    assert list(dest.parent.iterdir()) == []
 
 
 def test_replace_atomically_removes_its_temporary_on_a_failed_write(tmp_path):
