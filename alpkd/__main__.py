@@ -152,10 +152,12 @@ def _interrupted(args, signum: int) -> str:
     from . import trainer
 
     name = signal.Signals(signum).name + (" (Ctrl-C)" if signum == signal.SIGINT else "")
+    head = f"{args.command}: interrupted by {name}; no unfinished output was kept. Re-run the same command"
+    if args.command not in ("teacher", "distill", "assist"):  # nothing trains: nothing to resume
+        return head
     last = trainer.last_checkpoint_written()
-    where = f"resume from the last checkpoint ({last})" if last else "start over (no checkpoint had been written)"
-    return (f"{args.command}: interrupted by {name}; no unfinished output was kept. Re-run the same command to "
-            f"{where}")
+    return head + (f" to resume from the last checkpoint ({last})" if last else
+                   " (no checkpoint had been written: it starts over)")
 
 
 def _prog() -> str:

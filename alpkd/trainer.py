@@ -265,9 +265,7 @@ def last_complete_checkpoint(folder: str | Path) -> str | None:
     """
     folder = Path(folder)
     while folder.is_dir() and (last := get_last_checkpoint(str(folder))):
-        try:
-            json.loads((Path(last) / "trainer_state.json").read_text())
-        except (OSError, ValueError):
+        if not _state_written(Path(last)):
             shutil.rmtree(last)
             continue
         damaged = checkpoint_damage(Path(last))
@@ -279,11 +277,21 @@ def last_complete_checkpoint(folder: str | Path) -> str | None:
     return None
 
 
+def _state_written(checkpoint: Path) -> bool:
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def checkpoint_damage(checkpoint: Path) -> str | None:
     """What is cut short or unreadable among a checkpoint's files (checked from their headers and sizes, without
-    reading the tensors), or None when each is whole."""
+    reading the tensors; the JSON files parsed), or None when each is whole."""
     for path in sorted(checkpoint.iterdir()):
-        if path.suffix == ".safetensors":
+        if path.suffix == ".json":  # trainer_state.json, attention_history.json, config.json
+            why = _json_damage(path)
+        elif path.suffix == ".safetensors":
             why = safetensors_damage(path)
         elif path.suffix in (".pt", ".pth", ".bin"):
             why = _zip_damage(path)
@@ -315,6 +323,19 @@ def safetensors_damage(path: Path) -> str | None:
     return None if size >= need else f"truncated: {size} bytes of {need}"
 
 
+def _json_damage(path: Path) -> str | None:
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        return f"not readable JSON: {type(err).__name__}"
+    expected = list if path.name == AttentionHistory.FILE else dict
+    if not isinstance(content, expected):
+        return f"a JSON {type(content).__name__}, not a{'' if expected is list else 'n'} {expected.__name__}"
+    if path.name == "trainer_state.json" and not isinstance(content.get("global_step"), int):
+        return f"global_step is {content.get('global_step')!r}, not a step number"
+    return None
+
+
 def _zip_damage(path: Path) -> str | None:
     # torch.save writes a zip archive whose directory is at its end: a file cut short has none
     import zipfile
@@ -339,11 +360,8 @@ def last_checkpoint_written() -> str | None:
         if Path(folder).is_dir():
             for ckpt in sorted(Path(folder).glob("checkpoint-*"), key=lambda p: -int(p.name.split("-")[-1])
                                if p.name.split("-")[-1].isdigit() else 0):
-                try:
-                    json.loads((ckpt / "trainer_state.json").read_text())
+                if _state_written(ckpt):
                     return str(ckpt)
-                except (OSError, ValueError):
-                    continue
     return None
 
 
@@ -381,10 +399,5 @@ def train(trainer: Trainer) -> dict:
 
 def _remove_incomplete(folder: Path) -> None:
     for ckpt in folder.glob("checkpoint-*") if folder.is_dir() else []:
-        try:
-            json.loads((ckpt / "trainer_state.json").read_text())
-        except (OSError, ValueError):
-            shutil.rmtree(ckpt, ignore_errors=True)
-            continue
-        if checkpoint_damage(ckpt) is not None:
+        if not _state_written(ckpt) or checkpoint_damage(ckpt) is not None:
             shutil.rmtree(ckpt, ignore_errors=True)

@@ -347,3 +347,52 @@ def test_validation_examples_in_the_training_file_are_counted_in_a_warning(tmp_p
         warnings = [l for l in result.stderr.splitlines() if l.startswith("warning: ")]
         assert len(warnings) == 1 and "3 of 6 validation examples also appear in the training data" in warnings[0], \
             result.stderr[-3000:]
+
+
+# --- 7. the same families elsewhere ------------------------------------------------------------------------------
+def _checkpoint(folder: Path, step: int) -> Path:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    ckpt = folder / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True)
+    save_file({"w": np.arange(1000, dtype=np.float32)}, ckpt / "model.safetensors")
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return ckpt
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "state not a dict", "attention history cut"])
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, damage):
+    from alpkd.trainer import last_complete_checkpoint
+
+    older = _checkpoint(tmp_path, 2)
+    newer = _checkpoint(tmp_path, 4)
+    if damage == "truncated weights":
+        damaged = newer / "model.safetensors"
+        damaged.write_bytes(damaged.read_bytes()[:2000])
+    elif damage == "state not a dict":
+        damaged = newer / "trainer_state.json"
+        damaged.write_text("[]")
+    else:
+        damaged = newer / "attention_history.json"
+        damaged.write_text('[{"step": 0, "weights"')
+    assert last_complete_checkpoint(tmp_path) == str(older)
+    assert not newer.exists()
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: {damaged}: damaged") and f"resuming from {older}" in err, err
+
+
+@pytest.mark.parametrize("field, value", [("key", ["a"]), ("sha256", "x"), ("files", None)])
+def test_cache_manifest_field_of_the_wrong_type_is_a_cache_error(tmp_path, field, value):
+    import numpy as np
+
+    from alpkd import cache
+
+    folder = Layout(tmp_path).cache(TASK, 42)
+    cache.write(folder, "train", {"k": 1}, np.zeros((3, 2)), np.zeros((3, 2, 4)))
+    meta = json.loads((folder / "train" / "meta.json").read_text())
+    meta[field] = value
+    del meta["manifest"]  # read as an older manifest: no checksum of its own to catch the edit
+    (folder / "train" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(cache.CacheError, match=r"damaged meta\.json \(a field of the wrong type\); rebuild it"):
+        cache.load(folder, "train", {"k": 1})
