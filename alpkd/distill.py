@@ -244,8 +244,11 @@ class Cell:
         for d in depths:
             folder = self.layout.assistant_cache(self.task.name, d, dp.assistant, seed)
             split = cache_lib.load(folder, "train", expected)
-            out.append({"depth": d, "method": dp.assistant, "seed": seed, "cache": split,
-                        "fingerprint": cache_lib.read_key(folder, "train")["teacher"]})
+            fingerprint = cache_lib.read_key(folder, "train").get("teacher")
+            if not isinstance(fingerprint, str):  # what keys the student's checkpoints and names its assistant
+                raise cache_lib.CacheError(f"teacher assistant cache {folder / 'train'} is damaged: its key has no "
+                                           f"weights fingerprint ({fingerprint!r}); {cache_lib.hint(folder)}")
+            out.append({"depth": d, "method": dp.assistant, "seed": seed, "cache": split, "fingerprint": fingerprint})
         return out
 
     def write_assistant_cache(self, model, seed: int) -> Path:
