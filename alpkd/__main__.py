@@ -36,6 +36,16 @@ DEFAULT_OUT = "scratch"
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as err:  # before the step began (while torch loads): nothing written yet
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"error: interrupted by {signal.Signals(signum).name} before the step began; nothing was written",
+              file=sys.stderr)
+        return 128 + signum
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog=_prog(), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"alpkd {__version__}")
@@ -81,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as err:
         _error(err)
         return 2
+    _interrupt_on(signal.SIGTERM, signal.SIGHUP)
     if args.command == "check":
         return _check(args, params)
 
@@ -106,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     # FloatingPointError: a loss that became NaN or infinite (the trainer stops at once and says so)
     expected = (config.ConfigError, data.DataError, cache.CacheError, ModelError, FileNotFoundError, FloatingPointError,
                 numerics.NumericsError, WriteError)
-    _interrupt_on(signal.SIGTERM, signal.SIGHUP)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON record alone
             result = _run(args, params, distill)

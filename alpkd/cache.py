@@ -227,10 +227,11 @@ def _read_meta(folder: Path) -> dict:
     if not isinstance(meta, dict) or "key" not in meta or "sha256" not in meta:
         raise CacheError(f"teacher cache {folder} has a damaged meta.json (no key or checksums); {hint(folder.parent)}")
     # fields of the wrong type (a hand edit, a bad merge) would end in a traceback deep inside the checks
-    files = meta.get("files", {}) if meta.get("manifest") is not None else {}
+    legacy = meta.get("manifest") is None  # the format-1 manifest: no per-file entries
+    files = meta.get("files")
     if not (isinstance(meta["key"], dict) and isinstance(meta["sha256"], dict)
             and all(isinstance(k, str) and isinstance(v, str) for k, v in meta["sha256"].items())
-            and isinstance(files, dict) and all(isinstance(files.get(name), dict) for name in meta["sha256"])
+            and (legacy or (isinstance(files, dict) and all(isinstance(files.get(n), dict) for n in meta["sha256"])))
             and isinstance(meta.get("shapes", {}), dict)):
         raise CacheError(f"teacher cache {folder} has a damaged meta.json (a field of the wrong type); "
                          f"{hint(folder.parent)}")

@@ -23,8 +23,6 @@ class ModelError(RuntimeError):
     """A saved model folder that cannot be used: not a model, no weights, damaged, or made for another task."""
 
 
-
-
 def load_saved(folder: str | Path, again: str):
     """(tokenizer, model) of a saved classification model folder, or one `ModelError` naming the folder or file
     and `again` (how to write it anew)."""
@@ -76,10 +74,11 @@ def verify_teacher(folder: str | Path, again: str, fingerprint: str | None = Non
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise ModelError(f"{record_path}: damaged ({type(err).__name__}); it vouches for the teacher's weights at "
                          f"{folder}; {again}") from None
-    expected = record.get("weights_fingerprint") if isinstance(record, dict) else None
-    if expected is None and isinstance(record, dict):
+    if not isinstance(record, dict):
+        raise ModelError(f"{record_path}: damaged (a JSON {type(record).__name__}, not a record); {again}")
+    expected, files = record.get("weights_fingerprint"), record.get("weights_sha256")
+    if expected is None and files is None:  # written before the weights were recorded
         return
-    files = record.get("weights_sha256")
     if not isinstance(expected, str) or not isinstance(files, dict):
         raise ModelError(f"{record_path}: damaged (weights_fingerprint {expected!r}, weights_sha256 of type "
                          f"{type(files).__name__}: not what the teacher step writes); {again}")

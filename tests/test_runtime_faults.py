@@ -98,6 +98,15 @@ def test_teacher_record_with_a_fingerprint_of_the_wrong_type(teacher_root, tmp_p
     assert str(path) in line and "damaged" in line, line
 
 
+def test_teacher_record_that_is_not_a_record(teacher_root, tmp_path):
+    from alpkd.evaluation import ModelError, verify_teacher
+
+    root = _copy_root(teacher_root, tmp_path / "out")
+    Layout(root).teacher_metrics(TASK, 42).write_text("[]")
+    with pytest.raises(ModelError, match=r"s42\.json: damaged \(a JSON list, not a record\); re-run the teacher"):
+        verify_teacher(Layout(root).teacher_model(TASK, 42), "re-run the teacher stage")
+
+
 def test_unreadable_teacher_record_is_one_line(teacher_root, tmp_path):
     root = _copy_root(teacher_root, tmp_path / "out")
     path = Layout(root).teacher_metrics(TASK, 42)
@@ -392,7 +401,8 @@ def test_cache_manifest_field_of_the_wrong_type_is_a_cache_error(tmp_path, field
     cache.write(folder, "train", {"k": 1}, np.zeros((3, 2)), np.zeros((3, 2, 4)))
     meta = json.loads((folder / "train" / "meta.json").read_text())
     meta[field] = value
-    del meta["manifest"]  # read as an older manifest: no checksum of its own to catch the edit
+    meta["key_sha256"] = cache._canonical_sha256(meta["key"])
+    meta["manifest_sha256"] = cache._manifest_sha256(meta)  # a manifest consistent with itself: its checksum passes
     (folder / "train" / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(cache.CacheError, match=r"damaged meta\.json \(a field of the wrong type\); rebuild it"):
         cache.load(folder, "train", {"k": 1})
