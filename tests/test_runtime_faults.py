@@ -59,6 +59,7 @@ def test_teacher_record_holds_its_weights_fingerprint(teacher_root):
 def test_damaged_teacher_is_refused_by_distill_cache_and_evaluate(teacher_root, tmp_path):
     root = _copy_root(teacher_root, tmp_path / "out")
     layout = Layout(root)
+    shutil.rmtree(root / "models" / TASK / f"{TASK}-1", ignore_errors=True)  # students other tests trained there
     weights = layout.teacher_model(TASK, 42) / "model.safetensors"
     _flip(weights, weights.stat().st_size // 2)
     meta = layout.cache(TASK, 42) / "train" / "meta.json"
