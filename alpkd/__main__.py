@@ -15,24 +15,37 @@ Installed (`pip install -e .`), `alpkd ...` is the same command as `python -m al
 Outputs go under --out (default `scratch`, git-ignored); only an explicit `--out .` writes the pipeline's own
 files (models/, metrics/, ...). stdout is the step's JSON record alone (progress and logs go to stderr); an
 expected error (parameters, data, cache, a missing or unusable model, a non-finite loss, an unwritable output)
-prints one line `error: ...` and exits 2 (parameters) or 1 (the rest).
+prints one line `error: ...` and exits 2 (parameters) or 1 (the rest). An interrupt (Ctrl-C, or SIGTERM / SIGHUP
+as `kill` and DVC send) prints one line too and exits 128 + the signal's number (130 for Ctrl-C); re-running the same
+command resumes from the last checkpoint.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import signal
 import sys
 from pathlib import Path
 
 from . import __version__, config, preflight
-from .paths import Layout
+from .paths import Layout, WriteError, disk_full
 
 
 DEFAULT_OUT = "scratch"
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as err:  # before the step began (while torch loads): nothing written yet
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"error: interrupted by {signal.Signals(signum).name} before the step began; nothing was written",
+              file=sys.stderr)
+        return 128 + signum
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog=_prog(), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"alpkd {__version__}")
@@ -78,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as err:
         _error(err)
         return 2
+    _interrupt_on(signal.SIGTERM, signal.SIGHUP)
     if args.command == "check":
         return _check(args, params)
 
@@ -102,15 +116,58 @@ def main(argv: list[str] | None = None) -> int:
 
     # FloatingPointError: a loss that became NaN or infinite (the trainer stops at once and says so)
     expected = (config.ConfigError, data.DataError, cache.CacheError, ModelError, FileNotFoundError, FloatingPointError,
-                numerics.NumericsError)
+                numerics.NumericsError, WriteError)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON record alone
             result = _run(args, params, distill)
     except expected as err:
         _error(err)
         return 2 if isinstance(err, config.ConfigError) else 1
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        _error(_interrupted(args, signum))
+        return 128 + signum
+    except Exception as err:  # a write that found no room, inside a library (the Trainer's checkpoints)
+        cause = disk_full(err)
+        if cause is None:
+            raise
+        _error(f"{args.command}: a write under {args.out} failed ({cause}); free space (or raise the file size limit, "
+               "`ulimit -f`) and re-run the same command: it resumes from the last complete checkpoint")
+        return 1
     print(json.dumps(result, indent=2, default=str))
     return 0
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal that asks the step to stop (SIGTERM, SIGHUP), raised where the step is, as Ctrl-C's KeyboardInterrupt
+    is: the same clean-ups run (temporaries removed, nothing renamed into place)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupt_on(*signums: int) -> None:
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    for signum in signums:
+        if signal.getsignal(signum) is signal.SIG_IGN:  # e.g. SIGHUP under nohup: the user asked to ignore it
+            continue
+        signal.signal(signum, handler)
+
+
+def _interrupted(args, signum: int) -> str:
+    """The line an interrupted step ends with: what stopped it, and how the same command goes on."""
+    from . import trainer
+
+    name = signal.Signals(signum).name + (" (Ctrl-C)" if signum == signal.SIGINT else "")
+    head = f"{args.command}: interrupted by {name}; no unfinished output was kept. Re-run the same command"
+    if args.command not in ("teacher", "distill", "assist"):  # nothing trains: nothing to resume
+        return head
+    last = trainer.last_checkpoint_written()
+    return head + (f" to resume from the last checkpoint ({last})" if last else
+                   " (no checkpoint had been written: it starts over)")
 
 
 def _prog() -> str:

@@ -42,14 +42,20 @@ def sha256_file(path: str | Path, chunk: int = 1 << 24) -> str:
     return h.hexdigest()
 
 
-def model_fingerprint(model_dir: str | Path) -> str:
-    """SHA-256 over a saved model's weight files and config (what the teacher's outputs depend on)."""
+def model_files_sha256(model_dir: str | Path) -> dict[str, str]:
+    """SHA-256 of each of a saved model's weight files and of its config, in the order `model_fingerprint` hashes."""
     model_dir = Path(model_dir)
     files = sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin")) + [model_dir / "config.json"]
+    return {f.name: sha256_file(f) for f in files}
+
+
+def model_fingerprint(model_dir: str | Path, files: dict[str, str] | None = None) -> str:
+    """SHA-256 over a saved model's weight files and config (what the teacher's outputs depend on); `files`:
+    their `model_files_sha256` when already known."""
     h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        h.update(sha256_file(f).encode())
+    for name, digest in (files if files is not None else model_files_sha256(model_dir)).items():
+        h.update(name.encode())
+        h.update(digest.encode())
     return h.hexdigest()
 
 
@@ -220,6 +226,15 @@ def _read_meta(folder: Path) -> dict:
         raise CacheError(f"teacher cache {folder} has a damaged meta.json ({err}); {hint(folder.parent)}") from None
     if not isinstance(meta, dict) or "key" not in meta or "sha256" not in meta:
         raise CacheError(f"teacher cache {folder} has a damaged meta.json (no key or checksums); {hint(folder.parent)}")
+    # fields of the wrong type (a hand edit, a bad merge) would end in a traceback deep inside the checks
+    legacy = meta.get("manifest") is None  # the format-1 manifest: no per-file entries
+    files = meta.get("files")
+    if not (isinstance(meta["key"], dict) and isinstance(meta["sha256"], dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in meta["sha256"].items())
+            and (legacy or (isinstance(files, dict) and all(isinstance(files.get(n), dict) for n in meta["sha256"])))
+            and isinstance(meta.get("shapes", {}), dict)):
+        raise CacheError(f"teacher cache {folder} has a damaged meta.json (a field of the wrong type); "
+                         f"{hint(folder.parent)}")
     return meta
 
 

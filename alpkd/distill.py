@@ -20,7 +20,7 @@ from . import cache as cache_lib
 from . import data, metrics, numerics, progress
 from .config import ConfigError, Params
 from .evaluation import (attention_map, check_model_fits, entropy_bits, evaluate, load_saved, split_suffix,
-                         teacher_again)
+                         teacher_again, verify_teacher)
 from .losses import (ALP_METHODS, ASSISTED_METHODS, all_to_one_layers, alp_allowed, alp_scaled, ces_experts,
                      dgkd_keep, distillation_loss, example_difficulty, pkd_layers, rail_layers, reverse_layers,
                      same_objective)
@@ -102,9 +102,13 @@ def _train_teacher(params: Params, task: Task, seed: int, root, tokenizer, dsets
     if not trainer.is_world_process_zero():
         return scores, ckpt
     save_model(trainer.model, tokenizer, layout.teacher_model(task.name, seed))
+    # the weights as saved, in the record: every later use checks them (`verify_teacher`), so a teacher damaged
+    # since is refused, never cached and taught from
+    weights = cache_lib.model_files_sha256(layout.teacher_model(task.name, seed))
+    fingerprint = cache_lib.model_fingerprint(layout.teacher_model(task.name, seed), weights)
     write_json(layout.teacher_predictions(task.name, seed), {"task": task.name, "method": "teacher", "seed": seed,
                                                              **preds})
-    write_cache(params, task.name, root, seed, tokenizer=tokenizer, dsets=dsets)
+    write_cache(params, task.name, root, seed, tokenizer=tokenizer, dsets=dsets, fingerprint=fingerprint)
     write_log(trainer, layout.teacher_log(task.name, seed))
     trivial = {}
     for split in task.validation_splits:  # keyed like the scores (MNLI: `_matched`, `_mismatched`)
@@ -113,7 +117,8 @@ def _train_teacher(params: Params, task: Task, seed: int, root, tokenizer, dsets
     record = run_record(params, task, "teacher", scores, timing, root, method="teacher",
                         depth=model.config.num_hidden_layers, seed=seed, model=tp.model,
                         train_examples=len(dsets["train"]), trivial=nulls(trivial),
-                        constant_predictions=any(p["constant"] for p in preds.values()))
+                        constant_predictions=any(p["constant"] for p in preds.values()),
+                        weights_fingerprint=fingerprint, weights_sha256=weights)
     write_json(layout.teacher_metrics(task.name, seed), record)
     return record, ckpt
 
@@ -125,13 +130,18 @@ def pretrained_start(params: Params, task: Task, teacher_seed: int):
 
 
 def write_cache(params: Params, task_name: str, root: str | Path = ".", seed: int | None = None, tokenizer=None,
-                dsets=None) -> Path:
-    """(Re)build the cache of the teacher of a task and seed (default: the first of `teacher.seeds`)."""
+                dsets=None, fingerprint: str | None = None) -> Path:
+    """(Re)build the cache of the teacher of a task and seed (default: the first of `teacher.seeds`). `fingerprint`:
+    that of the weights the teacher step has just saved (the record there may still be the previous teacher's);
+    otherwise the weights are checked against the teacher's record first (`verify_teacher`)."""
     layout, task = Layout(Path(root)), params.task(task_name)
     seed = params.teacher.seeds[0] if seed is None else seed
     teacher_dir = layout.teacher_model(task.name, seed)
     again = teacher_again(task.name, root, seed)
     saved_tokenizer, teacher = load_saved(teacher_dir, again)  # a damaged file, named
+    if fingerprint is None:
+        fingerprint = cache_lib.model_fingerprint(teacher_dir)
+        verify_teacher(teacher_dir, again, fingerprint)  # a damaged teacher is not made good by a fresh cache
     check_model_fits(teacher, task, teacher_dir, again)  # e.g. num_labels edited since
     tokenizer = tokenizer or saved_tokenizer
     if dsets is None or params.student_train_samples != params.data.max_train_samples:
@@ -139,7 +149,7 @@ def write_cache(params: Params, task_name: str, root: str | Path = ".", seed: in
         dsets = data.prepare(task, tokenizer, params.data, root, params.student_train_samples)
     teacher.to("cuda" if torch.cuda.is_available() else "cpu")
     collator = data.Collator(tokenizer)
-    for split, key in _cache_keys(layout, task, tokenizer, dsets, params, seed).items():
+    for split, key in _cache_keys(layout, task, tokenizer, dsets, params, seed, fingerprint).items():
         logits, states = cache_lib.teacher_outputs(teacher, dsets[split], collator, params.runtime.eval_batch_size)
         cache_lib.write(layout.cache(task.name, seed), split, key, logits, states)
     return layout.cache(task.name, seed)
@@ -164,6 +174,8 @@ class Cell:
                                     f"{self.teacher_seed}`)")
         again = teacher_again(self.task.name, root, self.teacher_seed)
         self.tokenizer, self.teacher = load_saved(teacher_dir, again)
+        self.teacher_fingerprint = cache_lib.model_fingerprint(teacher_dir)
+        verify_teacher(teacher_dir, again, self.teacher_fingerprint)
         check_model_fits(self.teacher, self.task, teacher_dir, again)
         # another teacher of the group with the same tokenizer (the usual case): its tokenised data, not tokenised again
         same = shared is not None and cache_lib.tokenizer_fingerprint(shared.tokenizer) == \
@@ -172,7 +184,6 @@ class Cell:
         self.dsets = shared.dsets if same else data.prepare(self.task, self.tokenizer, params.data, root,
                                                             params.student_train_samples)
         self.n = self.teacher.config.num_hidden_layers
-        self.teacher_fingerprint = cache_lib.model_fingerprint(teacher_dir)
         self.use_cache = dp.states == "cls" and dp.teacher_cache
         self.caches, self.keys = {}, {}
         if self.use_cache:  # train split for the loss, validation split for ALP's attention map
@@ -233,8 +244,11 @@ class Cell:
         for d in depths:
             folder = self.layout.assistant_cache(self.task.name, d, dp.assistant, seed)
             split = cache_lib.load(folder, "train", expected)
-            out.append({"depth": d, "method": dp.assistant, "seed": seed, "cache": split,
-                        "fingerprint": cache_lib.read_key(folder, "train")["teacher"]})
+            fingerprint = cache_lib.read_key(folder, "train").get("teacher")
+            if not isinstance(fingerprint, str):  # what keys the student's checkpoints and names its assistant
+                raise cache_lib.CacheError(f"teacher assistant cache {folder / 'train'} is damaged: its key has no "
+                                           f"weights fingerprint ({fingerprint!r}); {cache_lib.hint(folder)}")
+            out.append({"depth": d, "method": dp.assistant, "seed": seed, "cache": split, "fingerprint": fingerprint})
         return out
 
     def write_assistant_cache(self, model, seed: int) -> Path:

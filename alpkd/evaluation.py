@@ -1,7 +1,9 @@
 """Evaluation: GLUE metrics on the validation splits, and ALP's attention map (student x teacher layers)."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
 from . import data, metrics
-from .config import Params
+from .config import WEIGHT_FILES, Params  # noqa: F401 - WEIGHT_FILES re-exported
 from .losses import alp_allowed, alp_attention, alp_scaled
 from .paths import Layout, remove_stale_temporaries
 from .students import layer_states
@@ -19,10 +21,6 @@ from .tasks import Task
 
 class ModelError(RuntimeError):
     """A saved model folder that cannot be used: not a model, no weights, damaged, or made for another task."""
-
-
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
 
 
 def load_saved(folder: str | Path, again: str):
@@ -49,6 +47,50 @@ def load_saved(folder: str | Path, again: str):
         raise ModelError(f"{folder}/{weights}: cannot be loaded (truncated or damaged? {type(err).__name__}: "
                          f"{' '.join(str(err).split())[:200]}); {again}") from None  # one line
     return tokenizer, model
+
+
+def teacher_record(folder: str | Path) -> Path | None:
+    """The metrics record of the teacher saved at `folder` when it is a teacher's folder of an output root
+    (`<root>/models/<task>/teacher/s<seed>`: `<root>/metrics/teacher/<task>/s<seed>.json`), else None."""
+    folder = Path(folder).absolute()
+    if not (re.fullmatch(r"s\d+", folder.name) and folder.parent.name == "teacher" and len(folder.parents) > 3
+            and folder.parents[2].name == "models"):
+        return None
+    return Layout(folder.parents[3]).teacher_metrics(folder.parents[1].name, int(folder.name[1:]))
+
+
+def verify_teacher(folder: str | Path, again: str, fingerprint: str | None = None) -> None:
+    """The teacher's weights at `folder` are the ones it was trained with (the SHA-256 its metrics record holds), or
+    one `ModelError` naming the file that changed and `again`. A changed teacher is never used, nor cached: the
+    students would learn from the damage. Nothing is checked without a record (a folder made by hand) or in a
+    record written before fingerprints were recorded."""
+    from .cache import model_files_sha256, model_fingerprint
+
+    folder, record_path = Path(folder), teacher_record(folder)
+    if record_path is None or not record_path.is_file():
+        return
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ModelError(f"{record_path}: damaged ({type(err).__name__}); it vouches for the teacher's weights at "
+                         f"{folder}; {again}") from None
+    if not isinstance(record, dict):
+        raise ModelError(f"{record_path}: damaged (a JSON {type(record).__name__}, not a record); {again}")
+    expected, files = record.get("weights_fingerprint"), record.get("weights_sha256")
+    if expected is None and files is None:  # written before the weights were recorded
+        return
+    if not isinstance(expected, str) or not isinstance(files, dict):
+        raise ModelError(f"{record_path}: damaged (weights_fingerprint {expected!r}, weights_sha256 of type "
+                         f"{type(files).__name__}: not what the teacher step writes); {again}")
+    if fingerprint is None or fingerprint != expected:
+        now = model_files_sha256(folder)
+        fingerprint = model_fingerprint(folder, now)
+    if fingerprint == expected:
+        return
+    changed = [name for name in sorted({*files, *now}) if files.get(name) != now.get(name)] or ["(its files)"]
+    raise ModelError(f"{folder}/{changed[0]}: the teacher's weights are not the ones it was trained with (SHA-256 "
+                     f"differs from {record_path}): changed or damaged since; a cache built from it would carry the "
+                     f"damage to every student; {again}")
 
 
 def teacher_again(task: str, root: str | Path, seed: int | None = None) -> str:
@@ -112,6 +154,9 @@ def evaluate_saved(params: Params, task_name: str, model_dir: str | Path, root: 
     """GLUE metrics of a saved model on the task's validation split(s) (the data read from `<root>/data/`)."""
     task = params.task(task_name)
     tokenizer, model = load_saved(model_dir, "pass a folder written by the teacher or distill step")
+    if (record := teacher_record(model_dir)) is not None:  # a teacher of an output root: its weights as trained
+        seed = int(Path(model_dir).absolute().name[1:])
+        verify_teacher(model_dir, teacher_again(record.parent.name, record.parents[3], seed))
     check_model_fits(model, task, model_dir)  # before the data is read: the cause is known now
     dsets = data.prepare(task, tokenizer, params.data, root)
     # the Trainer's output_dir: under the output root's git-ignored checkpoints/, never inside the model folder

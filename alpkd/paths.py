@@ -9,9 +9,11 @@ number of methods and seeds. Paths are built from the run's fields, never parsed
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -160,12 +162,79 @@ def replace_atomically(dest: Path, write: Callable[[Path], None]) -> Path:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink(missing_ok=True)
-    write(tmp)
+    _remove(tmp)
+    try:
+        write(tmp)
+    except BaseException as err:  # a full disk, an interrupt: no temporary left behind, and a full disk said so
+        written = failed_file(tmp, err)
+        _remove(tmp)
+        if isinstance(err, Exception) and (cause := disk_full(err)):
+            where = dest / written.relative_to(tmp) if written is not None and written != tmp else dest
+            raise WriteError(f"{where}: cannot be written ({cause}); nothing was kept of it. Free space (or raise "
+                             "the file size limit, `ulimit -f`) and re-run the same command") from None
+        raise
     if dest.is_dir() and not dest.is_symlink():  # os.replace cannot replace a folder that holds files
         shutil.rmtree(dest)
     os.replace(tmp, dest)
     return dest
+
+
+class WriteError(OSError):
+    """An output that could not be written for lack of room (a full disk, a quota, a file size limit)."""
+
+
+_FULL = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "file too large (a file size limit)",
+         errno.EDQUOT: "disk quota exceeded"}
+# what libraries that wrap the OS error in their own (safetensors, torch's zip writer) still say of it
+_FULL_TEXT = re.compile(r"No space left on device|File too large|FileTooLarge|StorageFull|Disk quota exceeded|"
+                        r"os error (28|27|122)|file write failed", re.IGNORECASE)
+
+
+def _chain(err: BaseException | None) -> list[BaseException]:
+    """`err` and the exceptions it was raised from (or while handling)."""
+    seen = []
+    while err is not None and err not in seen:
+        seen.append(err)
+        err = err.__cause__ or err.__context__
+    return seen
+
+
+def disk_full(err: BaseException) -> str | None:
+    """What `err` (or an exception it was raised from) says of a write that found no room, in words; else None."""
+    for err in _chain(err):
+        if isinstance(err, OSError) and err.errno in _FULL:
+            return f"{_FULL[err.errno]}: {err.strerror}"
+        if (m := _FULL_TEXT.search(str(err))) is not None:
+            text = m.group(0).lower()
+            what = "file too large (a file size limit)" if "large" in text or "27" in text else \
+                "disk quota exceeded" if "quota" in text or "122" in text else "no space left on the device"
+            return f"{what}: {type(err).__name__}: {' '.join(str(err).split())[:160]}"
+    return None
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+
+
+def failed_file(path: Path, err: BaseException) -> Path | None:
+    """The file of `path` (a file or a folder) that the failed write `err` was writing: the one written last, or
+    beside it the weights file safetensors was writing (it removes what it could not finish)."""
+    if path.is_file():
+        return path
+    try:
+        files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else []
+        newest = max(files, key=lambda f: f.stat().st_mtime_ns) if files else None
+    except OSError:
+        return None
+    safetensors = any("Safetensor" in type(e).__name__ for e in _chain(err))
+    if newest is not None and newest.suffix != ".safetensors" and safetensors:
+        return newest.parent / "model.safetensors"  # the name transformers gives an unsharded model's weights
+    return newest
+
+
+def warn(message: str) -> None:
+    """One `warning: ...` line on stderr (where the CLI's `error: ...` lines go)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 _TEMPORARY = re.compile(r"\.tmp-(\d+)$")

@@ -22,6 +22,7 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 from transformers.trainer_utils import get_last_checkpoint
 
+from .paths import WriteError, disk_full, failed_file, warn
 from .progress import ProgressCallback
 from .losses import (ASSISTED_METHODS, LAYER_METHODS, ces_experts, dgkd_keep, distillation_loss, rail_layers,
                      task_loss)
@@ -255,18 +256,112 @@ def run_hash(*parts) -> str:
 
 
 def last_complete_checkpoint(folder: str | Path) -> str | None:
-    """The newest checkpoint that was written to the end, removing any that a kill cut short.
+    """The newest checkpoint that was written to the end and is not damaged, removing the others.
 
     The Trainer writes `trainer_state.json` last, so a checkpoint without a readable one is incomplete
-    (`get_last_checkpoint` would pick it by its step number and the resume would fail).
+    (`get_last_checkpoint` would pick it by its step number and the resume would fail). One whose weights,
+    optimizer or scheduler file is cut short (a full disk, a copy that stopped) is damaged: it is removed with a
+    warning naming the file, and the previous checkpoint (or a fresh start) is used instead.
     """
     folder = Path(folder)
     while folder.is_dir() and (last := get_last_checkpoint(str(folder))):
-        try:
-            json.loads((Path(last) / "trainer_state.json").read_text())
-            return last
-        except (OSError, ValueError):
+        if not _state_written(Path(last)):
             shutil.rmtree(last)
+            continue
+        damaged = checkpoint_damage(Path(last))
+        if damaged is None:
+            return last
+        shutil.rmtree(last)
+        earlier = get_last_checkpoint(str(folder))
+        warn(f"{damaged}; removed {last}, resuming from {earlier or 'the start (no earlier checkpoint)'}")
+    return None
+
+
+def _state_written(checkpoint: Path) -> bool:
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def checkpoint_damage(checkpoint: Path) -> str | None:
+    """What is cut short or unreadable among a checkpoint's files (checked from their headers and sizes, without
+    reading the tensors; the JSON files parsed), or None when each is whole."""
+    for path in sorted(checkpoint.iterdir()):
+        if path.suffix == ".json":  # trainer_state.json, attention_history.json, config.json
+            why = _json_damage(path)
+        elif path.suffix == ".safetensors":
+            why = safetensors_damage(path)
+        elif path.suffix in (".pt", ".pth", ".bin"):
+            why = _zip_damage(path)
+        else:
+            continue
+        if why:
+            return f"{path}: damaged ({why})"
+    return None
+
+
+def safetensors_damage(path: Path) -> str | None:
+    """Why a .safetensors file cannot be whole (its header, or fewer bytes than the header's tensors need)."""
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{size} bytes, no header"
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8:
+                return f"{size} bytes, its header alone needs {n + 8}"
+            header = json.loads(f.read(n))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as err:
+        return f"unreadable header: {type(err).__name__}"
+    need = 8 + n + max(ends, default=0)
+    return None if size >= need else f"truncated: {size} bytes of {need}"
+
+
+def _json_damage(path: Path) -> str | None:
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        return f"not readable JSON: {type(err).__name__}"
+    expected = list if path.name == AttentionHistory.FILE else dict
+    if not isinstance(content, expected):
+        return f"a JSON {type(content).__name__}, not a{'' if expected is list else 'n'} {expected.__name__}"
+    if path.name == "trainer_state.json" and not isinstance(content.get("global_step"), int):
+        return f"global_step is {content.get('global_step')!r}, not a step number"
+    return None
+
+
+def _zip_damage(path: Path) -> str | None:
+    # torch.save writes a zip archive whose directory is at its end: a file cut short has none
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            size = path.stat().st_size
+            if any(i.header_offset + i.compress_size > size for i in z.infolist()):
+                return "truncated"
+    except (OSError, zipfile.BadZipFile) as err:
+        return f"truncated or not a torch file: {err}"
+    return None
+
+
+_OUTPUT_DIRS: list[str] = []  # the checkpoint folders of the runs `train` started in this process, newest last
+
+
+def last_checkpoint_written() -> str | None:
+    """The newest complete checkpoint of the newest run this process trained that still has one (what an
+    interrupted step resumes from), without removing anything."""
+    for folder in reversed(_OUTPUT_DIRS):
+        if Path(folder).is_dir():
+            for ckpt in sorted(Path(folder).glob("checkpoint-*"), key=lambda p: -int(p.name.split("-")[-1])
+                               if p.name.split("-")[-1].isdigit() else 0):
+                if _state_written(ckpt):
+                    return str(ckpt)
     return None
 
 
@@ -282,8 +377,27 @@ def train(trainer: Trainer) -> dict:
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, AttentionHistory):
             callback.resume(last)
+    _OUTPUT_DIRS.append(trainer.args.output_dir)
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=last)
+    try:
+        trainer.train(resume_from_checkpoint=last)
+    except BaseException as err:
+        # a checkpoint the failure (a full disk, an interrupt) cut short is not left to look complete
+        cause = disk_full(err) if isinstance(err, Exception) else None
+        written = failed_file(Path(trainer.args.output_dir), err) if cause else None  # what it was writing
+        if trainer.is_world_process_zero():
+            _remove_incomplete(Path(trainer.args.output_dir))
+        if cause:
+            raise WriteError(f"{written or trainer.args.output_dir}: cannot be written ({cause}); its checkpoint was "
+                             "removed. Free space (or raise the file size limit, `ulimit -f`) and re-run the same "
+                             "command: it resumes from the last complete checkpoint") from None
+        raise
     resumed = int(Path(last).name.split("-")[-1]) if last else 0
     return {"train_time_s": round(time.perf_counter() - start, 2), "resumed_from_step": resumed,
             "train_steps": trainer.state.global_step}
+
+
+def _remove_incomplete(folder: Path) -> None:
+    for ckpt in folder.glob("checkpoint-*") if folder.is_dir() else []:
+        if not _state_written(ckpt) or checkpoint_damage(ckpt) is not None:
+            shutil.rmtree(ckpt, ignore_errors=True)

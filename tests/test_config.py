@@ -179,6 +179,8 @@ def test_max_length_above_the_teachers_positions(smoke_raw, max_length):
 
 def test_max_length_read_from_a_teachers_config_json(smoke_raw, tmp_path):
     (tmp_path / "config.json").write_text('{"num_hidden_layers": 6, "max_position_embeddings": 128}')
+    for name in ("model.safetensors", "vocab.txt"):  # a teacher folder needs weights and a tokenizer (issue 29)
+        (tmp_path / name).write_bytes(b"")
     smoke_raw["teacher"]["model"] = str(tmp_path)
     smoke_raw["data"]["max_length"] = 129
     assert "128 positions" in str(pytest.raises(ConfigError, validate, smoke_raw).value)
