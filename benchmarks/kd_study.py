@@ -161,7 +161,7 @@ def report(args, teachers) -> None:
             row = {"arm": name, "init_from": init, "teacher examples": p.data.max_train_samples,
                    "teacher": round(100 * teacher["score"], 1), "layers": depth,
                    **{m: round(score[m], 1) for m in ("nokd", "kd", "pkd", "alp", "alp_scaled") if m in score}}
-            row["room"] = round(row["teacher"] - row["nokd"], 1)
+            row["room"] = round(row["teacher"] - row["nokd"], 1) if "nokd" in row else None  # a cell not run
             for a, b in wanted:
                 g = sig[(sig["layers"] == depth) & (sig["method"] == a) & (sig["baseline"] == (b if not (
                     depth == 1 and b == "pkd") else "kd"))]
