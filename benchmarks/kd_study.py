@@ -95,6 +95,13 @@ def run(args, teachers) -> None:
 
     claims = Path(args.out) / "claims"
     claims.mkdir(parents=True, exist_ok=True)
+    if args.reclaim:  # after every worker stopped: a claimed unit without all its records is run again (resumed)
+        for (name, _, pfile, _), depth, method in units(teachers):
+            task = config.load(pfile).data.tasks[0]
+            records = [Path(args.out) / name / "metrics" / "students" / f"{task}-{depth}" / method / f"s{s}.json"
+                       for s in SEEDS]
+            if not all(r.exists() for r in records):
+                (claims / f"{name}-{depth}-{method}").unlink(missing_ok=True)
     while True:
         pending = False
         for (name, init, pfile, troot), depth, method in units(teachers):
@@ -193,6 +200,8 @@ if __name__ == "__main__":
     ap.add_argument("--teacher", action="append", required=True,
                     help="SIZE=PARAMS:ROOT: a teacher strength, its params file and the root holding its teacher")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reclaim", action="store_true",
+                    help="run: first release the claims of unfinished units (only when no other worker is running)")
     ap.add_argument("--resamples", type=int, default=1000)
     a = ap.parse_args()
     ts = {}
