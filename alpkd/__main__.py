@@ -113,10 +113,11 @@ def _main(argv: list[str] | None) -> int:
     from . import cache, data, distill  # heavy imports only once the parameters are known to be good
 
     from .evaluation import ModelError
+    from .executor import ExecutorError
 
     # FloatingPointError: a loss that became NaN or infinite (the trainer stops at once and says so)
     expected = (config.ConfigError, data.DataError, cache.CacheError, ModelError, FileNotFoundError, FloatingPointError,
-                numerics.NumericsError, WriteError)
+                numerics.NumericsError, WriteError, ExecutorError)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON record alone
             result = _run(args, params, distill)

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, ValidationInfo,
-                      field_validator, model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError,
+                      ValidationInfo, field_validator, model_validator)
 
 from . import paths
 from .tasks import GLUE_TASKS, Task
@@ -194,6 +194,12 @@ class Runtime(_Section):
     # code path, `threads` threads), set before torch loads; native: whatever the machine and torch choose
     numerics: Literal["portable", "native"] = "portable"
     threads: PositiveInt | None = 2  # torch's intra-op threads; None (native only) = torch's default
+    # who trains the students of a distill or assist stage (alpkd.executor): `local` one after another in this
+    # process; `ray` each (method, seed) as a Ray task. Shapes no output (not in dvc.yaml), like progress.py.
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None  # None or "": start a Ray of this machine; "auto" or "host:port": join a cluster
+    student_gpus: NonNegativeFloat | None = None  # GPUs a Ray student asks for; None: 1 where Ray has GPUs, else 0
+    student_cpus: PositiveFloat | None = None  # CPUs a Ray student asks for; None: runtime.threads (else 1)
 
     @model_validator(mode="after")
     def _portable_threads(self) -> "Runtime":

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, set_seed
 
 from . import cache as cache_lib
-from . import data, metrics, numerics, progress
+from . import data, executor, metrics, numerics, progress
 from .config import ConfigError, Params
 from .evaluation import (attention_map, check_model_fits, entropy_bits, evaluate, load_saved, split_suffix,
                          teacher_again, verify_teacher)
@@ -262,9 +262,9 @@ class Cell:
         key = dict(self.train_key(), teacher=cache_lib.model_fingerprint(weights))
         return cache_lib.write(folder, "train", key, logits, np.zeros((len(logits), 0, 0), np.float16))
 
-    def train_seed(self, seed: int) -> dict:
+    def train_seed(self, seed: int, keep_checkpoint: bool = False) -> dict:
         """Distil and evaluate the student of one seed (saving its weights as `distill.keep_models` says);
-        returns its metrics record."""
+        returns its metrics record; `keep_checkpoint` leaves its last checkpoint (`self.checkpoint`) to the caller."""
         params, dp, layout, task, method = self.params, self.params.distill, self.layout, self.task, self.method
         run = Run(task.name, self.depth, method, seed)
         check_writable([p.parent for p in layout.student_outputs(run)] + [layout.checkpoints(".").parent])
@@ -282,7 +282,7 @@ class Cell:
         # teacher assistants
         key = run_hash(dp, params.data, params.student, self.teacher_fingerprint,
                        params.custom_tasks.get(task.name), self.data_fingerprint, [a["fingerprint"] for a in assistants])
-        ckpt = layout.checkpoints(f"{run.name}-{key}")
+        ckpt = self.checkpoint = layout.checkpoints(f"{run.name}-{key}")
         set_seed(seed)
         callbacks = []
         split = task.validation_splits[0]
@@ -341,7 +341,8 @@ class Cell:
                             assistants=[f"{a['depth']}-layer {a['method']} s{a['seed']}" for a in assistants] or None,
                             constant_predictions=any(p["constant"] for p in preds.values()), **extra)
         write_json(layout.student_metrics(run), record)
-        shutil.rmtree(ckpt, ignore_errors=True)
+        if not keep_checkpoint:
+            shutil.rmtree(ckpt, ignore_errors=True)
         return record
 
 
@@ -431,10 +432,10 @@ def assist_group(params: Params, task_name: str, root: str | Path = ".", methods
 
 def _train_cells(params: Params, task_name: str, depth: int, root, methods: list[str], seeds: list[int],
                  label: str) -> dict[str, list[dict]]:
-    """Train every (method, seed) of one (task, depth), a `same_as.json` marker for each duplicate method."""
+    """Train every (method, seed) of one (task, depth) (`alpkd.executor`), a `same_as.json` marker for each duplicate."""
     layout = Layout(Path(root))
     teachers = {seed: params.teacher_seed(seed) for seed in seeds}  # refuses a seed outside distill.seeds
-    out, start = {}, time.perf_counter()
+    out = {}
     units = [(m, s) for m in methods if duplicate_of(params, depth, m) is None for s in seeds]
     for method in methods:
         twin = duplicate_of(params, depth, method)
@@ -446,11 +447,9 @@ def _train_cells(params: Params, task_name: str, depth: int, root, methods: list
         layout.same_as(task_name, depth, method).unlink(missing_ok=True)
         layout.not_defined(task_name, depth, method).unlink(missing_ok=True)
         out[method] = []
-        for seed in seeds:
-            began = time.perf_counter()
-            out[method].append(_cell(params, task_name, depth, method, root, teachers[seed]).train_seed(seed))
-            progress.unit_done(label, units.index((method, seed)) + 1, len(units), f"{method}  seed {seed}",
-                               time.perf_counter() - began, _headline(out[method][-1]), time.perf_counter() - start)
+    records = executor.train(params, task_name, depth, root, units, teachers, label)
+    for method, seed in units:
+        out[method].append(records[(method, seed)])
     return out
 
 
