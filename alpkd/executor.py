@@ -67,8 +67,11 @@ def worker_env(runtime) -> dict[str, str]:
 
 
 def connect(runtime):
-    """Ray, started on this machine (`ray_address` empty) or joined (`auto`, `host:port`); returns the module."""
+    """Ray, started on this machine (`ray_address` empty) or joined (`auto`, `host:port`); returns the module and
+    whether this call connected it (a Ray the caller had already started is used as it is, and left running)."""
     ray = import_ray()
+    if ray.is_initialized():
+        return ray, False
     address = runtime.ray_address or "local"  # "local": a Ray of its own, never one found by chance
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR, configure_logging=True,
@@ -77,7 +80,7 @@ def connect(runtime):
         raise ExecutorError(f"runtime.ray_address = {runtime.ray_address!r}: no Ray cluster to join ({_first_line(err)});"
                             " allowed: empty (start Ray on this machine), 'auto' (the cluster this machine belongs "
                             "to) or the head's host:port") from None
-    return ray
+    return ray, True
 
 
 def resources(ray, runtime) -> tuple[float, float]:
@@ -118,7 +121,7 @@ def train_on_ray(params: Params, task_name: str, depth: int, root, units: list[t
     """Each unit as a Ray task. When all have finished, the first failure (in `units` order) is raised."""
     from .distill import _headline
 
-    ray = connect(params.runtime)
+    ray, ours = connect(params.runtime)
     remote, refs, pending = ray.remote(_train_student), {}, []
     try:
         cpus, gpus = resources(ray, params.runtime)
@@ -144,7 +147,8 @@ def train_on_ray(params: Params, task_name: str, depth: int, root, units: list[t
     finally:
         for ref in pending:  # the driver was interrupted: nothing is left running on the cluster
             ray.cancel(ref, force=True)
-        ray.shutdown()
+        if ours:
+            ray.shutdown()
     if failures:  # finished students keep their checkpoints: a re-run resumes them at their end
         raise next(failures[u] for u in units if u in failures)
     for ckpt in checkpoints:
