@@ -364,7 +364,7 @@ def duplicate_of(params: Params, depth: int, method: str) -> str | None:
     """The method this cell would only repeat (same objective at this depth), or None. It does not depend on
     `distill.methods`, so adding a method never re-runs the others; the report says when the method repeated
     is not in the grid."""
-    from .config import teacher_num_layers
+    from .model_files import teacher_num_layers
 
     same = same_objective(method, teacher_num_layers(params.teacher), depth, params.distill)
     return same if same != method else None

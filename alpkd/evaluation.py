@@ -12,8 +12,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
 from . import data, metrics
-from .config import WEIGHT_FILES, Params  # noqa: F401 - WEIGHT_FILES re-exported
+from .config import Params
 from .losses import alp_allowed, alp_attention, alp_scaled
+from .model_files import WEIGHT_FILES
 from .paths import Layout, remove_stale_temporaries
 from .students import layer_states
 from .tasks import Task
