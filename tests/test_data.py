@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from alpkd import config, data
+from alpkd import config, data, data_checks
 from alpkd.paths import Run
 from alpkd.tasks import GLUE_TASKS
 
@@ -186,7 +186,7 @@ def test_example_count_must_match_data_lines(tmp_path):
     task = _reviews_task(tmp_path, "text\tlabel\na\t1\n", ".tsv")
     merged = Dataset.from_dict({"text": ["a", "b\nc"], "label": [1, 0]})
     with pytest.raises(data.DataError, match=r"3 data lines .* but 2 examples read; .*example 2 at line 3"):
-        data._check_count(merged, task, str(path), *data._record_lines(path, ".tsv"))
+        data_checks._check_count(merged, task, str(path), *data_checks._record_lines(path, ".tsv"))
 
 
 @pytest.mark.parametrize("labels, line, shown", [
