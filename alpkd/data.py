@@ -250,16 +250,47 @@ def stored_source(task_name: str, root: str | Path) -> str | None:
 
 
 def prepare(task: Task, tokenizer: PreTrainedTokenizerBase, data_params, root: str | Path,
-            train_samples: int | None | str = "teacher") -> datasets.DatasetDict:
-    """Read (`read_task_data`), subsample and tokenise the train and validation splits of `task`.
+            train_samples: int | None) -> datasets.DatasetDict:
+    """Read (`read_task_data`), subsample and tokenise the train and validation splits of `task`: the first
+    `train_samples` training examples (None: all) of a fixed shuffle, and `data.max_eval_samples` of each validation
+    split.
 
-    The train split is the teacher's (`data.max_train_samples`), or, given `train_samples`, the first that many of
-    the same fixed shuffle: the students' examples (`Params.student_train_samples`), which lie inside the teacher's
-    whenever they are fewer (the shuffle is the same), so the teacher has seen every one of them.
+    Callers name the count: the teacher's (`data.max_train_samples`) or the students' (`Params.student_train_samples`),
+    which lie inside the teacher's whenever they are fewer (the shuffle is the same), so the teacher has seen every
+    one of them.
     """
+    return _tokenized(read_task_data(task, root), task, tokenizer, data_params, train_samples)
+
+
+def prepare_teacher(task: Task, tokenizer: PreTrainedTokenizerBase, data_params, root: str | Path,
+                    student_samples: int | None) -> tuple[datasets.DatasetDict, datasets.DatasetDict]:
+    """The teacher's data (`data.max_train_samples` examples) and its students' (`student_samples`), each as `prepare`
+    gives it, read and tokenised once: the teacher stage trains on the first and caches the teacher's outputs on the
+    second. Where the teacher's training rows are themselves drawn from the fixed shuffle, the students' are their
+    first rows (`cache_row` counts from 0 in both); where the teacher has the whole split in its own order, the
+    students' draw is tokenised apart. The validation splits are the same."""
     raw = read_task_data(task, root)
-    n = data_params.max_train_samples if train_samples == "teacher" else train_samples
-    out = {"train": subsample(raw["train"], n)}
+    teacher = _tokenized(raw, task, tokenizer, data_params, data_params.max_train_samples)
+    rows = len(raw["train"])
+    drawn, students_drawn = _drawn(data_params.max_train_samples, rows), _drawn(student_samples, rows)
+    if students_drawn == drawn:
+        return teacher, teacher
+    students = datasets.DatasetDict(teacher)
+    if drawn is not None and students_drawn is not None and students_drawn < drawn:
+        students["train"] = teacher["train"].select(range(students_drawn))
+    else:
+        students["train"] = tokenize(subsample(raw["train"], student_samples), task, tokenizer, data_params.max_length)
+    return teacher, students
+
+
+def _drawn(n: int | None, rows: int) -> int | None:
+    """How many rows of the fixed shuffle `subsample` takes for `n` of `rows`; None: the whole split, not shuffled."""
+    return None if n is None or n >= rows else n
+
+
+def _tokenized(raw: datasets.DatasetDict, task: Task, tokenizer: PreTrainedTokenizerBase, data_params,
+               train_samples: int | None) -> datasets.DatasetDict:
+    out = {"train": subsample(raw["train"], train_samples)}
     for split in task.validation_splits:
         out[split] = subsample(raw[split], data_params.max_eval_samples)
     return datasets.DatasetDict({s: tokenize(d, task, tokenizer, data_params.max_length) for s, d in out.items()})

@@ -159,7 +159,7 @@ def evaluate_saved(params: Params, task_name: str, model_dir: str | Path, root: 
         seed = int(Path(model_dir).absolute().name[1:])
         verify_teacher(model_dir, teacher_again(record.parent.name, record.parents[3], seed))
     check_model_fits(model, task, model_dir)  # before the data is read: the cause is known now
-    dsets = data.prepare(task, tokenizer, params.data, root)
+    dsets = data.prepare(task, tokenizer, params.data, root, params.data.max_train_samples)
     # the Trainer's output_dir: under the output root's git-ignored checkpoints/, never inside the model folder
     # (it may be read-only, shared or pulled); named as a temporary, so what a killed evaluate left is removed
     target = Layout(Path(root)).checkpoints("eval")
