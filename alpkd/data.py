@@ -6,10 +6,8 @@ later step reads them from there alone (`read_task_data`), writing them first wh
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import json
 import os
 from pathlib import Path
@@ -19,7 +17,8 @@ import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from .paths import Layout, remove_stale_temporaries, replace_atomically, warn
+from .data_checks import DataError, causes, check_classes, check_split, load_files, warn_overlap
+from .paths import Layout, remove_stale_temporaries, replace_atomically
 from .tasks import Task
 
 GLUE_HUB = "nyu-mll/glue"
@@ -27,10 +26,6 @@ GLUE_ENV = "ALPKD_GLUE_DIR"
 SUBSAMPLE_SEED = 0  # fixed, so every run (and the teacher cache) sees the same subsample
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 TASK_FILE = "task.json"  # the task's declaration, beside its splits (`declaration`)
-
-
-class DataError(RuntimeError):
-    """Data that cannot be loaded or is not what the task expects."""
 
 
 def glue_source() -> str:
@@ -53,41 +48,14 @@ def load_task(task: Task) -> datasets.DatasetDict:
     """
     lines: dict[str, tuple[list[int], str]] = {}
     if task.files:
-        raw, where, lines = _load_files(task)
+        raw, where, lines = load_files(task)
     else:
         raw, where = _load_glue(task)
     for split, ds in raw.items():
         check_split(ds, task, where[split], lines.get(split))
-    _check_classes(raw["train"], task, where["train"])
-    _warn_overlap(raw, task, where)
+    check_classes(raw["train"], task, where["train"])
+    warn_overlap(raw, task, where)
     return raw
-
-
-def overlap(train: datasets.Dataset, other: datasets.Dataset, task: Task) -> int:
-    """How many rows of `other` have the very texts (every text column) of some training row."""
-    seen = set(zip(*(train[c] for c in task.text_columns)))
-    return sum(texts in seen for texts in zip(*(other[c] for c in task.text_columns)))
-
-
-def _warn_overlap(raw: datasets.DatasetDict, task: Task, where: dict[str, str]) -> None:
-    # a warning, not an error: such data is the user's choice, but a score on it measures recall of the training set
-    for split in task.validation_splits:
-        count = overlap(raw["train"], raw[split], task)
-        if count:
-            warn(f"task {task.name!r}: {count} of {len(raw[split])} {split} examples also appear in the training "
-                 f"data ({where['train']}) with the same text; their scores measure what was learnt by heart, not "
-                 "generalisation")
-
-
-def _check_classes(ds: datasets.Dataset, task: Task, where: str) -> None:
-    """A classification training set holds at least two classes: on one, training makes a constant predictor."""
-    if task.is_regression:
-        return
-    classes = sorted(set(ds[task.label_column]))
-    if len(classes) < 2:
-        raise DataError(f"{where}: every training label is {classes[0]!r} (one class of the task's "
-                        f"{task.num_labels}); a model trained on it predicts that class whatever the text. "
-                        "The training file needs examples of at least two classes")
 
 
 def _load_glue(task: Task) -> tuple[datasets.DatasetDict, dict[str, str]]:
@@ -115,7 +83,7 @@ def _load_glue(task: Task) -> tuple[datasets.DatasetDict, dict[str, str]]:
     except Exception as err:  # noqa: BLE001 - any failure becomes one actionable message
         tried = f"the local folder {source} ({GLUE_ENV})" if local else f"the hub dataset {GLUE_HUB}"
         raise DataError(
-            f"could not load GLUE task {task.name!r}: tried {tried}: {_cause(err)}. "
+            f"could not load GLUE task {task.name!r}: tried {tried}: {causes(err)}. "
             f"Set {GLUE_ENV} to a folder in the hub's layout (one folder per task, e.g. ../shared/glue) "
             f"or make the hub reachable."
         ) from None
@@ -124,197 +92,6 @@ def _load_glue(task: Task) -> tuple[datasets.DatasetDict, dict[str, str]]:
         raise DataError(f"GLUE task {task.name!r} from {source} has no split(s) {missing}; found {list(raw)}")
     where = {s: (f"{source}/{task.name}/{s}-*.parquet" if local else f"{GLUE_HUB}:{task.name}/{s}") for s in splits}
     return datasets.DatasetDict({s: raw[s] for s in splits}), where
-
-
-# TSV is read with quoting off (as GLUE's own TSV files are meant): a text starting with `"` stays one text
-_READERS = {".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t", "quoting": csv.QUOTE_NONE}),
-            ".jsonl": ("json", {}), ".json": ("json", {})}
-
-
-def _reader_options(task: Task, builder: str) -> dict:
-    """pandas' options for a CSV or TSV file: texts such as `NA`, `None`, `null`, `n/a` are texts (pandas'
-    missing-value list applies to no column; a blank label is still missing), and the first column is never
-    taken as an index (pandas does so when every row has one field more than the header)."""
-    if builder != "csv":
-        return {}
-    return {"keep_default_na": False, "na_values": {task.label_column: [""]}, "index_col": False}
-
-
-_HEADER_NOTE = "lines count from 1; line 1 is the header"
-
-
-def _cause(err: BaseException) -> str:
-    """The innermost cause of `err` (datasets wraps the parser's own message, which names line or byte)."""
-    seen = [err]
-    while (nxt := seen[-1].__cause__ or seen[-1].__context__) is not None and nxt not in seen:
-        seen.append(nxt)
-    return "; caused by ".join(f"{type(e).__name__}: {str(e).strip()}" for e in seen)
-
-
-def _load_files(task: Task) -> tuple[datasets.DatasetDict, dict[str, str], dict[str, tuple[list[int], str]]]:
-    out, lines = {}, {}
-    for split, path in task.files:
-        suffix = Path(path).suffix.lower()
-        if suffix not in _READERS:
-            raise DataError(f"task {task.name!r}, {split} file {path}: unsupported type {suffix!r}; "
-                            f"allowed: {', '.join(_READERS)}")
-        if Path(path).is_dir():
-            raise DataError(f"task {task.name!r}: {split} file {path} is a folder; name a {', '.join(_READERS)} file")
-        if not Path(path).is_file():
-            raise DataError(f"task {task.name!r}: {split} file {path} not found")
-        builder, kwargs = _READERS[suffix]
-        # read line by line first: an error names the file's line, not a position inside a parser's chunk
-        lines[split] = _record_lines(Path(path), suffix)
-        if not lines[split][0]:
-            raise DataError(f"task {task.name!r}: {split} file {path}: no examples (an empty file, or a header "
-                            "line alone)")
-        try:
-            out[split] = datasets.load_dataset(builder, data_files=path, split="train", **kwargs,
-                                               **_reader_options(task, builder))
-        except DataError:
-            raise
-        except Exception as err:  # noqa: BLE001 - any failure becomes one message with its cause
-            raise DataError(f"task {task.name!r}: cannot read {split} file {path}: {_cause(err)}") from None
-        _check_count(out[split], task, path, *lines[split])
-    return datasets.DatasetDict(out), dict(task.files), lines
-
-
-def _record_lines(path: Path, suffix: str) -> tuple[list[int], str]:
-    """The line (from 1) on which each example of a file starts, read independently of `datasets`.
-
-    Also the faults a parser would report by a position inside its chunk, or not at all: a byte that is not
-    UTF-8 (line and byte offset), a repeated column name, a row with more or fewer fields than the header,
-    a JSON Lines record that is not JSON (its line).
-    """
-    try:
-        raw = path.read_bytes()
-    except OSError as err:  # no read permission, most likely
-        raise DataError(f"{path}: cannot be read ({err.strerror}); the data stage reads it") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise DataError(f"{path}: line {line} (byte offset {err.start}): byte {raw[err.start]:#04x} is not UTF-8 "
-                        f"({err.reason}); save the file as UTF-8 (lines count from 1, bytes from 0)") from None
-    if suffix in (".csv", ".tsv"):
-        tsv = suffix == ".tsv"
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ",",
-                            quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
-        starts, end, header = [], 0, None
-        for record in reader:
-            start, end = end + 1, reader.line_num
-            if end > start:  # a quoted field ran over line breaks: almost always an unclosed quote
-                raise DataError(f"{path}: line {start}: a quoted field runs on to line {end} (an unclosed "
-                                f"quote?); each example must be on one line ({_HEADER_NOTE})")
-            if not (len(record) > 1 or (record and record[0].strip())):  # blank lines are skipped, as pandas does
-                continue
-            if header is None:
-                header = record
-                repeated = next((c for c in record if record.count(c) > 1), None)
-                if repeated is not None:  # pandas would rename the second one `label.1`, silently
-                    raise DataError(f"{path}: line {start} (the header): column {repeated!r} appears more than "
-                                    f"once in {record}; each column name may appear once")
-            elif len(record) != len(header):  # pandas would shift the fields, or take the first as an index
-                raise DataError(f"{path}: line {start}: {len(record)} fields, the header (line 1) has "
-                                f"{len(header)} ({header}); quote a field that holds the delimiter "
-                                f"({_HEADER_NOTE})")
-            starts.append(start)
-        return starts[1:], _HEADER_NOTE
-    if text.lstrip().startswith("["):  # one JSON array: records count from 1
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: line {err.lineno}, column {err.colno}: not valid JSON ({err.msg}) "
-                            "(lines count from 1)") from None
-        return list(range(1, len(records) + 1)), "records of the JSON array count from 1"
-    starts = []
-    for k, line in enumerate(text.splitlines()):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line, object_pairs_hook=lambda pairs: _unique_keys(pairs, path, k + 1))
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: line {k + 1}, column {err.colno}: not a JSON record ({err.msg}); one JSON "
-                            "object per line (lines count from 1)") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}: line {k + 1}: a JSON {type(record).__name__}, not an object with the task's "
-                            "columns (lines count from 1)")
-        starts.append(k + 1)
-    return starts, "lines count from 1"
-
-
-def _unique_keys(pairs: list[tuple], path: Path, line: int) -> dict:
-    """A JSON object's pairs as a dict; a key given twice is an error (json keeps the last one, silently)."""
-    keys = [k for k, _ in pairs]
-    repeated = next((k for k in keys if keys.count(k) > 1), None)
-    if repeated is not None:
-        raise DataError(f"{path}: line {line}: key {repeated!r} appears more than once in one record; each column "
-                        "may appear once (lines count from 1)")
-    return dict(pairs)
-
-
-def _check_count(ds: datasets.Dataset, task: Task, path: str, starts: list[int], note: str) -> None:
-    """As many examples as data lines (records): a parser that merged or dropped lines loses nothing silently."""
-    if len(ds) == len(starts):
-        return
-    raw = Path(path).read_text(encoding="utf-8").splitlines()
-    column = task.text_columns[0]
-    texts = ds[column][:len(starts)] if column in ds.column_names and note == _HEADER_NOTE else []
-    k = next((k for k, text in enumerate(texts) if str(text) not in raw[starts[k] - 1].replace('""', '"')),
-             min(len(ds), len(starts)))
-    where = f"line {starts[k]}" if k < len(starts) else "the end of the file"
-    raise DataError(f"{path}: {len(starts)} data lines (records) but {len(ds)} examples read; the first that "
-                    f"disagrees is example {k + 1} at {where} ({note}): fix the line (quotes, delimiters)")
-
-
-def check_split(ds: datasets.Dataset, task: Task, where: str, lines: tuple[list[int], str] | None = None) -> None:
-    """Columns, labels and texts are what the task expects; else one `DataError` naming file, column, row.
-
-    `lines` (a file's data lines, as `_record_lines` gives them) makes messages name the file's line; without
-    it a message names the row of the table (counting from 0, no header).
-    """
-    expected = [*task.text_columns, task.label_column]
-    missing = [c for c in expected if c not in ds.column_names]
-    if missing:
-        raise DataError(f"{where}: column(s) {missing} missing; task {task.name!r} expects {expected}, "
-                        f"the file has {ds.column_names}")
-    if len(ds) == 0:
-        raise DataError(f"{where}: no rows")
-
-    def fail(row: int, column: str, what: str):
-        at, note = (f"line {lines[0][row]}", lines[1]) if lines else (f"row {row}", "rows count from 0, no header row")
-        raise DataError(f"{where}: {at}, column {column!r}: {what} [{note}]")
-
-    labels = np.asarray(ds[task.label_column], dtype=object)
-    if task.is_regression:
-        allowed = "a finite number (regression)"
-        for row, value in enumerate(labels):
-            if not (_is_number(value) and np.isfinite(value)):
-                fail(row, task.label_column, f"label {_shown(value)}; expected {allowed}")
-    else:
-        allowed = f"an integer in 0..{task.num_labels - 1}"
-        # first a value that is wrong whatever its type: one fractional or blank label makes a whole CSV
-        # column floats, and the row to name is that one, not row 0 with its `1.0`
-        for row, value in enumerate(labels):
-            if not (_is_number(value) and np.isfinite(value) and float(value).is_integer()
-                    and 0 <= value < task.num_labels):
-                fail(row, task.label_column, f"label {_shown(value)}; expected {allowed}")
-        for row, value in enumerate(labels):
-            if not isinstance(value, (int, np.integer)):
-                fail(row, task.label_column, f"label {_shown(value)} is written as a decimal; expected {allowed}")
-    for column in task.text_columns:
-        for row, text in enumerate(ds[column]):
-            if not isinstance(text, str) or not text.strip():
-                fail(row, column, f"empty or missing text ({text!r})")
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
-
-
-def _shown(value) -> str:
-    blank = value is None or (isinstance(value, float) and np.isnan(value))
-    return "(blank)" if blank else repr(value)
 
 
 def fingerprint(ds: datasets.Dataset) -> str:
@@ -473,16 +250,47 @@ def stored_source(task_name: str, root: str | Path) -> str | None:
 
 
 def prepare(task: Task, tokenizer: PreTrainedTokenizerBase, data_params, root: str | Path,
-            train_samples: int | None | str = "teacher") -> datasets.DatasetDict:
-    """Read (`read_task_data`), subsample and tokenise the train and validation splits of `task`.
+            train_samples: int | None) -> datasets.DatasetDict:
+    """Read (`read_task_data`), subsample and tokenise the train and validation splits of `task`: the first
+    `train_samples` training examples (None: all) of a fixed shuffle, and `data.max_eval_samples` of each validation
+    split.
 
-    The train split is the teacher's (`data.max_train_samples`), or, given `train_samples`, the first that many of
-    the same fixed shuffle: the students' examples (`Params.student_train_samples`), which lie inside the teacher's
-    whenever they are fewer (the shuffle is the same), so the teacher has seen every one of them.
+    Callers name the count: the teacher's (`data.max_train_samples`) or the students' (`Params.student_train_samples`),
+    which lie inside the teacher's whenever they are fewer (the shuffle is the same), so the teacher has seen every
+    one of them.
     """
+    return _tokenized(read_task_data(task, root), task, tokenizer, data_params, train_samples)
+
+
+def prepare_teacher(task: Task, tokenizer: PreTrainedTokenizerBase, data_params, root: str | Path,
+                    student_samples: int | None) -> tuple[datasets.DatasetDict, datasets.DatasetDict]:
+    """The teacher's data (`data.max_train_samples` examples) and its students' (`student_samples`), each as `prepare`
+    gives it, read and tokenised once: the teacher stage trains on the first and caches the teacher's outputs on the
+    second. Where the teacher's training rows are themselves drawn from the fixed shuffle, the students' are their
+    first rows (`cache_row` counts from 0 in both); where the teacher has the whole split in its own order, the
+    students' draw is tokenised apart. The validation splits are the same."""
     raw = read_task_data(task, root)
-    n = data_params.max_train_samples if train_samples == "teacher" else train_samples
-    out = {"train": subsample(raw["train"], n)}
+    teacher = _tokenized(raw, task, tokenizer, data_params, data_params.max_train_samples)
+    rows = len(raw["train"])
+    drawn, students_drawn = _drawn(data_params.max_train_samples, rows), _drawn(student_samples, rows)
+    if students_drawn == drawn:
+        return teacher, teacher
+    students = datasets.DatasetDict(teacher)
+    if drawn is not None and students_drawn is not None and students_drawn < drawn:
+        students["train"] = teacher["train"].select(range(students_drawn))
+    else:
+        students["train"] = tokenize(subsample(raw["train"], student_samples), task, tokenizer, data_params.max_length)
+    return teacher, students
+
+
+def _drawn(n: int | None, rows: int) -> int | None:
+    """How many rows of the fixed shuffle `subsample` takes for `n` of `rows`; None: the whole split, not shuffled."""
+    return None if n is None or n >= rows else n
+
+
+def _tokenized(raw: datasets.DatasetDict, task: Task, tokenizer: PreTrainedTokenizerBase, data_params,
+               train_samples: int | None) -> datasets.DatasetDict:
+    out = {"train": subsample(raw["train"], train_samples)}
     for split in task.validation_splits:
         out[split] = subsample(raw[split], data_params.max_eval_samples)
     return datasets.DatasetDict({s: tokenize(d, task, tokenizer, data_params.max_length) for s, d in out.items()})

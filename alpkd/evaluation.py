@@ -12,8 +12,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
 from . import data, metrics
-from .config import WEIGHT_FILES, Params  # noqa: F401 - WEIGHT_FILES re-exported
+from .config import Params
 from .losses import alp_allowed, alp_attention, alp_scaled
+from .model_files import WEIGHT_FILES
 from .paths import Layout, remove_stale_temporaries
 from .students import layer_states
 from .tasks import Task
@@ -158,7 +159,7 @@ def evaluate_saved(params: Params, task_name: str, model_dir: str | Path, root: 
         seed = int(Path(model_dir).absolute().name[1:])
         verify_teacher(model_dir, teacher_again(record.parent.name, record.parents[3], seed))
     check_model_fits(model, task, model_dir)  # before the data is read: the cause is known now
-    dsets = data.prepare(task, tokenizer, params.data, root)
+    dsets = data.prepare(task, tokenizer, params.data, root, params.data.max_train_samples)
     # the Trainer's output_dir: under the output root's git-ignored checkpoints/, never inside the model folder
     # (it may be read-only, shared or pulled); named as a temporary, so what a killed evaluate left is removed
     target = Layout(Path(root)).checkpoints("eval")

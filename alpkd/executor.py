@@ -105,21 +105,20 @@ def train(params: Params, task_name: str, depth: int, root, units: list[tuple[st
     records by unit, and writes a progress line as each finishes."""
     if params.runtime.executor == "ray" and units:
         return train_on_ray(params, task_name, depth, root, units, teachers, label)
-    from .distill import _cell, _headline
+    from .distill import _cell
 
     records, start = {}, time.perf_counter()
     for k, (method, seed) in enumerate(units, 1):  # one after another, in this process
         began = time.perf_counter()
         record = records[(method, seed)] = _cell(params, task_name, depth, method, root, teachers[seed]).train_seed(seed)
         progress.unit_done(label, k, len(units), f"{method}  seed {seed}", time.perf_counter() - began,
-                           _headline(record), time.perf_counter() - start)
+                           progress.headline(record), time.perf_counter() - start)
     return records
 
 
 def train_on_ray(params: Params, task_name: str, depth: int, root, units: list[tuple[str, int]],
                  teachers: dict[int, int], label: str) -> dict[tuple[str, int], dict]:
     """Each unit as a Ray task. When all have finished, the first failure (in `units` order) is raised."""
-    from .distill import _headline
 
     ray, ours = connect(params.runtime)
     remote, refs, pending = ray.remote(_train_student), {}, []
@@ -143,7 +142,7 @@ def train_on_ray(params: Params, task_name: str, depth: int, root, units: list[t
             records[unit] = done["record"]
             checkpoints.append(done["checkpoint"])
             progress.unit_done(label, len(records) + len(failures), len(units), f"{method}  seed {seed}",
-                               done["seconds"], _headline(done["record"]), time.perf_counter() - start)
+                               done["seconds"], progress.headline(done["record"]), time.perf_counter() - start)
     finally:
         for ref in pending:  # the driver was interrupted: nothing is left running on the cluster
             ray.cancel(ref, force=True)

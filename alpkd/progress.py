@@ -166,3 +166,9 @@ def unit_done(stage: str, k: int, n: int, label: str, seconds: float, score=None
               elapsed_stage: float | None = None) -> None:
     """Report the k-th of n runs of a stage as finished (`score`: a string, or a (name, fraction) pair)."""
     log(unit_line(stage, k, n, label, seconds, score, elapsed_stage))
+
+
+def headline(record: dict):
+    """(metric, score) of a run's record for `unit_done`, or None where there is no score."""
+    score = record.get("score")
+    return None if score is None else (record.get("headline", "score"), score)

@@ -13,7 +13,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from .config import teacher_path  # noqa: F401 - re-exported: callers reach it as students.teacher_path
+from .model_files import teacher_path
 from .losses import skip_layers
 
 

@@ -26,6 +26,7 @@ from .paths import WriteError, disk_full, failed_file, warn
 from .progress import ProgressCallback
 from .losses import (ASSISTED_METHODS, LAYER_METHODS, ces_experts, dgkd_keep, distillation_loss, rail_layers,
                      task_loss)
+from .model_files import SafetensorsHeaderError, read_safetensors_header
 from .students import layer_states
 
 
@@ -304,22 +305,15 @@ def checkpoint_damage(checkpoint: Path) -> str | None:
 
 def safetensors_damage(path: Path) -> str | None:
     """Why a .safetensors file cannot be whole (its header, or fewer bytes than the header's tensors need)."""
-    import struct
-
     try:
         size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                return f"{size} bytes, no header"
-            (n,) = struct.unpack("<Q", head)
-            if n > size - 8:
-                return f"{size} bytes, its header alone needs {n + 8}"
-            header = json.loads(f.read(n))
+        header, start = read_safetensors_header(path)
         ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except SafetensorsHeaderError as err:
+        return str(err)
     except (OSError, ValueError, TypeError, KeyError, IndexError) as err:
         return f"unreadable header: {type(err).__name__}"
-    need = 8 + n + max(ends, default=0)
+    need = start + max(ends, default=0)
     return None if size >= need else f"truncated: {size} bytes of {need}"
 
 

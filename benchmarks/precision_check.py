@@ -37,7 +37,7 @@ def main() -> None:
     print("| task | precision | scores per seed (x100) | mean | s/step | threads |\n|---|---|---|---:|---:|---:|")
     for task_name in args.task:
         task = params.task(task_name)
-        dsets = data.prepare(task, tokenizer, params.data)
+        dsets = data.prepare(task, tokenizer, params.data, "scratch", params.data.max_train_samples)
         train = data.subsample(dsets["train"], args.train)
         teacher = load_pretrained(params.teacher.model_copy(update={"model": "minilm"}), task.num_labels, 0)
         for precision in args.precision:

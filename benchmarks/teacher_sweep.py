@@ -49,7 +49,7 @@ def run(params, task_name: str, lr: float, epochs: int, precision: str, out_dir:
     runtime = params.runtime.model_copy(update={"precision": precision})
     task = params.task(task_name)
     tokenizer = load_tokenizer(tp.model)
-    dsets = data.prepare(task, tokenizer, params.data)
+    dsets = data.prepare(task, tokenizer, params.data, "scratch", params.data.max_train_samples)
     set_seed(tp.seed)
     model = load_pretrained(tp, task.num_labels, tp.seed)
     cb = EpochEval(task, dsets)

@@ -36,8 +36,8 @@ def smoke_params():
 @pytest.fixture(scope="session")
 def teacher_root(tmp_path_factory, smoke_params) -> Path:
     """An output root with the smoke teachers of RTE (every seed) trained once per session, caches written."""
-    from alpkd import distill
+    from alpkd import teachers
 
     root = tmp_path_factory.mktemp("teacher_root")
-    distill.train_teachers(smoke_params, TASK, root=root)
+    teachers.train_teachers(smoke_params, TASK, root=root)
     return root

@@ -42,7 +42,7 @@ def splits(task: str) -> tuple[str, ...]:
 
 def vocabulary() -> list[str]:
     """Whole words of the uncased WordPiece vocabulary (bert-base-uncased's, shipped with MiniLM)."""
-    from alpkd.config import teacher_path
+    from alpkd.model_files import teacher_path
 
     words = (Path(teacher_path("minilm")) / "vocab.txt").read_text(encoding="utf-8").splitlines()
     return [w for w in words if w.isalpha() and w.isascii() and len(w) > 2]
@@ -86,7 +86,7 @@ def build_bert_folder(folder: Path, num_layers: int = 12, hidden_size: int = 16,
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForPreTraining
 
-    from alpkd.config import teacher_path
+    from alpkd.model_files import teacher_path
 
     tokenizer = AutoTokenizer.from_pretrained(teacher_path("minilm"))
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,

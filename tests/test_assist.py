@@ -67,7 +67,7 @@ def test_assistant_cache_is_the_saved_assistants_logits(grid):
         logits = np.load(folder / "train" / "logits.npy")
         model = AutoModelForSequenceClassification.from_pretrained(weights).eval()
         tokenizer, _ = load_saved(weights, "")
-        train = data.prepare(params.task(TASK), tokenizer, params.data, root)["train"]
+        train = data.prepare(params.task(TASK), tokenizer, params.data, root, params.student_train_samples)["train"]
         assert len(logits) == len(train)
         for row in (0, len(train) // 2, len(train) - 1):  # one example at a time: no padding at all
             ids, types = torch.tensor([train[row]["input_ids"]]), torch.tensor([train[row]["token_type_ids"]])

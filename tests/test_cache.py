@@ -21,7 +21,8 @@ def expected_key(params, teacher_dir, split: str, **data_changes):
     """The key a run with `params` (optionally with other data settings) would ask the cache for."""
     dp = params.data.model_copy(update=data_changes)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    ds = data.prepare(get_task(TASK), tokenizer, dp, Path(teacher_dir).parents[2])[split]  # root/models/<task>/teacher
+    root = Path(teacher_dir).parents[2]  # root/models/<task>/teacher
+    ds = data.prepare(get_task(TASK), tokenizer, dp, root, dp.max_train_samples)[split]
     size = dp.max_train_samples if split == "train" else dp.max_eval_samples
     return cache.cache_key(teacher_dir, tokenizer, ds, split, dp.max_length, size)
 
@@ -144,7 +145,8 @@ def test_student_subsample_reads_its_own_rows(layout, smoke_params, keys):
     loaded = cache.load(layout.cache(TASK, TEACHER_SEED), "train", keys["train"])
     teacher_dir = layout.teacher_model(TASK, TEACHER_SEED)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    full = data.prepare(get_task(TASK), tokenizer, smoke_params.data, layout.root)["train"]
+    full = data.prepare(get_task(TASK), tokenizer, smoke_params.data, layout.root,
+                        smoke_params.data.max_train_samples)["train"]
     part = data.subsample(full, 16)
     assert len(part) == 16 and sorted(part["cache_row"]) != list(range(16))  # a shuffled subset, not a prefix
     batch = data.Collator(tokenizer, loaded)([part[i] for i in range(len(part))])

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from alpkd import config, data
+from alpkd import config, data, data_checks
 from alpkd.paths import Run
 from alpkd.tasks import GLUE_TASKS
 
@@ -125,7 +125,7 @@ def test_custom_task_end_to_end(tmp_path):
     """A user's own TSV task goes through teacher, cache and ALP distillation like a GLUE task."""
     import numpy as np
 
-    from alpkd import distill
+    from alpkd import distill, teachers
     from alpkd.paths import Layout
 
     rng = np.random.default_rng(0)
@@ -137,7 +137,7 @@ def test_custom_task_end_to_end(tmp_path):
     params = _custom_params(tmp_path, str(tmp_path / "train.tsv"), str(tmp_path / "dev.tsv"),
                             metrics=["f1", "accuracy"])
     out = tmp_path / "out"
-    teacher = distill.train_teacher(params, "reviews", out)
+    teacher = teachers.train_teacher(params, "reviews", out)
     student = distill.distill_student(params, "reviews", 1, "alp", 42, out)
     layout = Layout(out)
     for record in (teacher, student):
@@ -186,7 +186,7 @@ def test_example_count_must_match_data_lines(tmp_path):
     task = _reviews_task(tmp_path, "text\tlabel\na\t1\n", ".tsv")
     merged = Dataset.from_dict({"text": ["a", "b\nc"], "label": [1, 0]})
     with pytest.raises(data.DataError, match=r"3 data lines .* but 2 examples read; .*example 2 at line 3"):
-        data._check_count(merged, task, str(path), *data._record_lines(path, ".tsv"))
+        data_checks._check_count(merged, task, str(path), *data_checks._record_lines(path, ".tsv"))
 
 
 @pytest.mark.parametrize("labels, line, shown", [
@@ -222,7 +222,7 @@ class _Stop(Exception):
 def _checkpoint_folder(monkeypatch, params, task: str, root: Path) -> str:
     """The checkpoint folder `train_teacher` would resume from (training itself is stopped at once), after the
     data stage copied the task's current source to `root/data/<task>/`."""
-    from alpkd import distill
+    from alpkd import teachers
 
     data.write_task_data(params.task(task), root)
 
@@ -232,9 +232,9 @@ def _checkpoint_folder(monkeypatch, params, task: str, root: Path) -> str:
         seen.append(Path(trainer.args.output_dir).name)
         raise _Stop
 
-    monkeypatch.setattr(distill, "train", stop)
+    monkeypatch.setattr(teachers, "train", stop)
     with pytest.raises(_Stop):
-        distill.train_teacher(params, task, root)
+        teachers.train_teacher(params, task, root)
     return seen[0]
 
 

@@ -149,14 +149,14 @@ def test_evaluate_refuses_a_model_made_for_another_task(tmp_path, smoke_params, 
 
 def test_distill_refuses_a_teacher_made_for_another_declaration(tmp_path, smoke_params):
     """A teacher left from before `num_labels` was edited: students would copy its 3-way classifier."""
-    from alpkd import distill
+    from alpkd import distill, teachers
     from alpkd.evaluation import ModelError
 
     _saved_model(Layout(tmp_path).teacher_model(TASK, 42), 3)
     with pytest.raises(ModelError, match=r"3 output\(s\).*2 label\(s\); re-run the teacher stage"):
         distill.Cell(smoke_params, TASK, 1, "kd", tmp_path)
     with pytest.raises(ModelError, match=r"3 output\(s\).*2 label\(s\); re-run the teacher stage"):
-        distill.write_cache(smoke_params, TASK, tmp_path)
+        teachers.write_cache(smoke_params, TASK, tmp_path)
 
 
 def test_cli_evaluate_of_a_3_label_model_on_rte_is_one_line(tmp_path):
@@ -398,8 +398,8 @@ def test_the_library_teacher_step_checks_writability_before_training(tmp_path):
     out = tmp_path / "out"
     (out / "metrics" / "teacher").mkdir(parents=True)
     (out / "metrics" / "teacher").chmod(0o555)
-    code = ("import sys; from alpkd import config, distill; "
-            f"distill.train_teacher(config.load({str(SMOKE)!r}), 'rte', {str(out)!r})")
+    code = ("import sys; from alpkd import config, teachers; "
+            f"teachers.train_teacher(config.load({str(SMOKE)!r}), 'rte', {str(out)!r})")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps",
               "-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
@@ -414,7 +414,7 @@ def test_the_library_teacher_step_checks_writability_before_training(tmp_path):
 
 
 def test_truncated_teacher_weights_name_the_file_and_the_step(tmp_path, smoke_params):
-    from alpkd import distill
+    from alpkd import teachers
     from alpkd.evaluation import ModelError
 
     teacher = _saved_model(Layout(tmp_path).teacher_model(TASK, 42), 2)
@@ -422,7 +422,7 @@ def test_truncated_teacher_weights_name_the_file_and_the_step(tmp_path, smoke_pa
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ModelError, match=rf"{weights}: cannot be loaded .*`python -m alpkd --out {tmp_path} teacher "
                                          r"--task rte --seed 42`"):
-        distill.write_cache(smoke_params, TASK, tmp_path)
+        teachers.write_cache(smoke_params, TASK, tmp_path)
     line = one_line_error(run_cli("--params", str(params_file(tmp_path / "p")), "--out", str(tmp_path), "cache",
                                    "--task", TASK, "--seed", "42", cwd=tmp_path), 1)
     assert str(weights) in line and "teacher@rte" in line, line

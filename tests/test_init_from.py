@@ -3,12 +3,13 @@ from (`data.max_train_samples` against `distill.max_train_samples`), on the smok
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from alpkd import cache, data, distill, students
+from alpkd import cache, data, distill, students, teachers
 from alpkd.paths import Layout
 from helpers import TASK, TEACHER_SEED
 
@@ -66,9 +67,9 @@ def test_students_learn_from_the_first_of_the_teachers_examples(smoke_params, te
     tokenizer = students.load_tokenizer(smoke_params.teacher.model)
     big = smoke_params.data.model_copy(update={"max_train_samples": 40})
     small = smoke_params.data.model_copy(update={"max_train_samples": 24})
-    teacher_big = data.prepare(task, tokenizer, big, teacher_root)["train"]
+    teacher_big = data.prepare(task, tokenizer, big, teacher_root, big.max_train_samples)["train"]
     students_of_big = data.prepare(task, tokenizer, big, teacher_root, 24)["train"]
-    teacher_small = data.prepare(task, tokenizer, small, teacher_root)["train"]
+    teacher_small = data.prepare(task, tokenizer, small, teacher_root, small.max_train_samples)["train"]
     assert len(teacher_big) == 40 and len(students_of_big) == 24
     assert students_of_big["input_ids"] == teacher_big["input_ids"][:24] == teacher_small["input_ids"]
     assert students_of_big["labels"] == teacher_small["labels"]
@@ -84,7 +85,7 @@ def test_teacher_cache_covers_the_students_examples(smoke_params, teacher_root, 
     params = smoke_params.model_copy(update={"distill": smoke_params.distill.model_copy(
         update={"max_train_samples": n_students})})
     layout = Layout(teacher_root)
-    folder = distill.write_cache(params, TASK, teacher_root, TEACHER_SEED)
+    folder = teachers.write_cache(params, TASK, teacher_root, TEACHER_SEED)
     try:
         depth = params.student.depths[0]
         cell = distill.Cell(params, TASK, depth, "kd", teacher_root, TEACHER_SEED)
@@ -100,5 +101,51 @@ def test_teacher_cache_covers_the_students_examples(smoke_params, teacher_root, 
         with pytest.raises(cache.CacheError, match="stale"):
             distill.Cell(smoke_params, TASK, depth, "kd", teacher_root, TEACHER_SEED)
     finally:
-        distill.write_cache(smoke_params, TASK, teacher_root, TEACHER_SEED)  # the shared fixture as it was
+        teachers.write_cache(smoke_params, TASK, teacher_root, TEACHER_SEED)  # the shared fixture as it was
     assert layout.cache(TASK, TEACHER_SEED) == folder
+
+
+@pytest.mark.parametrize("teacher_n, students_n", [(40, 24), (None, 24), (10**6, 24), (40, 40), (None, None),
+                                                   (24, 40)])
+def test_the_teacher_stage_reads_its_students_data_once(smoke_params, teacher_root, monkeypatch, teacher_n,
+                                                        students_n):
+    """`data.prepare_teacher` (one read for the teacher and its cache) gives each side what `data.prepare` gives it
+    alone, column by column: the students' rows taken from the teacher's where they are its first rows, else drawn
+    apart (a teacher with the whole split has it in its own order; 10**6 is more rows than RTE has)."""
+    task = smoke_params.task(TASK)
+    tokenizer = students.load_tokenizer(smoke_params.teacher.model)
+    dp = smoke_params.data.model_copy(update={"max_train_samples": teacher_n})
+    reads = []
+    real = data.read_task_data
+    monkeypatch.setattr(data, "read_task_data", lambda *a: reads.append(a) or real(*a))
+    teacher, students_ = data.prepare_teacher(task, tokenizer, dp, teacher_root, students_n)
+    assert len(reads) == 1
+    monkeypatch.setattr(data, "read_task_data", real)
+    for got, n in ((teacher, teacher_n), (students_, students_n)):
+        alone = data.prepare(task, tokenizer, dp, teacher_root, n)
+        assert list(got) == list(alone)
+        for split in alone:
+            assert got[split].features == alone[split].features
+            assert got[split].to_dict() == alone[split].to_dict(), (split, n)
+
+
+def test_the_cache_from_the_teacher_stages_data_is_the_cache_from_a_fresh_read(smoke_params, teacher_root, tmp_path):
+    """`write_cache` on the students' rows taken from the teacher's data writes, byte for byte, the cache it writes
+    when it reads and tokenises the students' data itself (`python -m alpkd cache`)."""
+    params = smoke_params.model_copy(update={"distill": smoke_params.distill.model_copy(
+        update={"max_train_samples": 20})})
+    task = params.task(TASK)
+    tokenizer = students.load_tokenizer(params.teacher.model)
+    _, student_dsets = data.prepare_teacher(task, tokenizer, params.data, teacher_root, params.student_train_samples)
+    assert len(student_dsets["train"]) == 20
+    folder = Layout(teacher_root).cache(TASK, TEACHER_SEED)
+    try:
+        teachers.write_cache(params, TASK, teacher_root, TEACHER_SEED, tokenizer=tokenizer, student_dsets=student_dsets)
+        shared = {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+        teachers.write_cache(params, TASK, teacher_root, TEACHER_SEED)  # reads and tokenises apart
+        fresh = {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    finally:
+        teachers.write_cache(smoke_params, TASK, teacher_root, TEACHER_SEED)  # the shared fixture as it was
+    assert shared.keys() == fresh.keys() and any(p.name == "logits.npy" for p in shared)
+    assert all(shared[p] == fresh[p] for p in shared), [p for p in shared if shared[p] != fresh[p]]
+    assert json.loads(shared[Path("train") / "meta.json"])["key"]["rows"] == 20

@@ -80,11 +80,11 @@ def test_damaged_teacher_is_refused_by_distill_cache_and_evaluate(teacher_root, 
 
 def test_a_teacher_without_a_record_is_used_as_before(teacher_root, tmp_path, smoke_params):
     """A teacher folder put there by hand (no metrics record): nothing to check it against, so nothing is said."""
-    from alpkd import distill
+    from alpkd import teachers
 
     root = _copy_root(teacher_root, tmp_path / "out")
     Layout(root).teacher_metrics(TASK, 42).unlink()
-    assert distill.write_cache(smoke_params, TASK, root, 42).is_dir()
+    assert teachers.write_cache(smoke_params, TASK, root, 42).is_dir()
 
 
 @pytest.mark.parametrize("value", [17, None])
