@@ -137,8 +137,10 @@ def _complete_checkpoint(folder: Path, pattern: str) -> Path | None:
 
 
 def _stop_after_checkpoint(cmd: list[str], root: Path, pattern: str, signum: int) -> subprocess.CompletedProcess:
+    # SIGINT back to its default in the child: a test run started in the background of a script (`pytest &`)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt for it
     proc = subprocess.Popen(cmd, cwd=root.parent, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None and _complete_checkpoint(root / "checkpoints", pattern) is None:
         time.sleep(0.05)
