@@ -54,7 +54,16 @@ def write_log(trainer: Trainer, path: Path) -> None:
 
     rows = [r for r in trainer.state.log_history if "loss" in r]
     frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["step", "loss"])
+    # one column order whatever the rows' key order: a resumed run's earlier rows come back from the Trainer's
+    # state file with their keys sorted, and its log must equal the uninterrupted run's byte for byte
+    frame = frame[sorted(frame.columns, key=log_column_rank)]
     replace_atomically(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def log_column_rank(name: str) -> tuple:
+    """step, epoch, loss, the loss's terms (loss_*), then the rest (grad_norm, learning_rate, ...), each by name."""
+    first = ("step", "epoch", "loss")
+    return (first.index(name), "") if name in first else (3 if name.startswith("loss_") else 4, name)
 
 
 def nulls(scores: dict) -> dict:
