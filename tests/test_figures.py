@@ -252,3 +252,21 @@ def test_a_narrow_attention_figure_keeps_its_title():
                                "mean over seeds")
     assert figure_faults(fig) == []
     plt.close(fig)
+
+
+def test_the_committed_default_run_figures_are_legible(tmp_path, monkeypatch):
+    """The figures the README shows: the committed PNGs have background edges, and drawn again from the committed
+    metrics/, logs/ and attention/ with the committed params.yaml every figure passes the checks above."""
+    import shutil
+
+    from alpkd import config
+    from helpers import REPO
+
+    committed = sorted((REPO / "report" / "figures").glob("*.png"))
+    assert {p.name for p in committed} >= {"scores_vs_depth.png", "attention_sst2.png", "curves_sst2.png"}
+    assert not [f for p in committed for f in png_faults(p)]
+    for part in ("metrics", "logs", "attention"):
+        shutil.copytree(REPO / part, tmp_path / part)
+    faults = report_faults(config.load(REPO / "params.yaml"), tmp_path, monkeypatch)
+    assert {p.name for p in committed} == set(faults), faults
+    assert not any(faults.values()), "\n".join(f"{name}: {f}" for name, found in faults.items() for f in found)
