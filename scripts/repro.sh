@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The replication in one command, on a fresh clone: set-up, the pipeline, its results.
 #
-#   scripts/repro.sh              dvc repro on the profile in params.yaml (mini, the default: 40 min on 2 CPUs)
+#   scripts/repro.sh              dvc repro on the profile in params.yaml (mini, the default: 56 min on 2 CPUs)
 #   scripts/repro.sh ARGS         ARGS go to `dvc repro` (e.g. `report`, `--dry`, `distill@rte-1-alp-42`)
 #
 # Other profiles: copy one over params.yaml first (`cp profiles/smoke.yaml params.yaml`), or change single
