@@ -44,7 +44,7 @@ def params_for(raw: dict, way: str, seeds: list[int], method: str) -> dict:
 
 def run_way(raw: dict, way: str, teachers: Path, work: Path, task: str, depth: int) -> tuple[float, dict]:
     """One stage run one way in a fresh output root holding copies of the teachers; (wall seconds, records)."""
-    from alpkd.paths import Layout
+    from alpkd.paths import Layout, Run
 
     out = work / way
     shutil.rmtree(out, ignore_errors=True)
@@ -65,8 +65,6 @@ def run_way(raw: dict, way: str, teachers: Path, work: Path, task: str, depth: i
     layout, method = Layout(out), raw["distill"]["methods"][0]
     records = {}
     for seed in raw["distill"]["seeds"]:
-        from alpkd.paths import Run
-
         records[seed] = json.loads(layout.student_metrics(Run(task, depth, method, seed)).read_text())
     return wall, records
 
