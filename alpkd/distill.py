@@ -32,10 +32,9 @@ from .students import build_student, layer_states
 from .teachers import _cache_keys, pretrained_start
 from .trainer import AttentionHistory, DistillTrainer, run_hash, train, training_args
 
-# re-exported: the CLI, notebooks, tests and benchmarks reach these as `distill.X` (the notebooks reach the
-# teacher stage as `distill.train_teachers`)
+# re-exported: the CLI, notebooks, tests and benchmarks reach these as `distill.X` (the teacher stage is
+# `teachers.train_teachers`, imported from there: a stage's dependencies are its notebook's import closure)
 from .evaluation import evaluate_saved, headline_key  # noqa: F401
-from .teachers import train_teachers  # noqa: F401
 from .trainer import SeededLengthGroupedSampler  # noqa: F401
 
 
