@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +161,7 @@ def write(cache_dir: str | Path, split: str, key: dict, logits: np.ndarray, stat
             "key_sha256": _canonical_sha256(key),
             "sample_rows": rows,
             "files": files,
-            # read by caches' older readers (format 1 manifests had only these two)
+            # `sha256` is what the checks go through; `shapes` repeats `files` (kept: meta.json written as before)
             "shapes": {"logits": list(logits.shape), "states": list(states.shape)},
             "sha256": {name: files[name]["sha256"] for name in FILES},
         }
@@ -226,12 +225,14 @@ def _read_meta(folder: Path) -> dict:
         raise CacheError(f"teacher cache {folder} has a damaged meta.json ({err}); {hint(folder.parent)}") from None
     if not isinstance(meta, dict) or "key" not in meta or "sha256" not in meta:
         raise CacheError(f"teacher cache {folder} has a damaged meta.json (no key or checksums); {hint(folder.parent)}")
+    if meta.get("manifest") != MANIFEST:  # e.g. the format-1 manifest (key, shapes and checksums only)
+        raise CacheError(f"teacher cache {folder} has a meta.json of another version ({meta.get('manifest')!r}, this "
+                         f"version reads {MANIFEST}); {hint(folder.parent)}")
     # fields of the wrong type (a hand edit, a bad merge) would end in a traceback deep inside the checks
-    legacy = meta.get("manifest") is None  # the format-1 manifest: no per-file entries
     files = meta.get("files")
     if not (isinstance(meta["key"], dict) and isinstance(meta["sha256"], dict)
             and all(isinstance(k, str) and isinstance(v, str) for k, v in meta["sha256"].items())
-            and (legacy or (isinstance(files, dict) and all(isinstance(files.get(n), dict) for n in meta["sha256"])))
+            and isinstance(files, dict) and all(isinstance(files.get(n), dict) for n in meta["sha256"])
             and isinstance(meta.get("shapes", {}), dict)):
         raise CacheError(f"teacher cache {folder} has a damaged meta.json (a field of the wrong type); "
                          f"{hint(folder.parent)}")
@@ -239,11 +240,7 @@ def _read_meta(folder: Path) -> dict:
 
 
 def _level(verify) -> str:
-    if verify is True:  # the boolean of older callers: True re-hashed every byte, False nothing
-        return "full"
-    if verify is False:
-        return "none"
-    if verify not in VERIFY_LEVELS:
+    if not isinstance(verify, str) or verify not in VERIFY_LEVELS:
         raise ValueError(f"verify={verify!r}: expected one of {VERIFY_LEVELS}")
     return verify
 
@@ -253,23 +250,17 @@ def _check(folder: Path, meta: dict, level: str) -> SplitCache:
     def damaged(why: str) -> CacheError:
         return CacheError(f"teacher cache {folder} is damaged: {why}; {hint(folder.parent)}")
 
-    legacy = meta.get("manifest") is None  # written before the manifest held sizes and sample hashes
-    if not legacy:
-        if meta.get("manifest_sha256") != _manifest_sha256(meta):
-            raise damaged("meta.json does not match its own checksum (edited or corrupted)")
-        if meta.get("key_sha256") != _canonical_sha256(meta["key"]):
-            raise damaged("the key in meta.json does not match its checksum")
+    if meta.get("manifest_sha256") != _manifest_sha256(meta):
+        raise damaged("meta.json does not match its own checksum (edited or corrupted)")
+    if meta.get("key_sha256") != _canonical_sha256(meta["key"]):
+        raise damaged("the key in meta.json does not match its checksum")
     for name in meta["sha256"]:
         path = folder / name
         if not path.exists():
             raise damaged(f"{name} is missing")
-        if not legacy and path.stat().st_size != meta["files"][name]["bytes"]:
+        if path.stat().st_size != meta["files"][name]["bytes"]:
             raise damaged(f"{name} has {path.stat().st_size} bytes, meta.json records {meta['files'][name]['bytes']} "
                           "(truncated or overwritten)")
-    if legacy and level == "cheap":
-        warnings.warn(f"teacher cache {folder} was written by an older version (no sample hashes in meta.json): "
-                      f"verifying every byte instead; {hint(folder.parent)} to make later loads cheap", stacklevel=3)
-        level = "full"
     if level == "full":
         for name, digest in meta["sha256"].items():
             if sha256_file(folder / name) != digest:
@@ -278,29 +269,24 @@ def _check(folder: Path, meta: dict, level: str) -> SplitCache:
         cache = SplitCache(folder)
     except ValueError as err:  # truncated .npy
         raise damaged(str(err)) from None
-    if legacy:  # the format-1 manifest records shapes only
-        if [list(cache.logits.shape), list(cache.states.shape)] != [meta["shapes"]["logits"], meta["shapes"]["states"]]:
-            raise damaged("shapes differ from meta.json")
-    else:
-        arrays = {"logits.npy": cache.logits, "states.npy": cache.states}
-        for name, entry in meta["files"].items():
-            array = arrays[name]
-            if list(array.shape) != entry["shape"] or array.dtype.str != entry["dtype"]:
-                raise damaged(f"{name} is {array.dtype.str} {list(array.shape)}, meta.json records "
-                              f"{entry['dtype']} {entry['shape']}")
-            if level == "cheap" and sample_sha256(array, meta["sample_rows"]) != entry["sample_sha256"]:
-                raise damaged(f"{name} does not match its sample checksum ({len(meta['sample_rows'])} rows)")
+    arrays = {"logits.npy": cache.logits, "states.npy": cache.states}
+    for name, entry in meta["files"].items():
+        array = arrays[name]
+        if list(array.shape) != entry["shape"] or array.dtype.str != entry["dtype"]:
+            raise damaged(f"{name} is {array.dtype.str} {list(array.shape)}, meta.json records "
+                          f"{entry['dtype']} {entry['shape']}")
+        if level == "cheap" and sample_sha256(array, meta["sample_rows"]) != entry["sample_sha256"]:
+            raise damaged(f"{name} does not match its sample checksum ({len(meta['sample_rows'])} rows)")
     return cache
 
 
-def load(cache_dir: str | Path, split: str, expected_key: dict, verify: str | bool = "cheap") -> SplitCache:
+def load(cache_dir: str | Path, split: str, expected_key: dict, verify: str = "cheap") -> SplitCache:
     """The cache of `split`, after checking its key and its files; `CacheError` if it cannot be used.
 
     `verify`: "cheap" (default) checks the manifest's own hash and its key's, file sizes, shapes, dtypes and the
     SHA-256 of a fixed sample of rows (reads a few MB whatever the cache's size); "full" also re-hashes every
     byte against the SHA-256 recorded at write time; "none" skips both hashes (key, sizes, shapes still
-    checked). `True`/`False` (older callers) mean "full"/"none". A cache written before sample hashes existed
-    is verified in full under "cheap", with a warning to rebuild it.
+    checked). A meta.json of another version (the format-1 manifest, without sizes and sample hashes) is refused.
     """
     level = _level(verify)
     folder = Path(cache_dir) / split
@@ -328,8 +314,6 @@ def verify_task(cache_dir: str | Path, level: str = "full") -> dict:
     for split in splits:
         folder = cache_dir / split
         meta = _read_meta(folder)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _check(folder, meta, level)
+        _check(folder, meta, level)
         size += sum((folder / name).stat().st_size for name in meta["sha256"])
     return {"cache": str(cache_dir), "verify": level, "ok": True, "splits": splits, "bytes": size}
