@@ -29,7 +29,7 @@ from .paths import Layout, Run, remove_stale_temporaries
 from .preflight import check_writable
 from .records import run_record, save_model, write_json, write_log
 from .students import build_student, layer_states
-from .teachers import _cache_keys, pretrained_start
+from .teachers import cache_keys, pretrained_start
 from .trainer import AttentionHistory, DistillTrainer, run_hash, train, training_args
 
 # re-exported: the CLI, notebooks, tests and benchmarks reach these as `distill.X` (the teacher stage is
@@ -70,8 +70,8 @@ class Cell:
         self.use_cache = dp.states == "cls" and dp.teacher_cache
         self.caches, self.keys = {}, {}
         if self.use_cache:  # train split for the loss, validation split for ALP's attention map
-            self.keys = _cache_keys(self.layout, self.task, self.tokenizer, self.dsets, params, self.teacher_seed,
-                                    self.teacher_fingerprint)
+            self.keys = cache_keys(self.layout, self.task, self.tokenizer, self.dsets, params, self.teacher_seed,
+                                   self.teacher_fingerprint)
             self.caches = {s: cache_lib.load(self.layout.cache(self.task.name, self.teacher_seed), s, k)
                            for s, k in self.keys.items()}
         self.train_ds = self.dsets["train"]
@@ -111,8 +111,8 @@ class Cell:
         """The key of the teacher's training-set cache (what a teacher assistant's cached logits must share but
         the weights)."""
         if "train" not in self.keys:  # hashes every row's token ids: once per teacher
-            self.keys["train"] = _cache_keys(self.layout, self.task, self.tokenizer, {"train": self.dsets["train"]},
-                                             self.params, self.teacher_seed, self.teacher_fingerprint)["train"]
+            self.keys["train"] = cache_keys(self.layout, self.task, self.tokenizer, {"train": self.dsets["train"]},
+                                            self.params, self.teacher_seed, self.teacher_fingerprint)["train"]
         return self.keys["train"]
 
     def assistants(self, seed: int) -> list[dict]:
@@ -348,7 +348,7 @@ def _mark(path: Path, layout: Layout, task: str, depth: int, method: str, seeds:
 _CELLS: dict = {}
 
 
-def _cell(params: Params, task_name: str, depth: int, method: str, root, teacher_seed: int) -> Cell:
+def cached_cell(params: Params, task_name: str, depth: int, method: str, root, teacher_seed: int) -> Cell:
     """The loaded inputs of one teacher, reused by every method and seed of the group that learns from it and
     when the same notebook asks again (e.g. `explain_batch` after training)."""
     key = (params, task_name, depth, str(Path(root).resolve()))
@@ -374,7 +374,7 @@ def explain_batch(params: Params, task_name: str, depth: int, method: str, seed:
     weights behind it (the notebook's look inside `distillation_loss`)."""
     from .losses import alp_loss
 
-    cell = _cell(params, task_name, depth, method, root, params.teacher_seed(seed))
+    cell = cached_cell(params, task_name, depth, method, root, params.teacher_seed(seed))
     run = Run(cell.task.name, depth, method, seed)
     model = AutoModelForSequenceClassification.from_pretrained(cell.layout.student_model(run)).eval()
     split = cell.task.validation_splits[0]

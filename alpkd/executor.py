@@ -105,12 +105,13 @@ def train(params: Params, task_name: str, depth: int, root, units: list[tuple[st
     records by unit, and writes a progress line as each finishes."""
     if params.runtime.executor == "ray" and units:
         return train_on_ray(params, task_name, depth, root, units, teachers, label)
-    from .distill import _cell
+    from .distill import cached_cell
 
     records, start = {}, time.perf_counter()
     for k, (method, seed) in enumerate(units, 1):  # one after another, in this process
         began = time.perf_counter()
-        record = records[(method, seed)] = _cell(params, task_name, depth, method, root, teachers[seed]).train_seed(seed)
+        cell = cached_cell(params, task_name, depth, method, root, teachers[seed])
+        record = records[(method, seed)] = cell.train_seed(seed)
         progress.unit_done(label, k, len(units), f"{method}  seed {seed}", time.perf_counter() - began,
                            progress.headline(record), time.perf_counter() - start)
     return records
@@ -160,10 +161,10 @@ def _train_student(params: Params, task_name: str, depth: int, method: str, seed
     """One student, in a Ray worker: what the local loop of `distill._train_cells` does for one unit."""
     os.chdir(cwd)  # custom tasks' files are relative to the repository root
     numerics.check(params.runtime)  # the variables came with the worker (runtime_env); the thread count is set here
-    from .distill import _cell
+    from .distill import cached_cell
 
     began = time.perf_counter()
-    cell = _cell(params, task_name, depth, method, root, teacher_seed)  # reused by the worker's next student
+    cell = cached_cell(params, task_name, depth, method, root, teacher_seed)  # reused by the worker's next student
     record = cell.train_seed(seed, keep_checkpoint=True)
     return {"record": record, "checkpoint": str(cell.checkpoint), "seconds": time.perf_counter() - began}
 

@@ -1,7 +1,7 @@
 """The teacher stage: fine-tune, evaluate and save one teacher per seed of `teacher.seeds` (`train_teachers`), and
 cache its logits and per-layer [CLS] states on the students' examples (`write_cache`), which every student then
 reads instead of running the teacher. Also what the students' side takes from the teacher: the cache's keys
-(`_cache_keys`) and the checkpoint a teacher was fine-tuned from (`pretrained_start`).
+(`cache_keys`) and the checkpoint a teacher was fine-tuned from (`pretrained_start`).
 
 The students are `alpkd.distill`; the training loop `alpkd.trainer`; the files a run writes `alpkd.records`.
 """
@@ -26,8 +26,8 @@ from .tasks import Task
 from .trainer import DistillTrainer, run_hash, train, training_args
 
 
-def _cache_keys(layout: Layout, task: Task, tokenizer, dsets, params: Params, teacher_seed: int,
-                teacher_fingerprint: str | None = None) -> dict[str, dict]:
+def cache_keys(layout: Layout, task: Task, tokenizer, dsets, params: Params, teacher_seed: int,
+               teacher_fingerprint: str | None = None) -> dict[str, dict]:
     """Each split's cache key: what its cached teacher outputs depend on (`cache.cache_key`)."""
     teacher_dir = layout.teacher_model(task.name, teacher_seed)
     teacher_fingerprint = teacher_fingerprint or cache_lib.model_fingerprint(teacher_dir)  # hashed once
@@ -143,7 +143,7 @@ def write_cache(params: Params, task_name: str, root: str | Path = ".", seed: in
         data.prepare(task, tokenizer, params.data, root, params.student_train_samples)
     teacher.to("cuda" if torch.cuda.is_available() else "cpu")
     collator = data.Collator(tokenizer)
-    for split, key in _cache_keys(layout, task, tokenizer, dsets, params, seed, fingerprint).items():
+    for split, key in cache_keys(layout, task, tokenizer, dsets, params, seed, fingerprint).items():
         logits, states = cache_lib.teacher_outputs(teacher, dsets[split], collator, params.runtime.eval_batch_size)
         cache_lib.write(layout.cache(task.name, seed), split, key, logits, states)
     return layout.cache(task.name, seed)

@@ -229,6 +229,6 @@ def test_a_group_tokenises_its_data_once(grid, monkeypatch):
     real = data.prepare
     monkeypatch.setattr(data, "prepare", lambda *a, **k: calls.append(a) or real(*a, **k))
     distill._CELLS.clear()
-    cells = [distill._cell(params, TASK, 1, "kd", root, t) for t in params.teacher.seeds]
+    cells = [distill.cached_cell(params, TASK, 1, "kd", root, t) for t in params.teacher.seeds]
     assert len(calls) == 1 and len(cells) == 2 and cells[0].dsets is cells[1].dsets
     assert cells[0].teacher_fingerprint != cells[1].teacher_fingerprint  # two teachers all the same

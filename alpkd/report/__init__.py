@@ -39,8 +39,8 @@ from .collect import (COLUMNS, REQUIRED, SPLIT_COLUMNS, collect, duplicates, fur
                       teacher_run, undefined)
 from .comparisons import (BASELINES, CHALLENGERS, EXTRA_PAIRS, SIG_COLUMNS, cell_intervals, comparisons,
                           detectable_gaps, significance, significance_table)
-from .figures import _figures, plot_tables
-from .files import _numbers, _write_plot_tables, write_text
+from .figures import plot_tables, write_figures
+from .files import write_numbers, write_plot_tables, write_text
 from .markdown import (METRIC_ABBREVIATIONS, TEXT_COLUMNS, _attention_lines, _duplicate_lines, _figure_lines,
                        _interval_lines, _missing_lines, _preamble, _results_lines, _significance_lines,
                        _skipped_lines, _undefined_lines, markdown_table)
@@ -91,12 +91,12 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
     attention = attention_summary(records, maps)
     # the files
     headline = {t: records.loc[records["task"] == t, "headline"].iloc[0] for t in tasks if (records["task"] == t).any()}
-    figures = _figures(params, records, summary, trivial, headline, maps, logs, out / "figures")
+    figures = write_figures(params, records, summary, trivial, headline, maps, logs, out / "figures")
     headline = {c: collected.loc[collected["task"] == c, "headline"].iloc[0] for c in columns
                 if (collected["task"] == c).any()}
     intervals = cell_intervals(records)
-    files = {p.stem: p for p in figures} | _numbers(out, shown, methods, trivial_shown, sig, attention, intervals)
-    files |= _write_plot_tables(out / "plots", plot_tables(records, summary, logs, tasks, depths, methods))
+    files = {p.stem: p for p in figures} | write_numbers(out, shown, methods, trivial_shown, sig, attention, intervals)
+    files |= write_plot_tables(out / "plots", plot_tables(records, summary, logs, tasks, depths, methods))
     sections = [_preamble(params, records, skipped), _skipped_lines(skipped), _results_lines(table, headline, extra),
                 _duplicate_lines(dups, methods),
                 _undefined_lines(undef, params),

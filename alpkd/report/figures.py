@@ -8,12 +8,12 @@ import pandas as pd
 
 from ..paths import Run
 from .collect import runs_of
-from .files import _remove_stale
+from .files import remove_stale
 from .tables import ALP_FAMILY, AVERAGE
 
 
-def _figures(params, records: pd.DataFrame, summary: pd.DataFrame, trivial: dict, headline: dict,
-             maps: dict[Run, dict], logs: dict[str, pd.DataFrame], figures: Path) -> list[Path]:
+def write_figures(params, records: pd.DataFrame, summary: pd.DataFrame, trivial: dict, headline: dict,
+                  maps: dict[Run, dict], logs: dict[str, pd.DataFrame], figures: Path) -> list[Path]:
     """Score vs depth, attention maps (final, and during training) and training curves; stale PNGs removed."""
     from .. import plots
 
@@ -29,7 +29,7 @@ def _figures(params, records: pd.DataFrame, summary: pd.DataFrame, trivial: dict
     for task in tasks:
         written += _attention_figures(records, task, depths, [m for m in methods if m in ALP_FAMILY], maps, figures)
         written += _curves_figure(records, task, depths, logs, figures)
-    _remove_stale(figures, "*.png", keep=written)
+    remove_stale(figures, "*.png", keep=written)
     return written
 
 

@@ -20,22 +20,22 @@ def _round(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     return df.round({c: digits for c in df.columns if df[c].dtype.kind == "f"})
 
 
-def _remove_stale(folder: Path, pattern: str, keep: list[Path]) -> None:
+def remove_stale(folder: Path, pattern: str, keep: list[Path]) -> None:
     """Delete the files matching `pattern` under `folder` that this report did not write (an earlier grid's)."""
     for stale in folder.glob(pattern) if folder.exists() else []:
         if stale not in keep:
             stale.unlink()
 
 
-def _write_plot_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> dict[str, Path]:
+def write_plot_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> dict[str, Path]:
     """`plot_tables` as CSV under `folder` (`report/plots`), stale CSVs removed; keys `plots/<kind>/<name>`."""
     written = [write_text(folder / name, _round(table).to_csv()) for name, table in tables.items()]
-    _remove_stale(folder, "**/*.csv", keep=written)
+    remove_stale(folder, "**/*.csv", keep=written)
     return {f"plots/{p.parent.name}/{p.stem}": p for p in written}
 
 
-def _numbers(out: Path, summary: pd.DataFrame, methods: list[str], trivial: dict, sig: pd.DataFrame,
-             attention: pd.DataFrame, intervals: pd.DataFrame) -> dict[str, Path]:
+def write_numbers(out: Path, summary: pd.DataFrame, methods: list[str], trivial: dict, sig: pd.DataFrame,
+                  attention: pd.DataFrame, intervals: pd.DataFrame) -> dict[str, Path]:
     """The CSV files and `summary.json` (headline numbers for `dvc metrics`)."""
     files = {}
     student_summary = summary[summary["role"] == "student"].rename(columns={"layers": "depth"})
