@@ -8,6 +8,8 @@
   python -m alpkd verify-cache --task rte                           re-hash every byte of the teacher caches
   python -m alpkd evaluate --task rte --model scratch/models/rte/teacher   GLUE metrics of a saved model
   python -m alpkd check                                             validate params.yaml and exit
+  python -m alpkd significance                                      report/significance.csv again, from metrics/ and predictions/
+  python -m alpkd power                                             the run's variance components and the power table
   python -m alpkd --version                                         alpkd <version>
 
 Installed (`pip install -e .`), `alpkd ...` is the same command as `python -m alpkd ...`.
@@ -71,7 +73,13 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--method", choices=config.ASSISTED, help="default: every one of them in distill.methods")
     p.add_argument("--seed", type=int, help="default: every seed in distill.seeds")
     sub.add_parser("check")
+    sub.add_parser("significance", help="print report/significance.csv recomputed from metrics/ and predictions/ "
+                                        "under --out (default here: .)")
+    sub.add_parser("power", help="print the variance components of the run under --out (default here: .) and the "
+                                 "95%% half-widths they predict for other numbers of teachers (docs/statistics.md)")
     args = parser.parse_args(argv)
+    if args.command in ("significance", "power") and args.out == DEFAULT_OUT:
+        args.out = "."  # they read a finished run: the pipeline's own outputs unless told otherwise
 
     try:
         params = config.load(args.params)
@@ -94,6 +102,8 @@ def _main(argv: list[str] | None) -> int:
     _interrupt_on(signal.SIGTERM, signal.SIGHUP)
     if args.command == "check":
         return _check(args, params)
+    if args.command in ("significance", "power"):
+        return _statistics(args, params)
 
     if args.command == "verify-cache":  # reads no model and no data
         return _verify_cache(args, params)
@@ -254,6 +264,26 @@ def _check(args, params) -> int:
             return 1
     checked = f"; files of {', '.join(custom)} checked" if custom else ""
     print(f"{args.params}: valid ({params.profile} profile{checked})")
+    return 0
+
+
+def _statistics(args, params) -> int:
+    """`significance` and `power`: read a finished run's records and predictions, print a CSV / a markdown table."""
+    from . import report
+
+    root = Path(args.out)
+    if not (root / "metrics" / "students").is_dir():
+        _error(f"{args.command}: no student records under {root / 'metrics' / 'students'}; run the pipeline first "
+               "(scripts/repro.sh), or give the run's folder with --out")
+        return 1
+    if args.command == "significance":
+        sys.stdout.write(report.significance_csv(params, root))
+        return 0
+    from .power import power_table
+
+    pairs = [p for p in report.comparisons(list(params.distill.methods))]
+    table = power_table(params, root, pairs)
+    print(table.to_markdown(index=False, floatfmt=".2f") if len(table) else "no comparison with predictions")
     return 0
 
 
