@@ -74,7 +74,7 @@ def verdict(mine: dict, committed: dict, shown: int = 4) -> str:
         return "numerics: this machine's arithmetic matches the committed run's: expect every record bit for bit"
     names = ", ".join(diff[:shown]) + (", ..." if len(diff) > shown else "")
     return (f"numerics: this machine's arithmetic differs from the committed run's in {names} "
-            f"({len(diff)} of {len(committed['ops'])} operations): expect the same verdicts and scores within about a "
+            f"({len(diff)} of {len(set(mine['ops']) | set(committed['ops']))} operations): expect the same verdicts and scores within about a "
             "sentence, not bit for bit (docs/reproducibility.md)")
 
 
