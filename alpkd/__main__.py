@@ -10,6 +10,8 @@
   python -m alpkd check                                             validate params.yaml and exit
   python -m alpkd significance                                      report/significance.csv again, from metrics/ and predictions/
   python -m alpkd power                                             the run's variance components and the power table
+  python -m alpkd numerics --fingerprint                            this machine's arithmetic, per operation (JSON)
+  python -m alpkd numerics --compare numerics/fingerprint.json      bit for bit like the committed run, or not
   python -m alpkd --version                                         alpkd <version>
 
 Installed (`pip install -e .`), `alpkd ...` is the same command as `python -m alpkd ...`.
@@ -77,7 +79,13 @@ def _main(argv: list[str] | None) -> int:
                                         "under --out (default here: .)")
     sub.add_parser("power", help="print the variance components of the run under --out (default here: .) and the "
                                  "95%% half-widths they predict for other numbers of teachers (docs/statistics.md)")
+    p = sub.add_parser("numerics", help="this machine's fingerprint of the operations a run uses (seconds)")
+    p.add_argument("--fingerprint", action="store_true", help="print it as JSON on stdout")
+    p.add_argument("--out", dest="fingerprint_out", metavar="FILE", help="write it to FILE")
+    p.add_argument("--compare", metavar="FILE", help="compare it with FILE's and print one line")
     args = parser.parse_args(argv)
+    if args.command == "numerics":  # the default runtime's numerics, whatever params.yaml says: reads no params
+        return _numerics(args, parser)
     if args.command in ("significance", "power") and args.out == DEFAULT_OUT:
         args.out = "."  # they read a finished run: the pipeline's own outputs unless told otherwise
 
@@ -284,6 +292,29 @@ def _statistics(args, params) -> int:
     pairs = [p for p in report.comparisons(list(params.distill.methods))]
     table = power_table(params, root, pairs)
     print(table.to_markdown(index=False, floatfmt=".2f") if len(table) else "no comparison with predictions")
+    return 0
+
+
+def _numerics(args, parser) -> int:
+    """`numerics`: this machine's fingerprint under a run's pinned numerics (the default runtime's: portable, 2
+    threads), printed, written, or compared with a committed one in one line."""
+    from . import fingerprint
+
+    if not (args.fingerprint or args.fingerprint_out or args.compare):
+        parser.error("numerics: give --fingerprint, --out FILE or --compare FILE")
+    try:
+        committed = fingerprint.load(Path(args.compare)) if args.compare else None  # a bad file before the work
+        print("computing this machine's fingerprint of the operations a run uses (seconds) ...", file=sys.stderr)
+        mine = fingerprint.measure(config.Runtime())
+        if args.fingerprint_out:
+            fingerprint.write(Path(args.fingerprint_out), mine)
+    except (fingerprint.FingerprintError, OSError) as err:
+        _error(err)
+        return 1
+    if args.fingerprint:
+        print(fingerprint.dumps(mine), end="")
+    if committed is not None:
+        print(fingerprint.verdict(mine, committed))
     return 0
 
 
