@@ -8,6 +8,10 @@
   python -m alpkd verify-cache --task rte                           re-hash every byte of the teacher caches
   python -m alpkd evaluate --task rte --model scratch/models/rte/teacher   GLUE metrics of a saved model
   python -m alpkd check                                             validate params.yaml and exit
+  python -m alpkd significance                                      report/significance.csv again, from metrics/ and predictions/
+  python -m alpkd power                                             the run's variance components and the power table
+  python -m alpkd numerics --fingerprint                            this machine's arithmetic, per operation (JSON)
+  python -m alpkd numerics --compare numerics/fingerprint.json      bit for bit like the committed run, or not
   python -m alpkd --version                                         alpkd <version>
 
 Installed (`pip install -e .`), `alpkd ...` is the same command as `python -m alpkd ...`.
@@ -71,7 +75,19 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--method", choices=config.ASSISTED, help="default: every one of them in distill.methods")
     p.add_argument("--seed", type=int, help="default: every seed in distill.seeds")
     sub.add_parser("check")
+    sub.add_parser("significance", help="print report/significance.csv recomputed from metrics/ and predictions/ "
+                                        "under --out (default here: .)")
+    sub.add_parser("power", help="print the variance components of the run under --out (default here: .) and the "
+                                 "95%% half-widths they predict for other numbers of teachers (docs/statistics.md)")
+    p = sub.add_parser("numerics", help="this machine's fingerprint of the operations a run uses (seconds)")
+    p.add_argument("--fingerprint", action="store_true", help="print it as JSON on stdout")
+    p.add_argument("--out", dest="fingerprint_out", metavar="FILE", help="write it to FILE")
+    p.add_argument("--compare", metavar="FILE", help="compare it with FILE's and print one line")
     args = parser.parse_args(argv)
+    if args.command == "numerics":  # the default runtime's numerics, whatever params.yaml says: reads no params
+        return _numerics(args, parser)
+    if args.command in ("significance", "power") and args.out == DEFAULT_OUT:
+        args.out = "."  # they read a finished run: the pipeline's own outputs unless told otherwise
 
     try:
         params = config.load(args.params)
@@ -94,6 +110,8 @@ def _main(argv: list[str] | None) -> int:
     _interrupt_on(signal.SIGTERM, signal.SIGHUP)
     if args.command == "check":
         return _check(args, params)
+    if args.command in ("significance", "power"):
+        return _statistics(args, params)
 
     if args.command == "verify-cache":  # reads no model and no data
         return _verify_cache(args, params)
@@ -254,6 +272,49 @@ def _check(args, params) -> int:
             return 1
     checked = f"; files of {', '.join(custom)} checked" if custom else ""
     print(f"{args.params}: valid ({params.profile} profile{checked})")
+    return 0
+
+
+def _statistics(args, params) -> int:
+    """`significance` and `power`: read a finished run's records and predictions, print a CSV / a markdown table."""
+    from . import report
+
+    root = Path(args.out)
+    if not (root / "metrics" / "students").is_dir():
+        _error(f"{args.command}: no student records under {root / 'metrics' / 'students'}; run the pipeline first "
+               "(scripts/repro.sh), or give the run's folder with --out")
+        return 1
+    if args.command == "significance":
+        sys.stdout.write(report.significance_csv(params, root))
+        return 0
+    from .power import power_table
+
+    pairs = [p for p in report.comparisons(list(params.distill.methods))]
+    table = power_table(params, root, pairs)
+    print(table.to_markdown(index=False, floatfmt=".2f") if len(table) else "no comparison with predictions")
+    return 0
+
+
+def _numerics(args, parser) -> int:
+    """`numerics`: this machine's fingerprint under a run's pinned numerics (the default runtime's: portable, 2
+    threads), printed, written, or compared with a committed one in one line."""
+    from . import fingerprint
+
+    if not (args.fingerprint or args.fingerprint_out or args.compare):
+        parser.error("numerics: give --fingerprint, --out FILE or --compare FILE")
+    try:
+        committed = fingerprint.load(Path(args.compare)) if args.compare else None  # a bad file before the work
+        print("computing this machine's fingerprint of the operations a run uses (seconds) ...", file=sys.stderr)
+        mine = fingerprint.measure(config.Runtime())
+        if args.fingerprint_out:
+            fingerprint.write(Path(args.fingerprint_out), mine)
+    except (fingerprint.FingerprintError, OSError) as err:
+        _error(err)
+        return 1
+    if args.fingerprint:
+        print(fingerprint.dumps(mine), end="")
+    if committed is not None:
+        print(fingerprint.verdict(mine, committed))
     return 0
 
 

@@ -1,23 +1,28 @@
-"""Is a gap between two methods more than noise? A paired, hierarchical bootstrap.
+"""Is a gap between two methods more than noise? Variance components of a crossed, nested design.
 
-RTE's 277 validation examples give one accuracy a standard error near 3 points, more than most gaps the
-paper reports, so every comparison in the report comes with a p-value. And every student learns from one
-teacher: a verdict must hold for other teachers too, not only for the one this machine happened to draw.
+Every student learns from one teacher (T teachers, n students each: students nested in teachers), and every
+student is scored on the same N validation sentences (students crossed with sentences). For a per-sentence score
+(correctness for accuracy; a jackknife pseudo-value for the other metrics) the gap between methods A and B of
+student s of teacher t on sentence j, `d[t, s, j]` (seed k of A paired with seed k of B: same teacher,
+initialisation and data order), is modelled as
 
-`paired_bootstrap` resamples, for each task, the three sources of variation the design has:
-- **teachers** (`teachers`: the teacher of each seed): the teachers with replacement, then, within each teacher
-  drawn, its students with replacement (a two-stage bootstrap; every teacher has the same number of students);
-- **student seeds** (`resample_seeds`): without `teachers`, the seeds with replacement as if independent (the
-  teacher-blind bootstrap: right only when all students share one teacher and the verdict is about it);
-- **validation examples** (`resample_examples`, on by default): the same resample for both methods.
-Seed k of A is paired with seed k of B (same teacher, initialisation and data order). Each task's headline
-metric is recomputed for both methods on every resample (averaged over the drawn seeds) and the gap is
-averaged over tasks. The two-sided p-value is `min(1, 2 * min(P*(gap <= 0), P*(gap >= 0)))` under the bootstrap
-distribution P*.
+    d[t, s, j] = gap + teacher[t] + student[t, s] + sentence[j] + (teacher x sentence)[t, j] + residual[t, s, j]
 
-With T teachers of n students each and the examples held fixed, the two-stage bootstrap's variance of a
-task's mean gap is `V_between / T + mean_t(V_within_t) / (n T)` (population variances of the teachers' mean
-gaps and of the gaps within each teacher); the tests check the resampling against that formula.
+with every term random, so a verdict holds for other teachers, students and sentences of the same kind. Each
+source counts once in the variance of the mean gap, which the design's mean squares give without bias
+(expected mean squares of a balanced table):
+
+    Var = (MS_teacher + MS_sentence - MS_teacher x sentence) / (T n N)
+
+and its Satterthwaite degrees of freedom follow from the same three mean squares (`crossed_gap`). With three
+teachers they are about 2 when teachers dominate: the 97.5% quantile is then 4.3, not 1.96. A negative sentence
+component (MS_sentence < MS_teacher x sentence) is taken as zero: the teacher means alone, T - 1 degrees of freedom.
+With one teacher the students are the units (the verdict is about that teacher); with one student, the sentences.
+
+The earlier method, `paired_bootstrap` (seeds and sentences resampled independently: Owen's pigeonhole
+bootstrap), is kept to show what this replaces: it counts the seed x sentence term about three times and shrinks
+the teacher variance by (T - 1)/T with normal quantiles, so it over-covers where students and sentences dominate
+and under-covers where teachers do (tests/test_coverage.py measures both).
 
 `adjust` corrects a family of p-values for the number of comparisons (Benjamini-Hochberg, from SciPy).
 """
@@ -40,6 +45,7 @@ class Comparison:
     n_seeds: int  # seeds per method (the smaller of the two)
     resamples: int
     n_teachers: int = 1  # teachers per task (the smallest over tasks) that the resampling drew from
+    df: float = float("nan")  # degrees of freedom of the t reference (crossed_comparison); NaN for the bootstrap
 
     @property
     def significant(self) -> bool:
@@ -142,3 +148,110 @@ def paired_bootstrap(
     seeds = min(min(len(item["a"]), len(item["b"])) for item in tasks)
     return Comparison(float(np.mean(observed)), float(low), float(high), float(p), len(tasks), seeds, resamples,
                       min(n_teachers))
+
+
+def pseudo_values(metric: str, labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
+    """Per-sentence scores whose mean is the metric: correctness for accuracy; for any other metric the jackknife
+    pseudo-values `N * m(all) - (N - 1) * m(all but j)`, whose spread gives the metric's sentence variance."""
+    labels, preds = np.asarray(labels), np.asarray(preds)
+    if metric == "accuracy":
+        return (labels == preds).astype(float)
+    n, whole = len(labels), _metric(metric, labels, preds)
+    keep = ~np.eye(n, dtype=bool)
+    loo = np.array([_metric(metric, labels[keep[j]], preds[keep[j]]) for j in range(n)])
+    return n * whole - (n - 1) * loo
+
+
+def gap_table(item: dict) -> np.ndarray:
+    """(teachers, students per teacher, sentences): the per-sentence score of A minus B for each seed of an item
+    of `crossed_comparison`, the seeds grouped by teacher; every seed its own teacher when no teacher is recorded
+    or the teachers have unequal numbers of students."""
+    labels, teachers = np.asarray(item["labels"]), item.get("teachers")
+    d = np.stack([pseudo_values(item["metric"], labels, pa) - pseudo_values(item["metric"], labels, pb)
+                  for pa, pb in zip(item["a"], item["b"])])  # (seeds, N)
+    groups = [np.flatnonzero(np.asarray(teachers) == t) for t in dict.fromkeys(teachers)] if teachers else []
+    if groups and len({len(g) for g in groups}) == 1:
+        return d[np.stack(groups)]
+    return d[:, None, :]
+
+
+@dataclass(frozen=True)
+class CrossedGap:
+    gap: float  # mean of d over teachers, students and sentences
+    variance: float  # of that mean, each source counted once
+    df: float  # Satterthwaite degrees of freedom of the variance
+    mean_squares: dict  # name -> (mean square, degrees of freedom)
+
+
+def mean_squares(d: np.ndarray) -> dict:
+    """Mean squares and their degrees of freedom of a balanced (teachers T, students n, sentences N) table."""
+    T, n, N = d.shape
+    grand, tm, sm = d.mean(), d.mean(axis=(1, 2)), d.mean(axis=2)
+    jm, tjm = d.mean(axis=(0, 1)), d.mean(axis=1)
+    ss = {"teacher": (n * N * ((tm - grand) ** 2).sum(), T - 1),
+          "student": (N * ((sm - tm[:, None]) ** 2).sum(), T * (n - 1)),
+          "sentence": (T * n * ((jm - grand) ** 2).sum(), N - 1),
+          "teacher x sentence": (n * ((tjm - tm[:, None] - jm[None] + grand) ** 2).sum(), (T - 1) * (N - 1)),
+          "residual": (((d - sm[..., None] - tjm[:, None] + tm[:, None, None]) ** 2).sum(), T * (n - 1) * (N - 1))}
+    return {k: (float(s / df) if df else float("nan"), df) for k, (s, df) in ss.items()}
+
+
+def crossed_gap(d) -> CrossedGap:
+    """The mean gap of `d` (teachers, students per teacher, sentences), the unbiased variance of that mean and its
+    Satterthwaite degrees of freedom (module docstring). With one teacher the students are the top units, with
+    one student of one teacher the sentences are."""
+    d = np.asarray(d, dtype=float)
+    if d.ndim != 3 or min(d.shape) < 1:
+        raise ValueError(f"d must be (teachers, students, sentences), got shape {d.shape}")
+    if d.shape[0] == 1 and d.shape[1] > 1:  # one teacher: its students are the units
+        d = d.reshape(d.shape[1], 1, d.shape[2])
+    T, n, N = d.shape
+    ms = mean_squares(d)
+    if T == 1:  # one student: a paired comparison over the sentences
+        var, df = ms["sentence"][0] / N, N - 1.0
+    else:
+        (mt, dt), (mj, dj), (mtj, dtj) = ms["teacher"], ms["sentence"], ms["teacher x sentence"]
+        if N > 1 and mj > mtj:
+            total = mt + mj - mtj
+            df = total ** 2 / (mt ** 2 / dt + mj ** 2 / dj + mtj ** 2 / dtj)
+        else:  # no sentence component to add: the teacher means alone
+            total, df = mt, float(dt)
+        var = total / (T * n * N)
+    return CrossedGap(float(d.mean()), float(max(var, 0.0)), float(df), ms)
+
+
+def crossed_comparison(tasks: list[dict], level: float = 0.95) -> Comparison:
+    """Compare methods A and B over tasks (items as for `paired_bootstrap`; `teachers`: the teacher of each seed,
+    every teacher with the same number of students, else each seed is taken as its own teacher). The gap is the
+    mean over tasks of the metric difference; its variance the sum of the tasks' `crossed_gap` variances over the
+    number of tasks squared, with Satterthwaite's degrees of freedom; a t interval and a two-sided t p-value."""
+    from scipy import stats
+
+    gaps, variances, dfs, n_teachers, n_seeds = [], [], [], [], []
+    for k, item in enumerate(tasks):
+        labels = np.asarray(item["labels"])
+        a, b = (np.asarray(item[m]) for m in ("a", "b"))
+        if a.shape[-1] != len(labels) or b.shape[-1] != len(labels):
+            raise ValueError(f"task {k}: predictions and labels differ in length")
+        if len(a) != len(b):
+            raise ValueError(f"task {k}: {len(a)} seeds of A and {len(b)} of B cannot be paired")
+        teachers = item.get("teachers")
+        if teachers is not None and len(teachers) != len(a):
+            raise ValueError(f"task {k}: {len(teachers)} teachers named for {len(a)} seeds")
+        d = gap_table(item)
+        g = crossed_gap(d)
+        observed = np.mean([_metric(item["metric"], labels, p) for p in a]) - \
+            np.mean([_metric(item["metric"], labels, p) for p in b])  # the metric's own gap (= g.gap for accuracy)
+        gaps.append(float(observed))
+        variances.append(g.variance)
+        dfs.append(g.df)
+        n_teachers.append(d.shape[0] if d.shape[1] > 1 or teachers else 1)
+        n_seeds.append(len(a))
+    K = len(tasks)
+    gap, var = float(np.mean(gaps)), float(np.sum(variances) / K ** 2)
+    df = float(np.sum(variances) ** 2 / np.sum([v ** 2 / f for v, f in zip(variances, dfs)])) if var > 0 \
+        else float(min(dfs))
+    se = np.sqrt(var)
+    half = float(stats.t.ppf(0.5 + level / 2, df) * se)
+    p = float(2 * stats.t.sf(abs(gap) / se, df)) if se > 0 else (1.0 if gap == 0 else 0.0)
+    return Comparison(gap, gap - half, gap + half, p, K, min(n_seeds), 0, min(n_teachers), df)

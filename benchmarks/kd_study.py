@@ -158,7 +158,7 @@ def report(args, teachers) -> None:
     for name, init, pfile, troot in arms(teachers):
         p = arm_params(pfile, init, args.threads)
         task, root = p.data.tasks[0], Path(args.out) / name
-        rep.write_report(p, root, resamples=args.resamples)
+        rep.write_report(p, root)
         res = pd.read_csv(root / "report" / "results.csv")
         sig = pd.read_csv(root / "report" / "significance.csv")
         teacher = json.loads((Path(troot) / "metrics" / "teacher" / task / "s42.json").read_text())
@@ -202,7 +202,6 @@ if __name__ == "__main__":
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reclaim", action="store_true",
                     help="run: first release the claims of unfinished units (only when no other worker is running)")
-    ap.add_argument("--resamples", type=int, default=1000)
     a = ap.parse_args()
     ts = {}
     for spec in a.teacher:

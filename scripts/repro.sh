@@ -9,6 +9,8 @@
 # Afterwards: report/results.md (the table), report/figures/, `dvc metrics show`, and the interactive plots,
 # offline: dvc plots show --html-template .dvc-template/offline.html   (then open dvc_plots/index.html)
 # ALPKD_SKIP_SETUP=1 skips the set-up (a .venv already made by scripts/setup.sh).
+# Before dvc repro it prints one line: whether this machine's arithmetic matches that of the machine that made the
+# committed run (numerics/fingerprint.json), and then records this machine's fingerprint there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "${ALPKD_SKIP_SETUP:-0}" = 1 ] || scripts/setup.sh
@@ -20,6 +22,17 @@ if ! git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
 fi
 # the offline page for `dvc plots show` (needs npm once; the pipeline does not depend on it)
 scripts/plots_template.sh || echo "warning: no offline plots template (npm missing?); dvc plots show needs a network" >&2
+
+# before the hour of work: will this machine reproduce the committed run bit for bit, or its verdicts only?
+# (informative only: a damaged file is named in an `error:` line, and the run goes on)
+if [ -f numerics/fingerprint.json ]; then
+  python -m alpkd numerics --compare numerics/fingerprint.json --out numerics/fingerprint.json ||
+    python -m alpkd numerics --out numerics/fingerprint.json || true
+else
+  echo "numerics: no committed fingerprint (numerics/fingerprint.json) to compare this machine with"
+  python -m alpkd numerics --out numerics/fingerprint.json || true
+fi
+# numerics/fingerprint.json is now this machine's: the machine that made the run left in the working tree
 
 start=$SECONDS
 dvc repro "$@"

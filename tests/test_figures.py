@@ -193,7 +193,7 @@ def report_faults(params, root: Path, monkeypatch, panels: dict | None = None) -
         return out
 
     monkeypatch.setattr(plots, "save", checked_save)
-    report.write_report(params, root, resamples=20)
+    report.write_report(params, root)
     return faults
 
 

@@ -20,7 +20,6 @@ TEACHER = {"rte": [0.6534, 0.6612, 0.6401], "mrpc": [0.8812, 0.8790, 0.8855]}
 TRIVIAL = {"rte": 0.527, "mrpc": 0.812}
 PLUS_MINUS = "\u00b1"
 N_EVAL = 40  # validation examples per task in the hand-written predictions
-RESAMPLES = 50  # bootstrap resamples: enough to exercise the code, fast
 
 
 def write_json(path: Path, obj) -> None:
@@ -130,7 +129,7 @@ LABEL = {"kd": "KD", "alp": "ALP", "alp_no": "ALP-NO"}
 def test_table_matches_numpy(params, root):
     from alpkd import report
 
-    report.write_report(params, root, resamples=RESAMPLES)
+    report.write_report(params, root)
     md = (root / "report" / "results.md").read_text()
     rows = table_rows(md)
     scores = root.scores
@@ -153,7 +152,7 @@ def test_table_matches_numpy(params, root):
 def test_header_names_what_produced_it(params, root):
     from alpkd import report
 
-    result = report.write_report(params, root, resamples=RESAMPLES)
+    result = report.write_report(params, root)
     md = (root / "report" / "results.md").read_text()
     assert "`handmade`" in md and "stale" not in md
     assert "ALPKD_GLUE_DIR (a local copy of nyu-mll/glue)" in md
@@ -169,7 +168,7 @@ def test_header_names_what_produced_it(params, root):
 def test_numbers_files(params, root):
     from alpkd import report
 
-    report.write_report(params, root, resamples=RESAMPLES)
+    report.write_report(params, root)
     out = root / "report"
     scores = root.scores
     csv = pd.read_csv(out / "results.csv")
@@ -203,7 +202,7 @@ def test_figures(params, root):
 
     (root / "report" / "figures").mkdir(parents=True)
     (root / "report" / "figures" / "attention_cola.png").write_bytes(b"stale")
-    result = report.write_report(params, root, resamples=RESAMPLES)
+    result = report.write_report(params, root)
     figures = sorted(p.name for p in (root / "report" / "figures").iterdir())
     assert figures == ["attention_mrpc.png", "attention_rte.png", "curves_mrpc.png", "curves_rte.png",
                        "scores_vs_depth.png"]  # no attention history in these hand-written maps
@@ -221,7 +220,7 @@ def test_single_seed_has_no_std(params, root, smoke_raw):
     smoke_raw["distill"]["methods"] = ["kd"]
     smoke_raw["distill"]["seeds"] = [2]
     smoke_raw["teacher"]["seeds"] = [43]  # one teacher: its row has no std either
-    result = report.write_report(config.validate(smoke_raw), root, resamples=RESAMPLES)
+    result = report.write_report(config.validate(smoke_raw), root)
     cells = table_rows((root / "report" / "results.md").read_text())[("2", "KD")]
     assert cells == [expected_cell([root.scores[("rte", 2, "kd", 2)]])] * 2
     assert PLUS_MINUS not in cells[0]
@@ -231,14 +230,14 @@ def test_single_seed_has_no_std(params, root, smoke_raw):
 def test_stale_profile_is_flagged(params, root):
     from alpkd import report
 
-    report.write_report(params.model_copy(update={"profile": "mini"}), root, resamples=RESAMPLES)
+    report.write_report(params.model_copy(update={"profile": "mini"}), root)
     assert "these results are stale" in (root / "report" / "results.md").read_text()
 
 
 def test_empty_root(params, tmp_path):
     from alpkd import report
 
-    result = report.write_report(params, tmp_path, resamples=RESAMPLES)
+    result = report.write_report(params, tmp_path)
     md = (tmp_path / "report" / "results.md").read_text()
     assert "Teacher: none found" in md
     assert len(result["missing"]) == len(TASKS) * (len(TEACHER_SEEDS) + len(DEPTHS) * len(METHODS) * len(SEEDS))
@@ -255,7 +254,7 @@ def headline(metric: str, labels: np.ndarray, preds: np.ndarray) -> float:
 def test_significance_gaps(params, root):
     from alpkd import report
 
-    result = report.write_report(params, root, resamples=RESAMPLES)
+    result = report.write_report(params, root)
     sig = pd.read_csv(root / "report" / "significance.csv")
     assert len(sig) == len(DEPTHS) * 2  # ALP and ALP-NO, each against KD (PKD is not in the grid)
     assert set(sig.baseline) == {"kd"} and set(sig.method) == {"alp", "alp_no"}
@@ -285,7 +284,7 @@ def test_significance_gaps(params, root):
     expected_bh[order] = np.minimum(1.0, np.minimum.accumulate(ranked[::-1])[::-1])
     np.testing.assert_allclose(sig["p_adjusted"], expected_bh, atol=1e-4)  # the CSV rounds to 4 decimals
     md = (root / "report" / "results.md").read_text()
-    assert "ALP − KD" in md and "ALP-NO − KD" in md and f"{RESAMPLES} paired bootstrap" in md
+    assert "ALP − KD" in md and "ALP-NO − KD" in md and "Satterthwaite" in md
     assert "Benjamini-Hochberg" in md and "95% half-width" in md
     assert len(result["significance"]) == len(sig)
 
@@ -296,7 +295,7 @@ def test_no_predictions_no_significance(params, root):
     from alpkd import report
 
     shutil.rmtree(root / "predictions")
-    result = report.write_report(params, root, resamples=RESAMPLES)
+    result = report.write_report(params, root)
     assert result["significance"].empty
     assert "more than noise" not in (root / "report" / "results.md").read_text()
 
@@ -304,7 +303,7 @@ def test_no_predictions_no_significance(params, root):
 def test_trivial_row(params, root):
     from alpkd import report
 
-    report.write_report(params, root, resamples=RESAMPLES)
+    report.write_report(params, root)
     md = (root / "report" / "results.md").read_text()
     trivial = [c.strip() for c in md.split("| – | trivial |", 1)[1].split("\n", 1)[0].strip(" |").split("|")]
     assert trivial == [f"{100 * TRIVIAL['rte']:.1f}", f"{100 * TRIVIAL['mrpc']:.1f}",
@@ -323,7 +322,7 @@ def test_constant_and_undefined_scores_are_flagged(params, root):
     rec = json.loads((folder / "mrpc-2" / "alp" / "s2.json").read_text())
     rec["score"] = None
     write_json(folder / "mrpc-2" / "alp" / "s2.json", rec)
-    report.write_report(params, root, resamples=RESAMPLES)
+    report.write_report(params, root)
     rows = table_rows((root / "report" / "results.md").read_text())
     assert rows[("2", "KD")][0].endswith(report.FLAG) and not rows[("2", "KD")][1].endswith(report.FLAG)
     assert rows[("2", "KD")][2].endswith(report.FLAG)  # the average of a flagged seed is flagged too
@@ -350,7 +349,7 @@ def test_duplicate_cells_are_shown_once(params, root, smoke_raw):
         for seed in SEEDS:
             write_json(root / "metrics" / "students" / f"{task}-2" / "pkd" / f"s{seed}.json",
                        record(task, 2, "pkd", seed, 0.5))
-    result = report.write_report(config.validate(smoke_raw), root, resamples=RESAMPLES)
+    result = report.write_report(config.validate(smoke_raw), root)
     md = (root / "report" / "results.md").read_text()
     rows = table_rows(md)
     assert ("2", "PKD") in rows and ("1", "PKD") not in rows
@@ -362,7 +361,7 @@ def test_plot_tables_are_one_task_and_depth_with_a_column_per_method(params, roo
     """report/plots/: the files `dvc plots show` draws, checked against the records and logs read by hand."""
     from alpkd import report
 
-    report.write_report(params, root, resamples=RESAMPLES)
+    report.write_report(params, root)
     plots = root / "report" / "plots"
     assert sorted(p.name for p in (plots / "scores").iterdir()) == ["average.csv", "mrpc.csv", "rte.csv"]
     assert sorted(p.name for p in (plots / "curves").iterdir()) == sorted(f"{t}-{d}.csv" for t in TASKS for d in DEPTHS)
@@ -382,11 +381,11 @@ def test_plot_tables_are_one_task_and_depth_with_a_column_per_method(params, roo
         np.testing.assert_allclose(curves[method].to_numpy(), expected, atol=1e-4)
     # a file left by an earlier grid is removed
     (plots / "curves" / "cola-1.csv").write_text("step\n")
-    report.write_report(params, root, resamples=RESAMPLES)
+    report.write_report(params, root)
     assert not (plots / "curves" / "cola-1.csv").exists()
 
 
-def test_cell_intervals_against_scipy_and_the_two_stage_draw():
+def test_cell_intervals_are_t_intervals_over_the_teachers():
     from scipy import stats
 
     from alpkd import report
@@ -394,17 +393,18 @@ def test_cell_intervals_against_scipy_and_the_two_stage_draw():
     scores = [0.81, 0.84, 0.79, 0.83, 0.80, 0.86]
     one_teacher = pd.DataFrame({"role": "student", "task": "rte", "depth": 3, "method": "kd", "seed": range(1, 7),
                                 "teacher_seed": 42, "score": scores})
-    got = report.cell_intervals(one_teacher, resamples=20000).iloc[0]
-    # one teacher: the two-stage draw is a plain bootstrap of the seeds' mean (scipy's percentile interval)
-    ref = stats.bootstrap((100 * np.array(scores),), np.mean, n_resamples=20000, method="percentile",
-                          random_state=0).confidence_interval
+    got = report.cell_intervals(one_teacher).iloc[0]
+    # one teacher: its students are the units (scipy's one-sample t interval of the seeds' scores)
+    ref = stats.ttest_1samp(100 * np.array(scores), 0).confidence_interval()
     assert got["mean"] == pytest.approx(100 * np.mean(scores))
-    assert got["low"] == pytest.approx(ref.low, abs=0.15) and got["high"] == pytest.approx(ref.high, abs=0.15)
-    # three teachers whose students agree with each other but not across teachers: wider than the blind draw
-    three = one_teacher.assign(teacher_seed=[42, 42, 43, 43, 44, 44], score=[0.80, 0.80, 0.86, 0.86, 0.83, 0.83])
-    two_stage = report.cell_intervals(three, resamples=5000).iloc[0]
-    blind = report.cell_intervals(three.assign(teacher_seed=np.nan), resamples=5000).iloc[0]
-    assert two_stage["n_teachers"] == 3 and (two_stage["high"] - two_stage["low"]) > (blind["high"] - blind["low"])
+    assert (got["low"], got["high"]) == (pytest.approx(ref.low), pytest.approx(ref.high))
+    # three teachers: the teachers' means are the units (2 degrees of freedom), wider than the seeds taken alone
+    three = one_teacher.assign(teacher_seed=[42, 42, 43, 43, 44, 44], score=[0.80, 0.81, 0.86, 0.85, 0.83, 0.83])
+    by_teacher = report.cell_intervals(three).iloc[0]
+    ref = stats.ttest_1samp([80.5, 85.5, 83.0], 0).confidence_interval()
+    assert (by_teacher["low"], by_teacher["high"]) == (pytest.approx(ref.low), pytest.approx(ref.high))
+    blind = report.cell_intervals(three.assign(teacher_seed=np.nan)).iloc[0]
+    assert by_teacher["n_teachers"] == 3 and (by_teacher["high"] - by_teacher["low"]) > (blind["high"] - blind["low"])
 
 
 def test_baselines_are_compared_among_themselves():
@@ -417,14 +417,14 @@ def test_baselines_are_compared_among_themselves():
 def test_header_names_where_the_students_started_and_their_examples(params, root):
     from alpkd import report
 
-    report.write_report(params, root, resamples=RESAMPLES)
+    report.write_report(params, root)
     md = (root / "report" / "results.md").read_text()
     assert "of the fine-tuned teacher" in md and "`student.init_from: teacher`" in md
     data = params.data.model_copy(update={"max_train_samples": 20000})
     distill = params.distill.model_copy(update={"max_train_samples": 6000})
     student = params.student.model_copy(update={"init_from": "pretrained"})
     other = params.model_copy(update={"data": data, "distill": distill, "student": student})
-    report.write_report(other, root, resamples=RESAMPLES)
+    report.write_report(other, root)
     md = (root / "report" / "results.md").read_text()
     assert "of the pre-trained checkpoint the teacher was fine-tuned from" in md
     assert "`student.init_from: pretrained`" in md

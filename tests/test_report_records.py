@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from test_report import RESAMPLES, expected_cell, params, root, table_rows  # noqa: F401 (fixtures)
+from test_report import expected_cell, params, root, table_rows  # noqa: F401 (fixtures)
 
 STUDENTS = ("metrics", "students")
 
@@ -24,7 +24,7 @@ def _rewrite(root, rel: str, change) -> str:
 def _report(params, root, capsys):
     from alpkd import report
 
-    report.write_report(params, root, resamples=RESAMPLES)
+    report.write_report(params, root)
     return (root / "report" / "results.md").read_text(), capsys.readouterr().err
 
 

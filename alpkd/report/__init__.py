@@ -9,10 +9,11 @@ average over tasks; `write_report` writes, atomically, under `report/`:
 - `results.csv`   the same numbers to 4 decimals (layers, method, task, mean, std, n_seeds)
 - `scores.csv`    students' mean scores in long form (task, depth, method, score) for `dvc plots`
 - `scores_by_depth.csv`  the average over tasks, a column per method, a row per depth (`dvc plots`)
-- `significance.csv`  paired, two-stage bootstrap of each layer-mapping method against NO-KD, KD and PKD, and of
-                  the baselines among themselves, at each depth (gap, 95% interval, p-value;
-                  `alpkd.significance`), also in results.md
-- `intervals.csv` each student cell's mean with a 95% interval under the same resampling of teachers and seeds
+- `significance.csv`  each layer-mapping method against NO-KD, KD and PKD, and the baselines among themselves, at
+                  each depth (gap, 95% interval, p-value, degrees of freedom; teachers, students and sentences
+                  each counted once: `alpkd.significance`), also in results.md; `python -m alpkd significance`
+                  recomputes it from metrics/ and predictions/ alone
+- `intervals.csv` each student cell's mean with a 95% t interval over its teachers
 - `summary.json`  the mean scores (teacher, and `students_<depth>L.<method>.<task or average>`) for
                   `dvc metrics show` and `dvc metrics diff`
 - `figures/`      score vs depth, ALP attention maps per task, training curves per task (PNG)
@@ -40,7 +41,7 @@ from .collect import (COLUMNS, REQUIRED, SPLIT_COLUMNS, collect, duplicates, fur
 from .comparisons import (BASELINES, CHALLENGERS, EXTRA_PAIRS, SIG_COLUMNS, cell_intervals, comparisons,
                           detectable_gaps, significance, significance_table)
 from .figures import plot_tables, write_figures
-from .files import write_numbers, write_plot_tables, write_text
+from .files import rounded, write_numbers, write_plot_tables, write_text
 from .markdown import (METRIC_ABBREVIATIONS, TEXT_COLUMNS, _attention_lines, _duplicate_lines, _figure_lines,
                        _interval_lines, _missing_lines, _preamble, _results_lines, _significance_lines,
                        _skipped_lines, _undefined_lines, markdown_table)
@@ -52,11 +53,28 @@ __all__ = ["ALP_FAMILY", "AVERAGE", "BASELINES", "CHALLENGERS", "COLUMNS", "EXTR
            "attention_summary", "cell_intervals", "collect", "comparisons", "detectable_gaps", "duplicates",
            "format_cell", "further_splits", "load_attention", "load_logs", "load_predictions", "markdown_table",
            "missing_runs", "plot_tables", "record_problem", "results_table", "runs_of", "select", "shown_columns",
-           "significance", "significance_table", "summarise", "teacher_run", "trivial_row", "undefined",
+           "significance", "significance_csv", "significance_table", "summarise", "teacher_run", "trivial_row", "undefined",
            "write_report", "write_text"]
 
 
-def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
+def _records(params, root: Path, skipped: list) -> tuple:
+    """(every record, those of this grid, the cells that repeat another method's, the cells not defined)."""
+    tasks, depths, methods = list(params.data.tasks), list(params.student.depths), list(params.distill.methods)
+    collected = collect(root, params.profile, skipped)
+    records = select(collected, tasks, depths, methods, list(params.distill.seeds), list(params.teacher.seeds))
+    dups = {k: v for k, v in duplicates(root).items() if k[0] in tasks and k[1] in depths and k[2] in methods}
+    undef = {k: v for k, v in undefined(root).items() if k[0] in tasks and k[1] in depths and k[2] in methods}
+    return collected, records, dups, undef
+
+
+def significance_csv(params, root: str | Path = ".") -> str:
+    """The text of `report/significance.csv`, recomputed from the metrics records and predictions under `root`
+    alone (what `write_report` writes there, byte for byte)."""
+    _, records, dups, undef = _records(params, Path(root), [])
+    return rounded(significance(params, root, records, skipped=dups | undef)).to_csv(index=False)
+
+
+def write_report(params, root: str | Path = ".") -> dict:
     """Write the report of the grid configured in `params` (an `alpkd.config.Params`) under `root/report`.
 
     Returns {"table": the table (strings), "summary": the numbers, "significance": the paired bootstrap
@@ -67,12 +85,9 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
     methods, seeds, teacher_seeds = list(params.distill.methods), list(params.distill.seeds), list(params.teacher.seeds)
     # what the runs left behind
     skipped = []  # (file, why) of the records not counted
-    collected = collect(root, params.profile, skipped)
-    records = select(collected, tasks, depths, methods, seeds, teacher_seeds)
+    collected, records, dups, undef = _records(params, root, skipped)
     columns = shown_columns(tasks, collected)  # + MNLI's mismatched set, shown but not averaged
     further = select(collected, [c for c in columns if c not in tasks], depths, methods, seeds, teacher_seeds)
-    dups = {k: v for k, v in duplicates(root).items() if k[0] in tasks and k[1] in depths and k[2] in methods}
-    undef = {k: v for k, v in undefined(root).items() if k[0] in tasks and k[1] in depths and k[2] in methods}
     student_runs = runs_of(records[records["role"] == "student"])
     teacher_runs = [(t, s) for t in tasks for s in teacher_seeds]
     logs, maps = load_logs(root, student_runs, teachers=teacher_runs), load_attention(root, student_runs)
@@ -85,8 +100,8 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
     missing = missing_runs(records, tasks, depths, methods, seeds, skipped=dups | undef, teacher_seeds=teacher_seeds)
     from .. import progress
 
-    progress.log(f"report: {len(records)} records; bootstrap of the comparisons ({resamples} resamples each)")
-    sig = significance(params, root, records, resamples, skipped=dups | undef)
+    progress.log(f"report: {len(records)} records; the comparisons")
+    sig = significance(params, root, records, skipped=dups | undef)
     progress.log(f"report: {len(sig)} comparisons done; figures and tables")
     attention = attention_summary(records, maps)
     # the files
@@ -100,7 +115,7 @@ def write_report(params, root: str | Path = ".", resamples: int = 1000) -> dict:
     sections = [_preamble(params, records, skipped), _skipped_lines(skipped), _results_lines(table, headline, extra),
                 _duplicate_lines(dups, methods),
                 _undefined_lines(undef, params),
-                _significance_lines(sig, resamples), _interval_lines(intervals), _attention_lines(attention),
+                _significance_lines(sig), _interval_lines(intervals), _attention_lines(attention),
                 _missing_lines(missing),
                 _figure_lines(figures)]
     files["results.md"] = write_text(out / "results.md", "\n".join(line for lines in sections for line in lines))

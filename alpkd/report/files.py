@@ -16,7 +16,7 @@ def write_text(path: Path, text: str) -> Path:
     return replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
-def _round(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+def rounded(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     return df.round({c: digits for c in df.columns if df[c].dtype.kind == "f"})
 
 
@@ -29,7 +29,7 @@ def remove_stale(folder: Path, pattern: str, keep: list[Path]) -> None:
 
 def write_plot_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> dict[str, Path]:
     """`plot_tables` as CSV under `folder` (`report/plots`), stale CSVs removed; keys `plots/<kind>/<name>`."""
-    written = [write_text(folder / name, _round(table).to_csv()) for name, table in tables.items()]
+    written = [write_text(folder / name, rounded(table).to_csv()) for name, table in tables.items()]
     remove_stale(folder, "**/*.csv", keep=written)
     return {f"plots/{p.parent.name}/{p.stem}": p for p in written}
 
@@ -39,16 +39,16 @@ def write_numbers(out: Path, summary: pd.DataFrame, methods: list[str], trivial:
     """The CSV files and `summary.json` (headline numbers for `dvc metrics`)."""
     files = {}
     student_summary = summary[summary["role"] == "student"].rename(columns={"layers": "depth"})
-    files["results.csv"] = write_text(out / "results.csv", _round(summary).to_csv(index=False))
+    files["results.csv"] = write_text(out / "results.csv", rounded(summary).to_csv(index=False))
     scores = student_summary[["task", "depth", "method", "mean", "std"]].rename(columns={"mean": "score"})
-    files["scores.csv"] = write_text(out / "scores.csv", _round(scores).to_csv(index=False))
+    files["scores.csv"] = write_text(out / "scores.csv", rounded(scores).to_csv(index=False))
     wide = (student_summary[student_summary["task"] == AVERAGE]
             .pivot_table(index="depth", columns="method", values="mean")
             .reindex(columns=[m for m in methods if m in set(student_summary["method"])]).sort_index())
-    files["scores_by_depth.csv"] = write_text(out / "scores_by_depth.csv", _round(wide).to_csv())
-    files["significance.csv"] = write_text(out / "significance.csv", _round(sig).to_csv(index=False))
-    files["attention.csv"] = write_text(out / "attention.csv", _round(attention).to_csv(index=False))
-    files["intervals.csv"] = write_text(out / "intervals.csv", _round(intervals).to_csv(index=False))
+    files["scores_by_depth.csv"] = write_text(out / "scores_by_depth.csv", rounded(wide).to_csv())
+    files["significance.csv"] = write_text(out / "significance.csv", rounded(sig).to_csv(index=False))
+    files["attention.csv"] = write_text(out / "attention.csv", rounded(attention).to_csv(index=False))
+    files["intervals.csv"] = write_text(out / "intervals.csv", rounded(intervals).to_csv(index=False))
 
     def number(v):
         return None if pd.isna(v) else round(float(v), 2)

@@ -120,7 +120,7 @@ def _undefined_lines(undef: dict, params) -> list[str]:
         f"the {method_label(params.distill.assistant)} students of the same seed at every deeper depth.", ""]
 
 
-def _significance_lines(sig: pd.DataFrame, resamples: int) -> list[str]:
+def _significance_lines(sig: pd.DataFrame) -> list[str]:
     if not len(sig):
         return []
     lines = [
@@ -130,10 +130,12 @@ def _significance_lines(sig: pd.DataFrame, resamples: int) -> list[str]:
         "the matching controls (reverse, all-to-one) against KD, PKD and ALP, and the teacher-assistant methods "
         "against KD and each other: the gap in the headline "
         "metric x100, averaged over tasks (each method's seeds averaged per task), with a 95% interval and a "
-        f"two-sided p-value from {resamples} paired bootstrap resamples of the teachers, of the students of each "
-        "teacher drawn, and of the validation examples (seed k of one method paired with seed k of the other: "
-        "same teacher, initialisation and data order; `alpkd.significance`), so a verdict holds for other "
-        "teachers too, not only for the ones this run drew. `p (BH)`: "
+        "two-sided p-value from a model of the run's design with each source of variance counted once: teachers, "
+        "the students of each teacher and the validation sentences all random, students crossed with sentences "
+        "(expected mean squares, a t reference with Satterthwaite's degrees of freedom, `df`; seed k of one "
+        "method paired with seed k of the other: same teacher, initialisation and data order; "
+        "`alpkd.significance`), so a verdict holds for other teachers, students and sentences of the same kind. "
+        "`p (BH)`: "
         f"adjusted for the {len(sig)} comparisons of this table (Benjamini-Hochberg, "
         "`scipy.stats.false_discovery_control`); the verdict reads the adjusted p.",
         "",
@@ -149,7 +151,8 @@ def _significance_lines(sig: pd.DataFrame, resamples: int) -> list[str]:
         lines += [
             "**The smallest gap this run can see.** Half-width of the 95% interval of the ALP − KD gap on the "
             "average over tasks, per depth: a true gap smaller than this is within this run's noise "
-            "(teachers x seeds x validation examples x tasks).",
+            "(teachers, students and validation sentences; the power table of docs/statistics.md says what a "
+            "design with more teachers would see).",
             "",
             markdown_table(pd.DataFrame({"layers": gaps["layers"], "ALP − KD": [f"{g:+.1f}" for g in gaps["gap"]],
                                          "95% half-width": [f"{h:.1f}" for h in gaps["half_width"]]})),
@@ -167,8 +170,8 @@ def _interval_lines(intervals: pd.DataFrame) -> list[str]:
     return [
         "## Where another run's cell means should land",
         "",
-        "Each student cell's mean and a 95% interval of it from 2000 two-stage bootstrap resamples of its seeds "
-        "(teachers, then the students of each teacher drawn; the validation examples fixed): a re-run on another "
+        "Each student cell's mean and a 95% t interval of it over its teachers (each teacher's students averaged "
+        "first, T - 1 degrees of freedom; the validation sentences fixed): a re-run on another "
         "machine that draws other teachers and students of the same kind should find each mean inside, 19 times "
         "in 20 (`report/intervals.csv`).",
         "",
