@@ -17,7 +17,6 @@ The sentence term does not shrink with more teachers: it is the floor of the val
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -54,24 +53,6 @@ def predicted(comp: dict, T: int, n: int, N: int, level: float = 0.95) -> tuple[
     ms_t, ms_j, ms_tj = e + N * b + n * ag + n * N * a, e + n * ag + T * n * g, e + n * ag
     df = (ms_t + ms_j - ms_tj) ** 2 / (ms_t ** 2 / (T - 1) + ms_j ** 2 / (N - 1) + ms_tj ** 2 / ((T - 1) * (N - 1)))
     return var, df, float(stats.t.ppf(0.5 + level / 2, df) * np.sqrt(var))
-
-
-def unit_cost(root: str | Path, params) -> float:
-    """Seconds of training and evaluation one teacher and one student of each method at each depth took in the run
-    under `root` (means over the run's records): the cost of one more unit of the one-student-per-teacher design."""
-    root = Path(root)
-
-    def mean_time(folder: Path) -> float:
-        times = [r.get("train_time_s", 0.0) + r.get("eval_time_s", 0.0)
-                 for r in (json.loads(p.read_text()) for p in folder.glob("s[0-9]*.json"))]
-        return float(np.mean(times)) if times else 0.0
-
-    total = 0.0
-    for task in params.data.tasks:
-        total += mean_time(root / "metrics" / "teacher" / task)
-        for depth in params.student.depths:
-            total += sum(mean_time(root / "metrics" / "students" / f"{task}-{depth}" / m) for m in params.distill.methods)
-    return total
 
 
 def power_table(params, root: str | Path, pairs, teachers=(3, 5, 7, 8, 10, 12, 16, 22)) -> pd.DataFrame:
