@@ -30,7 +30,12 @@ import sys
 
 PORTABLE = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-VARIABLES = (*PORTABLE, *THREAD_VARIABLES)
+# Pace, not arithmetic: a thread that reaches OpenMP's barrier first sleeps instead of spinning. Spinning burns
+# the time slice its partner needs when another process holds a core (a step beside one busy process: about 2.4-3x
+# as long as alone by default, about 1.6x with this); every bit computed is the same (benchmarks/load_pace.py).
+# Set unless the user set it; recorded with the variables above.
+PACE = {"OMP_WAIT_POLICY": "PASSIVE"}
+VARIABLES = (*PORTABLE, *THREAD_VARIABLES, *PACE)
 
 
 class NumericsError(RuntimeError):
@@ -60,6 +65,9 @@ def pin(runtime) -> dict[str, str]:
                 "and torch is already loaded in this process; call alpkd.numerics.pin before importing torch "
                 "(the CLI and the notebooks do), or set the variables in the environment")
     os.environ.update(env)
+    if "torch" not in sys.modules:  # OpenMP reads it when torch loads
+        for k, v in PACE.items():
+            os.environ.setdefault(k, v)
     return env
 
 

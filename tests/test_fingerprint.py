@@ -39,7 +39,7 @@ def mine(tmp_path_factory):
 def test_same_run_to_run_and_pinned_as_a_run(mine):
     first, second = json.loads(mine.read_text()), _child()
     assert second["ops"] == first["ops"] and second["digest"] == first["digest"]
-    assert first["machine"]["variables"] == {**numerics.settings(config.Runtime())}
+    assert first["machine"]["variables"] == {**numerics.settings(config.Runtime()), **numerics.PACE}
     assert first["machine"]["cpu_capability"] == "AVX2" and first["machine"]["threads"] == 2
     assert first["digest"] == fingerprint.digest(first["ops"])
 

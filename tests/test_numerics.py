@@ -14,6 +14,7 @@ from alpkd import numerics
 
 PINNED = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2",
           "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+RECORDED = {**PINNED, "OMP_WAIT_POLICY": "PASSIVE"}  # what a record names: the pinned variables and the pace one
 
 
 def _runtime(**kw):
@@ -65,7 +66,7 @@ def test_pin_before_torch_takes_effect_in_a_fresh_process():
     assert out.returncode == 0, out.stderr[-2000:]
     described = json.loads(out.stdout)
     assert (described["numerics"], described["cpu_capability"], described["threads"]) == ("portable", "AVX2", 2)
-    assert described["variables"] == PINNED and described["cpu"]
+    assert described["variables"] == RECORDED and described["cpu"]
     # the variable is what changes the kernels: another value gives another ISA in a fresh process
     env = _clean_env() | {"ATEN_CPU_CAPABILITY": "default"}
     other = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
@@ -85,10 +86,46 @@ def test_a_cli_step_pins_its_own_process(tmp_path):
     assert record["seed"] == 43
     env_rec = record["environment"]
     assert (env_rec["numerics"], env_rec["cpu_capability"], env_rec["threads"]) == ("portable", "AVX2", 2)
-    assert env_rec["variables"] == PINNED
+    assert env_rec["variables"] == RECORDED
     on_disk = json.loads((tmp_path / "metrics" / "teacher" / TASK / "s43.json").read_text())
     assert on_disk["environment"] == env_rec
     assert not (tmp_path / "metrics" / "teacher" / TASK / "s42.json").exists()  # --seed: that teacher only
+
+
+_TRAIN_TINY = r"""
+import hashlib, os, sys
+from types import SimpleNamespace
+from alpkd import numerics
+runtime = SimpleNamespace(numerics="portable", threads=2)
+numerics.pin(runtime)
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+numerics.check(runtime)
+torch.manual_seed(0)
+model = BertForSequenceClassification(BertConfig(vocab_size=500, hidden_size=128, num_hidden_layers=2,
+                                                 num_attention_heads=2, intermediate_size=512))
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+g = torch.Generator().manual_seed(0)
+for _ in range(3):
+    ids = torch.randint(5, 500, (16, 32), generator=g)
+    model(input_ids=ids, labels=torch.randint(0, 2, (16,), generator=g)).loss.backward()
+    opt.step()
+    opt.zero_grad()
+print(os.environ["OMP_WAIT_POLICY"], hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest())
+"""
+
+
+def test_the_wait_policy_is_set_unless_the_user_chose_one_and_changes_no_bit():
+    # how a waiting OpenMP thread passes its time (sleep or spin) is pace, not arithmetic: the same weights
+    runs = {}
+    for chosen in (None, "ACTIVE"):
+        env = _clean_env() | ({"OMP_WAIT_POLICY": chosen} if chosen else {})
+        out = subprocess.run([sys.executable, "-c", _TRAIN_TINY], env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        policy, digest = out.stdout.split()
+        runs[policy] = digest
+    assert set(runs) == {"PASSIVE", "ACTIVE"} and runs["PASSIVE"] == runs["ACTIVE"]
 
 
 def test_teacher_pairing_is_balanced_and_named(smoke_raw):

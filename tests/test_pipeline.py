@@ -72,7 +72,8 @@ def test_repro_from_a_fresh_checkout(repo, first_repro):
         env = json.loads(path.read_text())["environment"]
         assert (env["numerics"], env["cpu_capability"], env["threads"]) == ("portable", "AVX2", 2), path
         assert env["variables"] == {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT",
-                                    "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+                                    "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2",
+                                    "OMP_WAIT_POLICY": "PASSIVE"}
         assert env["cpu"]
     md = (repo / "report" / "results.md").read_text()
     assert "`smoke`" in md and "tiny (4 layers)" in md and "| 1 | ALP |" in md
