@@ -38,17 +38,16 @@ from ..paths import Layout
 from .collect import (COLUMNS, REQUIRED, SPLIT_COLUMNS, collect, duplicates, further_splits, load_attention,
                       load_logs, load_predictions, missing_runs, record_problem, runs_of, select, shown_columns,
                       teacher_run, undefined)
-from .comparisons import (BASELINES, CHALLENGERS, EXTRA_PAIRS, SIG_COLUMNS, cell_intervals, comparisons,
-                          detectable_gaps, significance, significance_table)
+from .comparisons import SIG_COLUMNS, cell_intervals, comparisons, detectable_gaps, significance, significance_table
 from .figures import plot_tables, write_figures
 from .files import rounded, write_numbers, write_plot_tables, write_text
 from .markdown import (METRIC_ABBREVIATIONS, TEXT_COLUMNS, _attention_lines, _duplicate_lines, _figure_lines,
                        _interval_lines, _missing_lines, _preamble, _results_lines, _significance_lines,
                        _skipped_lines, _undefined_lines, markdown_table)
-from .tables import (ALP_FAMILY, AVERAGE, FLAG, SUMMARY_COLUMNS, attention_summary, format_cell, results_table,
+from .tables import (AVERAGE, FLAG, SUMMARY_COLUMNS, attention_summary, format_cell, results_table,
                      summarise, trivial_row)
 
-__all__ = ["ALP_FAMILY", "AVERAGE", "BASELINES", "CHALLENGERS", "COLUMNS", "EXTRA_PAIRS", "FLAG",
+__all__ = ["AVERAGE", "COLUMNS", "FLAG",
            "METRIC_ABBREVIATIONS", "REQUIRED", "SIG_COLUMNS", "SPLIT_COLUMNS", "SUMMARY_COLUMNS", "TEXT_COLUMNS",
            "attention_summary", "cell_intervals", "collect", "comparisons", "detectable_gaps", "duplicates",
            "format_cell", "further_splits", "load_attention", "load_logs", "load_predictions", "markdown_table",
