@@ -303,7 +303,7 @@ def _train_cells(params: Params, task_name: str, depth: int, root, methods: list
         layout.same_as(task_name, depth, method).unlink(missing_ok=True)
         layout.not_defined(task_name, depth, method).unlink(missing_ok=True)
         out[method] = []
-    records = executor.train(params, task_name, depth, root, units, teachers, label)
+    records = executor.train(params, task_name, depth, root, units, teachers, label, cached_cell)
     for method, seed in units:
         out[method].append(records[(method, seed)])
     return out

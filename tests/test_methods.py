@@ -115,7 +115,7 @@ def test_user_method_end_to_end(tmp_path, monkeypatch):
         assert (rec["method"], rec["teacher_seed"]) == ("cls_cosine", teacher)
     assert json.loads((root / "attention/rte-1/cls_cosine/s42.json").read_text())["pairs"] == [3]
     assert "loss_cos" in (root / "logs/rte-1/cls_cosine/s42.csv").read_text().splitlines()[0]
-    result = run_cli("significance", "--out", ".", cwd=root)
+    result = run_cli("significance", cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1,cls_cosine,nokd," in result.stdout and "1,cls_cosine,kd," in result.stdout, result.stdout
     monkeypatch.chdir(root)  # custom/ is the repository's (the folder holding params.yaml)

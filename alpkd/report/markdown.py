@@ -244,3 +244,13 @@ def _examples(params) -> str:
     if n == t:
         return f"teacher and students {teacher}"
     return f"teacher {teacher}, students the first {n:,} of the teacher's"
+
+
+def results_markdown(params, records, skipped, table, headline, extra, dups, undef, sig, intervals, attention, missing,
+                     figures) -> str:
+    """The text of report/results.md, section after section."""
+    sections = [_preamble(params, records, skipped), _skipped_lines(skipped), _results_lines(table, headline, extra),
+                _duplicate_lines(dups, list(params.distill.methods)), _undefined_lines(undef, params),
+                _significance_lines(sig), _interval_lines(intervals), _attention_lines(attention), _missing_lines(missing),
+                _figure_lines(figures)]
+    return "\n".join(line for lines in sections for line in lines)
