@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -414,17 +414,11 @@ def _load(name: str, path: Path) -> Method:
     method = getattr(module, "METHOD", None)
     if not isinstance(method, Method):
         raise ConfigError(f"{where}: declares no method (a module-level `METHOD = Method(...)` from alpkd.methods)")
-    method = _replace(method, source=str(where))
+    method = replace(method, source=str(where))
     problem = _problem(name, method)
     if problem:
         raise ConfigError(f"{where}: {problem}")
     return method
-
-
-def _replace(method: Method, **changes) -> Method:
-    from dataclasses import replace
-
-    return replace(method, **changes)
 
 
 def _problem(name: str, method: Method) -> str | None:
@@ -508,10 +502,3 @@ def validate(raw: dict, source: str = "params"):
     from .config import validate as validate_config
 
     return check(validate_config(raw, source))
-
-
-def load(path="params.yaml"):
-    """`alpkd.config.load` and the methods' check."""
-    from .config import load as load_config
-
-    return check(load_config(path))
