@@ -68,11 +68,11 @@ def _main(argv: list[str] | None) -> int:
     p = sub.add_parser("distill")
     p.add_argument("--task", required=True)
     p.add_argument("--depth", type=int, required=True)
-    p.add_argument("--method", choices=config.METHODS, help="default: every method in distill.methods")
+    p.add_argument("--method", help="default: every method in distill.methods")
     p.add_argument("--seed", type=int, help="default: every seed in distill.seeds")
     p = sub.add_parser("assist")
     p.add_argument("--task", required=True)
-    p.add_argument("--method", choices=config.ASSISTED, help="default: every one of them in distill.methods")
+    p.add_argument("--method", help="one that learns from teacher assistants (default: every one in distill.methods)")
     p.add_argument("--seed", type=int, help="default: every seed in distill.seeds")
     sub.add_parser("check")
     sub.add_parser("significance", help="print report/significance.csv recomputed from metrics/ and predictions/ "
@@ -129,6 +129,19 @@ def _main(argv: list[str] | None) -> int:
         _error(err)
         return 1
     from . import cache, data, distill  # heavy imports only once the parameters are known to be good
+    from . import methods
+
+    try:  # the methods of distill.methods (built-in, or the user's custom/<name>.py), before anything trains
+        if args.command in ("distill", "assist"):
+            methods.check(params)
+            if args.method is not None:
+                needs = methods.get(args.method).assistants if args.method in params.distill.methods else None
+                if needs is not (args.command == "assist"):
+                    raise config.ConfigError(f"--method {args.method!r}: not one of distill.methods "
+                                             f"{params.distill.methods} that the {args.command} step trains")
+    except config.ConfigError as err:
+        _error(err)
+        return 2
 
     from .evaluation import ModelError
     from .executor import ExecutorError
@@ -257,8 +270,16 @@ def _error(err: BaseException) -> None:
 
 
 def _check(args, params) -> int:
-    """`check`: the parameters, and the declared files of the custom tasks in data.tasks (read and checked as
-    the data stage reads them: columns, labels, texts, lines), so a bad file is named before any stage runs."""
+    """`check`: the parameters, the methods (a user's custom/<name>.py checked on a random batch), and the declared
+    files of the custom tasks in data.tasks (read and checked as the data stage reads them: columns, labels, texts,
+    lines), so a bad file is named before any stage runs."""
+    from . import methods
+
+    try:
+        methods.check(params)
+    except config.ConfigError as err:
+        _error(err)
+        return 2
     custom = [name for name in params.data.tasks if name in params.custom_tasks]
     if custom:
         from . import data
@@ -277,8 +298,13 @@ def _check(args, params) -> int:
 
 def _statistics(args, params) -> int:
     """`significance` and `power`: read a finished run's records and predictions, print a CSV / a markdown table."""
-    from . import report
+    from . import methods, report
 
+    try:
+        methods.check(params)
+    except config.ConfigError as err:
+        _error(err)
+        return 2
     root = Path(args.out)
     if not (root / "metrics" / "students").is_dir():
         _error(f"{args.command}: no student records under {root / 'metrics' / 'students'}; run the pipeline first "

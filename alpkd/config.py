@@ -13,19 +13,13 @@ from typing import Annotated, Literal
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError,
                       ValidationInfo, field_validator, model_validator)
 
-from . import paths
 from .model_files import teacher_config_value, teacher_folder_problem, teacher_num_layers, teacher_path
 from .params_file import ConfigError, read_yaml, repo_root
 from .tasks import GLUE_TASKS, Task
 
-METHODS = ("nokd", "kd", "pkd", "alp", "alp_no", "alp_po", "alp_scaled", "rail", "reverse", "all_to_one", "takd",
-           "dgkd", "ceskd")
-Method = Literal["nokd", "kd", "pkd", "alp", "alp_no", "alp_po", "alp_scaled", "rail", "reverse", "all_to_one", "takd",
-                 "dgkd", "ceskd"]
-# the methods that learn from teacher assistants (students of the deeper depths)
-ASSISTED = paths.ASSISTED
-# a teacher assistant is a student of one of these methods (never one that itself learns from assistants)
-Assistant = Literal["nokd", "kd", "pkd", "alp", "alp_no", "alp_po", "alp_scaled", "rail", "reverse", "all_to_one"]
+# a method's name (declared in alpkd.methods, or the user's custom/<name>.py): which names exist is checked there
+# (`methods.check`, by `check` and the distill, assist and report steps), so the teacher stage reads no declaration
+Method = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 MetricName = Literal["accuracy", "f1", "matthews", "pearson", "spearman"]
 
 
@@ -152,7 +146,7 @@ class Distill(Training):
     all_to_one_layer: PositiveInt | None = None
     # teacher assistants (TAKD, DGKD, CES-KD): the students of this method at the deeper depths, same seed (so each
     # chain teacher k -> assistant -> student stays on one teacher); their training-set logits are cached
-    assistant: Assistant = "kd"
+    assistant: Method = "kd"
     dgkd_drop: int = Field(1, ge=0)  # DGKD: guides dropped at random each batch (at least one is always kept)
     ces_curriculum: bool = True  # CES-KD: the pace moves examples to larger experts over the epochs; false: fixed
     # ALP's attention on a fixed validation batch, this many times spread evenly over the run (and at step 0):
@@ -169,15 +163,6 @@ class Distill(Training):
     @classmethod
     def _unique(cls, values: list, info: ValidationInfo) -> list:
         return _unique_list(values, f"distill.{info.field_name}")
-
-    @model_validator(mode="after")
-    def _assistant_trained(self) -> "Distill":
-        assisted = [m for m in self.methods if m in ASSISTED]
-        if assisted and self.assistant not in self.methods:
-            raise ValueError(f"distill.assistant = {self.assistant!r}: not in distill.methods {self.methods}, so no "
-                             f"assistant would be trained for {', '.join(assisted)}; allowed: one of the methods "
-                             "listed (add it) or remove the assisted methods")
-        return self
 
 
 class Runtime(_Section):
@@ -290,7 +275,7 @@ class Params(_Section):
             if depth >= n:
                 raise ValueError(f"student.depths.{k} = {depth}: must be >= 1 and < the teacher's {n} layers")
         layer = self.distill.all_to_one_layer
-        if layer is not None and layer > n and "all_to_one" in self.distill.methods:
+        if layer is not None and layer > n:
             raise ValueError(f"distill.all_to_one_layer = {layer}: the teacher has {n} layers; allowed: 1..{n}, or "
                              "null (its last layer)")
         return self

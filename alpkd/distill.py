@@ -20,11 +20,9 @@ from transformers import AutoModelForSequenceClassification, set_seed
 from . import cache as cache_lib
 from . import data, executor, numerics
 from .config import ConfigError, Params
-from .evaluation import (attention_map, check_model_fits, entropy_bits, evaluate, load_saved, teacher_again,
-                         verify_teacher)
-from .losses import (ALP_METHODS, ASSISTED_METHODS, all_to_one_layers, alp_allowed, alp_scaled, ces_experts,
-                     dgkd_keep, distillation_loss, example_difficulty, pkd_layers, rail_layers, reverse_layers,
-                     same_objective)
+from . import methods as meth
+from .evaluation import check_model_fits, evaluate, length_order, load_saved, teacher_again, verify_teacher
+from .losses import alp_attention, alp_loss, example_difficulty
 from .paths import Layout, Run, remove_stale_temporaries
 from .preflight import check_writable
 from .records import run_record, save_model, write_json, write_log
@@ -90,22 +88,10 @@ class Cell:
 
     def attention(self, model, ds, with_entropy: bool = False):
         split = self.task.validation_splits[0]
-        return attention_map(model, ds, self.tokenizer, self.caches.get(split), self.method, self.params.distill,
+        return attention_map(model, ds, self.tokenizer, self.caches.get(split), meth.get(self.method).attention,
+                             self.params.distill,
                              self.params.runtime.eval_batch_size, teacher=None if self.caches else self.teacher,
                              with_entropy=with_entropy)
-
-    def mapping(self, seed: int, epochs: int) -> dict:
-        """The layer pairs of PKD, its controls and RAIL-KD (RAIL-KD: one draw per epoch), for the run's records."""
-        dp = self.params.distill
-        if self.method == "pkd":
-            return {"pairs": pkd_layers(self.n, self.depth, dp.pkd_exclude_last)}
-        if self.method == "reverse":
-            return {"pairs": reverse_layers(self.n, self.depth, dp.pkd_exclude_last)}
-        if self.method == "all_to_one":
-            return {"pairs": all_to_one_layers(self.n, self.depth, dp.all_to_one_layer, dp.pkd_exclude_last)}
-        if self.method == "rail":
-            return {"draws": [rail_layers(self.n, self.depth, seed, e) for e in range(epochs)]}
-        return {}
 
     def train_key(self) -> dict:
         """The key of the teacher's training-set cache (what a teacher assistant's cached logits must share but
@@ -149,14 +135,15 @@ class Cell:
         """Distil and evaluate the student of one seed (saving its weights as `distill.keep_models` says);
         returns its metrics record; `keep_checkpoint` leaves its last checkpoint (`self.checkpoint`) to the caller."""
         params, dp, layout, task, method = self.params, self.params.distill, self.layout, self.task, self.method
+        declared = meth.get(method)
         run = Run(task.name, self.depth, method, seed)
         check_writable([p.parent for p in layout.student_outputs(run)] + [layout.checkpoints(".").parent])
         remove_stale_temporaries(layout.student_outputs(run))
         student = build_student(self.start, self.depth, params.student.init, seed,
                                 fresh_classifier=params.student.init_from == "pretrained")
-        assistants = self.assistants(seed) if method in ASSISTED_METHODS else []
+        assistants = self.assistants(seed) if declared.assistants else []
         difficulty = None
-        if method == "ceskd":  # the teacher's loss on each training row (its cache covers every row)
+        if declared.difficulty:  # CES-KD: the teacher's loss on each training row (its cache covers every row)
             teacher_train = self.caches.get("train")
             if teacher_train is None:  # `states: tokens` runs the teacher online; its cache is still there
                 teacher_train = cache_lib.load(self.layout.cache(task.name, self.teacher_seed), "train", self.train_key())
@@ -169,18 +156,17 @@ class Cell:
         set_seed(seed)
         callbacks = []
         split = task.validation_splits[0]
-        if method in ALP_METHODS:  # a fixed batch: the first examples of the validation split
+        if declared.attention:  # a fixed batch: the first examples of the validation split
             probe = self.dsets[split].select(range(min(64, len(self.dsets[split]))))
             callbacks.append(AttentionHistory(dp.attention_snapshots,
                                               lambda: self.attention(trainer.model, probe, True)))
         trainer = DistillTrainer(
             model=student, args=training_args(dp, params.runtime, ckpt, seed), train_dataset=self.train_ds,
-            data_collator=data.Collator(self.tokenizer, self.caches.get("train") if method != "nokd" else None,
+            data_collator=data.Collator(self.tokenizer, self.caches.get("train") if declared.teacher else None,
                                         [a["cache"] for a in assistants]),
-            callbacks=callbacks,
-            method=method, distill_params=dp, teacher=None if (method == "nokd" or self.use_cache) else self.teacher,
-            states=dp.states, progress_label=f"distill {task.name}-{self.depth}  {method}  seed {seed}",
-            difficulty=difficulty,
+            callbacks=callbacks, label=method, progress_label=f"distill {task.name}-{self.depth}  {method}  seed {seed}",
+            objective=meth.objective(method, dp, None if (not declared.teacher or self.use_cache) else self.teacher,
+                                        dp.states, difficulty),
         )
         timing = train(trainer)
         start = time.perf_counter()
@@ -188,7 +174,7 @@ class Cell:
         timing["eval_time_s"] = round(time.perf_counter() - start, 2)
         if not trainer.is_world_process_zero():
             return scores
-        serves = method == dp.assistant and any(m in ASSISTED_METHODS for m in dp.methods)
+        serves = method == dp.assistant and bool(meth.assisted(dp.methods))
         if dp.keep_models == "all" or seed == dp.seeds[0] or serves:
             save_model(trainer.model, self.tokenizer, layout.student_model(run))
         if serves:  # a teacher assistant: its training-set logits, keyed by the weights just saved
@@ -199,17 +185,17 @@ class Cell:
         write_json(layout.predictions(run), {"task": task.name, "method": method, "depth": self.depth, "seed": seed,
                                              **preds})
         write_log(trainer, layout.log(run))
-        mapping = self.mapping(seed, math.ceil(dp.epochs))
+        mapping = meth.layer_mapping(method, self.n, self.depth, dp, seed, math.ceil(dp.epochs))
         extra = {}
-        if method in ALP_METHODS:
+        if declared.attention:
             weights, entropy = self.attention(trainer.model, self.dsets[split], with_entropy=True)
             extra = {"attention_entropy_bits": float(entropy.mean()),
                      "attention_top_layers": [int(j) + 1 for j in weights.argmax(-1)]}
-            mapping = {"split": split, "scale": alp_scaled(method, dp), "weights": weights.tolist(),
+            mapping = {"split": split, "scale": declared.attention(self.n, self.depth, dp)[1], "weights": weights.tolist(),
                        "entropy_bits": entropy.tolist(), "history": callbacks[0].history}
         if assistants:
             mapping["assistants"] = [{k: a[k] for k in ("depth", "method", "seed", "fingerprint")} for a in assistants]
-            mapping.update(_guidance(method, dp, seed, trainer.state.max_steps, math.ceil(dp.epochs), assistants,
+            mapping.update(meth.guidance(method, dp, seed, trainer.state.max_steps, math.ceil(dp.epochs), assistants,
                                      difficulty, self.train_ds["cache_row"]))
         if "weights" not in mapping:  # no attention: PKD's fixed pairs, RAIL-KD's draws, or no layer term
             mapping = {"weights": None, **mapping, "note": f"{method}: no attention map"}
@@ -220,7 +206,7 @@ class Cell:
                             teacher_fingerprint=self.teacher_fingerprint, init=params.student.init,
                             init_from=params.student.init_from,
                             init_layers=student.config.alpkd_init_layers, train_examples=len(self.train_ds),
-                            teacher_cached=self.use_cache and method != "nokd", group_setup_time_s=self.setup_time_s,
+                            teacher_cached=self.use_cache and declared.teacher, group_setup_time_s=self.setup_time_s,
                             assistants=[f"{a['depth']}-layer {a['method']} s{a['seed']}" for a in assistants] or None,
                             constant_predictions=any(p["constant"] for p in preds.values()), **extra)
         write_json(layout.student_metrics(run), record)
@@ -229,28 +215,13 @@ class Cell:
         return record
 
 
-def _guidance(method: str, dp, seed: int, steps: int, epochs: int, assistants: list[dict], difficulty, rows) -> dict:
-    """Who taught: DGKD's share of steps each guide was kept; CES-KD's share of the student's training rows given to
-    each expert in each epoch. Guides and experts are listed smallest first, the teacher last."""
-    names = [f"{a['depth']}-layer {a['method']}" for a in assistants] + ["teacher"]
-    if method == "dgkd":
-        kept = np.array([dgkd_keep(len(names), seed, step, dp.dgkd_drop) for step in range(steps)], dtype=float)
-        return {"guides": names, "kept_share": kept.mean(0).round(4).tolist() if steps else []}
-    if method == "ceskd":
-        rows = np.asarray(rows)
-        shares = [np.bincount(ces_experts(difficulty, len(names), e, epochs, dp.ces_curriculum)[rows],
-                              minlength=len(names)) / len(rows) for e in range(epochs)]
-        return {"experts": names, "share_by_epoch": [np.round(x, 4).tolist() for x in shares]}
-    return {"assistant": names[0]}
-
-
 def duplicate_of(params: Params, depth: int, method: str) -> str | None:
     """The method this cell would only repeat (same objective at this depth), or None. It does not depend on
     `distill.methods`, so adding a method never re-runs the others; the report says when the method repeated
     is not in the grid."""
     from .model_files import teacher_num_layers
 
-    same = same_objective(method, teacher_num_layers(params.teacher), depth, params.distill)
+    same = meth.same_objective(method, teacher_num_layers(params.teacher), depth, params.distill)
     return same if same != method else None
 
 
@@ -264,8 +235,9 @@ def distill_group(params: Params, task_name: str, depth: int, root: str | Path =
     gets a `same_as.json` marker naming that method and why, and the report shows the cell once.
     """
     numerics.check(params.runtime)
+    meth.check(params)
     layout = Layout(Path(root))
-    methods = [m for m in params.distill.methods if m not in ASSISTED_METHODS] if methods is None else list(methods)
+    methods = [m for m in params.distill.methods if not meth.get(m).assistants] if methods is None else list(methods)
     seeds = list(params.distill.seeds if seeds is None else seeds)
     for folder in [*layout.group_dirs(task_name, depth).values(), layout.assistant_group(task_name, depth)]:
         folder.mkdir(parents=True, exist_ok=True)
@@ -277,7 +249,7 @@ def distill_group(params: Params, task_name: str, depth: int, root: str | Path =
 def _write_assistant_manifest(params: Params, task_name: str, depth: int, root) -> None:
     # the stage's cache folder always holds a file (DVC restores no empty folder), and says what is cached
     dp, layout = params.distill, Layout(Path(root))
-    serves = dp.assistant in dp.methods and any(m in ASSISTED_METHODS for m in dp.methods)
+    serves = dp.assistant in dp.methods and bool(meth.assisted(dp.methods))
     write_json(layout.assistant_group(task_name, depth) / "assistants.json",
                {"task": task_name, "depth": depth, "method": dp.assistant if serves else None,
                 "seeds": list(dp.seeds) if serves else [],
@@ -293,8 +265,9 @@ def assist_group(params: Params, task_name: str, root: str | Path = ".", methods
     each method's metrics folder there gets a `not_defined.json` marker instead (the report says so). Returns
     the records by depth and method."""
     numerics.check(params.runtime)
+    meth.check(params)
     layout = Layout(Path(root))
-    methods = [m for m in params.distill.methods if m in ASSISTED_METHODS] if methods is None else list(methods)
+    methods = meth.assisted(params.distill.methods) if methods is None else list(methods)
     seeds = list(params.distill.seeds if seeds is None else seeds)
     summary = {"task": task_name, "methods": methods, "seeds": seeds, "assistant": params.distill.assistant,
                "assistants": {d: params.assistant_depths(d) for d in params.student.depths if params.assistant_depths(d)}}
@@ -330,7 +303,7 @@ def _train_cells(params: Params, task_name: str, depth: int, root, methods: list
         layout.same_as(task_name, depth, method).unlink(missing_ok=True)
         layout.not_defined(task_name, depth, method).unlink(missing_ok=True)
         out[method] = []
-    records = executor.train(params, task_name, depth, root, units, teachers, label)
+    records = executor.train(params, task_name, depth, root, units, teachers, label, cached_cell)
     for method, seed in units:
         out[method].append(records[(method, seed)])
     return out
@@ -371,10 +344,9 @@ def distill_student(params: Params, task_name: str, depth: int, method: str, see
 def explain_batch(params: Params, task_name: str, depth: int, method: str, seed: int, root: str | Path = ".",
                   size: int = 8) -> dict:
     """One real validation batch through a trained student: each loss term, and the layer pairs or attention
-    weights behind it (the notebook's look inside `distillation_loss`)."""
-    from .losses import alp_loss
-
+    weights behind it (the notebook's look inside `methods.distillation_loss`)."""
     cell = cached_cell(params, task_name, depth, method, root, params.teacher_seed(seed))
+    declared, dp = meth.get(method), params.distill
     run = Run(cell.task.name, depth, method, seed)
     model = AutoModelForSequenceClassification.from_pretrained(cell.layout.student_model(run)).eval()
     split = cell.task.validation_splits[0]
@@ -383,22 +355,63 @@ def explain_batch(params: Params, task_name: str, depth: int, method: str, seed:
     inputs = {k: v for k, v in batch.items() if k in data.MODEL_INPUTS}
     out = model(**inputs, output_hidden_states=True)
     teacher_out = cell.teacher.eval()(**inputs, output_hidden_states=True)
-    s_states = layer_states(out)[:, 0]
-    t_states = layer_states(teacher_out)[:, 0]
-    dp = params.distill
-    pairs = rail_layers(cell.n, depth, seed, 0) if method == "rail" else None
-    total, terms = distillation_loss(method, dp, out.logits, batch["labels"], s_states, teacher_out.logits,
-                                     t_states, None, pairs)
+    s_states, t_states = layer_states(out)[:, 0], layer_states(teacher_out)[:, 0]
+    pairs = declared.mapping(cell.n, depth, dp, seed, 0) if declared.mapping else None
+    total, terms = meth.distillation_loss(method, dp, meth.Batch(
+        out.logits, batch["labels"], s_states, teacher_out.logits, t_states, pairs=pairs if declared.draws else None,
+        seed=seed))
     detail = {"method": method, "examples": len(rows), "total": float(total),
               "terms": {k: float(v) for k, v in terms.items()}}
-    if method == "pkd":
-        detail["pairs"] = [(i + 1, j + 1) for i, j in enumerate(pkd_layers(cell.n, depth, dp.pkd_exclude_last))]
-    elif method == "rail":
+    if pairs is not None:
         detail["pairs"] = [(i + 1, j + 1) for i, j in enumerate(pairs)]
-        detail["note"] = "the epoch-0 draw; each epoch draws again"
-    elif method in ALP_METHODS:
-        _, weights = alp_loss(s_states, t_states, alp_allowed(method, cell.n, depth, dp.alp_overlap),
-                              alp_scaled(method, dp))
+        if declared.draws:
+            detail["note"] = "the epoch-0 draw; each epoch draws again"
+    if declared.attention:
+        _, weights = alp_loss(s_states, t_states, *declared.attention(cell.n, depth, dp))
         detail["weights"] = weights.mean(0).numpy()  # (m, n), mean over the batch
         detail["entropy_bits"] = entropy_bits(weights).mean(0).numpy()
     return detail
+
+
+def entropy_bits(weights: torch.Tensor) -> torch.Tensor:
+    """Entropy in bits of each attention row (0 log 0 = 0): 0 for one-hot, log2(k) for uniform over k."""
+    return -(weights * torch.log2(weights.clamp_min(1e-30))).sum(-1)
+
+
+@torch.inference_mode()
+def attention_map(model, ds, tokenizer, split_cache, view, dp, batch_size: int, teacher=None,
+                  with_entropy: bool = False):
+    """Mean ALP attention weights (student layer x teacher layer) over `ds` (over real tokens for `tokens`);
+    `view(n, m, dp)` -> (allowed mask or None, scale): the method's declared attention (`alpkd.methods`).
+
+    With `with_entropy`, also the mean entropy (bits) of each student layer's attention row. The model's
+    train/eval mode is restored afterwards, so this can run during training.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    collator = data.Collator(tokenizer, split_cache)
+    total, entropy, count = None, None, 0.0
+    order = length_order(ds)  # a mean does not depend on the order
+    for start in range(0, len(ds), batch_size):
+        batch = collator([ds[int(i)] for i in order[start:start + batch_size]])
+        inputs = {k: v.to(device) for k, v in batch.items() if k in data.MODEL_INPUTS}
+        hs = layer_states(model(**inputs, output_hidden_states=True))
+        if teacher is not None:
+            ts = layer_states(teacher.to(device).eval()(**inputs, output_hidden_states=True))
+        else:
+            ts = batch["teacher_states"].to(device)[:, None]  # cached [CLS] states: (B, 1, n, d)
+        if dp.states == "cls" or teacher is None:
+            hs, ts, mask = hs[:, :1], ts[:, :1], torch.ones(hs.shape[0], 1, device=device)
+        else:
+            mask = inputs["attention_mask"].float()
+        allowed, scale = view(ts.shape[-2], hs.shape[-2], dp)
+        w = alp_attention(hs.float(), ts.float(), allowed, scale)  # (B, T, m, n)
+        e = (entropy_bits(w) * mask[..., None]).sum(dim=(0, 1))
+        w = (w * mask[..., None, None]).sum(dim=(0, 1))
+        total = w if total is None else total + w
+        entropy = e if entropy is None else entropy + e
+        count += float(mask.sum())
+    model.train(was_training)
+    mean = (total / count).cpu().numpy()
+    return (mean, (entropy / count).cpu().numpy()) if with_entropy else mean

@@ -1,4 +1,4 @@
-"""Evaluation: GLUE metrics on the validation splits, and ALP's attention map (student x teacher layers)."""
+"""Evaluation: GLUE metrics on the validation splits."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,6 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 
 from . import data, metrics
 from .config import Params
-from .losses import alp_allowed, alp_attention, alp_scaled
 from .model_files import WEIGHT_FILES
 from .paths import Layout, remove_stale_temporaries
 from .students import layer_states
@@ -171,46 +170,3 @@ def evaluate_saved(params: Params, task_name: str, model_dir: str | Path, root: 
         return evaluate(Trainer(model=model, args=args, data_collator=data.Collator(tokenizer)), task, dsets)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def entropy_bits(weights: torch.Tensor) -> torch.Tensor:
-    """Entropy in bits of each attention row (0 log 0 = 0): 0 for one-hot, log2(k) for uniform over k."""
-    return -(weights * torch.log2(weights.clamp_min(1e-30))).sum(-1)
-
-
-@torch.inference_mode()
-def attention_map(model, ds, tokenizer, split_cache, method: str, dp, batch_size: int, teacher=None,
-                  with_entropy: bool = False):
-    """Mean ALP attention weights (student layer x teacher layer) over `ds` (over real tokens for `tokens`).
-
-    With `with_entropy`, also the mean entropy (bits) of each student layer's attention row. The model's
-    train/eval mode is restored afterwards, so this can run during training.
-    """
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    collator = data.Collator(tokenizer, split_cache)
-    total, entropy, count = None, None, 0.0
-    order = length_order(ds)  # a mean does not depend on the order
-    for start in range(0, len(ds), batch_size):
-        batch = collator([ds[int(i)] for i in order[start:start + batch_size]])
-        inputs = {k: v.to(device) for k, v in batch.items() if k in data.MODEL_INPUTS}
-        hs = layer_states(model(**inputs, output_hidden_states=True))
-        if teacher is not None:
-            ts = layer_states(teacher.to(device).eval()(**inputs, output_hidden_states=True))
-        else:
-            ts = batch["teacher_states"].to(device)[:, None]  # cached [CLS] states: (B, 1, n, d)
-        if dp.states == "cls" or teacher is None:
-            hs, ts, mask = hs[:, :1], ts[:, :1], torch.ones(hs.shape[0], 1, device=device)
-        else:
-            mask = inputs["attention_mask"].float()
-        allowed = alp_allowed(method, ts.shape[-2], hs.shape[-2], dp.alp_overlap)
-        w = alp_attention(hs.float(), ts.float(), allowed, alp_scaled(method, dp))  # (B, T, m, n)
-        e = (entropy_bits(w) * mask[..., None]).sum(dim=(0, 1))
-        w = (w * mask[..., None, None]).sum(dim=(0, 1))
-        total = w if total is None else total + w
-        entropy = e if entropy is None else entropy + e
-        count += float(mask.sum())
-    model.train(was_training)
-    mean = (total / count).cpu().numpy()
-    return (mean, (entropy / count).cpu().numpy()) if with_entropy else mean

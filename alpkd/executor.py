@@ -100,13 +100,13 @@ def resources(ray, runtime) -> tuple[float, float]:
 
 
 def train(params: Params, task_name: str, depth: int, root, units: list[tuple[str, int]], teachers: dict[int, int],
-          label: str) -> dict[tuple[str, int], dict]:
+          label: str, cached_cell) -> dict[tuple[str, int], dict]:
     """Train every (method, seed) of `units` (each from `teachers[seed]`) as `runtime.executor` says; returns the
-    records by unit, and writes a progress line as each finishes."""
+    records by unit, and writes a progress line as each finishes. `cached_cell(params, task, depth, method, root,
+    teacher_seed)`: a student's loaded inputs (`alpkd.distill.cached_cell`, passed in: this module imports none of
+    the students' code, so the two do not import each other)."""
     if params.runtime.executor == "ray" and units:
-        return train_on_ray(params, task_name, depth, root, units, teachers, label)
-    from .distill import cached_cell
-
+        return train_on_ray(params, task_name, depth, root, units, teachers, label, cached_cell)
     records, start = {}, time.perf_counter()
     for k, (method, seed) in enumerate(units, 1):  # one after another, in this process
         began = time.perf_counter()
@@ -118,7 +118,7 @@ def train(params: Params, task_name: str, depth: int, root, units: list[tuple[st
 
 
 def train_on_ray(params: Params, task_name: str, depth: int, root, units: list[tuple[str, int]],
-                 teachers: dict[int, int], label: str) -> dict[tuple[str, int], dict]:
+                 teachers: dict[int, int], label: str, cached_cell) -> dict[tuple[str, int], dict]:
     """Each unit as a Ray task. When all have finished, the first failure (in `units` order) is raised."""
 
     ray, ours = connect(params.runtime)
@@ -128,7 +128,7 @@ def train_on_ray(params: Params, task_name: str, depth: int, root, units: list[t
         options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": MAX_RETRIES, "retry_exceptions": False,
                    "runtime_env": {"env_vars": worker_env(params.runtime)}}
         where = (str(Path(root).resolve()), os.getcwd())  # absolute: a worker may start in another folder
-        refs = {remote.options(**options).remote(params, task_name, depth, m, s, teachers[s], *where): (m, s)
+        refs = {remote.options(**options).remote(params, task_name, depth, m, s, teachers[s], *where, cached_cell): (m, s)
                 for m, s in units}
         records, failures, checkpoints, start, pending = {}, {}, [], time.perf_counter(), list(refs)
         while pending:
@@ -157,12 +157,10 @@ def train_on_ray(params: Params, task_name: str, depth: int, root, units: list[t
 
 
 def _train_student(params: Params, task_name: str, depth: int, method: str, seed: int, teacher_seed: int,
-                   root: str, cwd: str) -> dict:
+                   root: str, cwd: str, cached_cell) -> dict:
     """One student, in a Ray worker: what the local loop of `distill._train_cells` does for one unit."""
     os.chdir(cwd)  # custom tasks' files are relative to the repository root
     numerics.check(params.runtime)  # the variables came with the worker (runtime_env); the thread count is set here
-    from .distill import cached_cell
-
     began = time.perf_counter()
     cell = cached_cell(params, task_name, depth, method, root, teacher_seed)  # reused by the worker's next student
     record = cell.train_seed(seed, keep_checkpoint=True)

@@ -18,7 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .paths import ASSISTED
+# the gold-label term (the teacher's objective too) and PKD-skip's layers (also the students' `skip` start) live
+# where the teacher stage reads them, so that stage depends on no distillation code; shared from here
+from .students import skip_layers  # noqa: F401
+from .trainer import task_loss  # noqa: F401
+
 
 
 def _fp32(x: torch.Tensor) -> torch.Tensor:
@@ -46,13 +50,6 @@ def float32_terms(fn):
 
 
 # --- output-level losses -------------------------------------------------------------------------------
-def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Loss on gold labels: cross-entropy, or MSE for regression (one output)."""
-    if logits.shape[-1] == 1:
-        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-    return F.cross_entropy(logits, labels)
-
-
 @float32_terms
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Hinton's soft loss `T^2 * KL(softmax(z_T/T) || softmax(z_S/T))`, averaged over the batch.
@@ -69,16 +66,6 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 
 # --- layer mappings ------------------------------------------------------------------------------------
-def skip_layers(n: int, m: int) -> list[int]:
-    """Teacher layers (0-based) matched to student layers by PKD-skip: `g(i) = ceil(i*n/m)`, i = 1..m.
-
-    For n divisible by m these are layers n/m, 2n/m, ..., n (1-based); the last is always layer n.
-    """
-    if not 1 <= m <= n:
-        raise ValueError(f"need 1 <= m <= n, got m={m}, n={n}")
-    return [math.ceil(i * n / m) - 1 for i in range(1, m + 1)]
-
-
 def layer_buckets(n: int, m: int, overlap: int = 0) -> list[list[int]]:
     """The teacher layers (0-based) each student layer may attend to, for ALP-NO and ALP-PO.
 
@@ -318,149 +305,8 @@ def _numpy(x, dtype=None) -> np.ndarray:
     return np.asarray(x, dtype=dtype)
 
 
-# --- the objective of each method ----------------------------------------------------------------------
-MATCHING_CONTROLS = ("reverse", "all_to_one")  # PKD's loss with other mappings (Yu, Wen, Mou 2025)
-LAYER_METHODS = ("pkd", "alp", "alp_no", "alp_po", "alp_scaled", "rail", *MATCHING_CONTROLS)
-ALP_METHODS = ("alp", "alp_no", "alp_po", "alp_scaled")
-ASSISTED_METHODS = ASSISTED  # learn from teacher assistants (students of deeper depths); one list, in alpkd.paths
-
-
-def alp_allowed(method: str, n: int, m: int, overlap: int = 1) -> torch.Tensor | None:
-    """Which teacher layers each student layer attends to: all (ALP), its bucket (ALP-NO, ALP-PO)."""
-    if method in ("alp", "alp_scaled"):
-        return None
-    if method == "alp_no":
-        return buckets_mask(layer_buckets(n, m), n)
-    if method == "alp_po":
-        return buckets_mask(layer_buckets(n, m, overlap), n)
-    raise ValueError(f"{method!r} is not an ALP method; allowed: {', '.join(ALP_METHODS)}")
-
-
-def alp_scaled(method: str, p) -> bool:
-    """Whether `method` divides ALP's scores by sqrt(d): `alp_scaled` always; the others if `p.alp_scale`."""
-    return method == "alp_scaled" or bool(p.alp_scale)
-
-
-def same_objective(method: str, n: int, m: int, p) -> str:
-    """The simplest method whose objective is identical to `method`'s for an n-layer teacher and an m-layer
-    student (`method` itself when there is none). At one student layer PKD without the last layer matches
-    no layer (it is KD), and ALP-NO/ALP-PO have one bucket holding every layer (they are ALP); with
-    `alp_scale` on, ALP is already scaled (ALP-scaled is ALP); a one-layer student has no intermediate layer
-    for RAIL-KD to pair (it is KD). PKD's matching controls are KD with no pair, PKD when their pairs are
-    PKD's, and all-to-one is reverse when their pairs agree (one pair to the last layer: n=6, m=2). The methods
-    learning from teacher assistants are themselves."""
-    if method in ("pkd", *MATCHING_CONTROLS):
-        layers = matched_layers(method, n, m, p)
-        if not layers:
-            return "kd"
-        if method != "pkd" and layers == pkd_layers(n, m, p.pkd_exclude_last):
-            return "pkd"
-        if method == "all_to_one" and layers == reverse_layers(n, m, p.pkd_exclude_last):
-            return "reverse"
-    if method in ("alp_no", "alp_po") and bool(alp_allowed(method, n, m, p.alp_overlap).all()):
-        return "alp"
-    if method == "alp_scaled" and p.alp_scale:
-        return "alp"
-    if method == "rail" and m == 1:
-        return "kd"
-    return method
-
-
+# --- PKD's pairs ----------------------------------------------------------------------------------------
 def pkd_layers(n: int, m: int, exclude_last: bool = True) -> list[int]:
     """Teacher layers g(i) for the student layers PKD matches (the last one dropped if `exclude_last`)."""
     layers = skip_layers(n, m)
     return layers[:-1] if exclude_last else layers
-
-
-def matched_layers(method: str, n: int, m: int, p) -> list[int]:
-    """The teacher layers (0-based) of the student layers PKD's loss matches, for PKD or one of its controls."""
-    if method == "pkd":
-        return pkd_layers(n, m, p.pkd_exclude_last)
-    if method == "reverse":
-        return reverse_layers(n, m, p.pkd_exclude_last)
-    if method == "all_to_one":
-        return all_to_one_layers(n, m, p.all_to_one_layer, p.pkd_exclude_last)
-    raise ValueError(f"{method!r} is not PKD or one of its controls; allowed: pkd, {', '.join(MATCHING_CONTROLS)}")
-
-
-def distillation_loss(
-    method: str,
-    p,
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    student_states: torch.Tensor | None = None,
-    teacher_logits: torch.Tensor | None = None,
-    teacher_states: torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
-    rail_pairs: list[int] | None = None,
-    assistant_logits: torch.Tensor | None = None,
-    guides_kept: list[bool] | None = None,
-    experts: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The total loss of `method` and its terms; `p` holds the weights (an `alpkd.config.Distill`).
-
-    nokd: CE.  kd: (1-a) CE + a KD.  pkd: kd + b PKD.  alp*: (1-a) CE + a KD + l ALP.
-    rail: kd + r RAIL, with `rail_pairs` the teacher layers drawn for this epoch (`rail_layers`).
-    reverse, all_to_one: kd + b PKD with their mappings (the term named after the method).
-    With `assistant_logits` (K, B, C), the teacher assistants by size ascending:
-    takd: (1-a) CE + a KD from the nearest assistant (index 0) only.
-    dgkd: (1-a) CE + a DGKD over the guides [*assistants, teacher] kept this step (`guides_kept`, `dgkd_keep`).
-    ceskd: (1-a) CE + a CES-KD, each example from its expert among [*assistants, teacher] (`experts`, `ces_experts`).
-    """
-    terms = {"ce": task_loss(logits, labels)}
-    if method == "nokd":
-        return terms["ce"], terms
-    if method in ASSISTED_METHODS:
-        name = "kd" if method == "takd" else method  # TAKD is KD, from the nearest assistant
-        terms[name] = _assisted_term(method, p, logits, teacher_logits, assistant_logits, guides_kept, experts)
-        return (1 - p.kd_alpha) * terms["ce"] + p.kd_alpha * terms[name], terms
-    terms["kd"] = kd_loss(logits, teacher_logits, p.temperature)
-    total = (1 - p.kd_alpha) * terms["ce"] + p.kd_alpha * terms["kd"]
-    if method in LAYER_METHODS:
-        n, m = teacher_states.shape[-2], student_states.shape[-2]
-    if method in ("pkd", "rail", *MATCHING_CONTROLS) and student_states.dim() == 4:
-        # `states: tokens` is an ALP option; PKD, its controls and RAIL-KD match the [CLS] vectors
-        student_states, teacher_states = student_states[:, 0], teacher_states[:, 0]
-    if method in ("pkd", *MATCHING_CONTROLS):
-        layers = matched_layers(method, n, m, p)
-        if layers:
-            terms[method] = pkd_loss(student_states, teacher_states, layers)
-            total = total + p.pkd_beta * terms[method]
-    elif method == "rail":
-        if rail_pairs is None:
-            raise ValueError("method 'rail' needs the epoch's teacher layers (rail_pairs = rail_layers(...))")
-        if len(rail_pairs) != m - 1:
-            raise ValueError(f"RAIL-KD pairs the {m - 1} intermediate student layers: got {len(rail_pairs)} "
-                             "teacher layers (rail_pairs = rail_layers(n, m, ...))")
-        if rail_pairs:
-            terms["rail"] = rail_loss(student_states, teacher_states, rail_pairs)
-            total = total + p.rail_weight * terms["rail"]
-    elif method in ALP_METHODS:
-        allowed = alp_allowed(method, n, m, p.alp_overlap)
-        terms["alp"], _ = alp_loss(student_states, teacher_states, allowed, alp_scaled(method, p), mask)
-        total = total + p.alp_lambda * terms["alp"]
-    elif method != "kd":
-        raise ValueError(f"unknown method {method!r}")
-    return total, terms
-
-
-def _assisted_term(method: str, p, logits: torch.Tensor, teacher_logits: torch.Tensor,
-                   assistant_logits: torch.Tensor | None, guides_kept: list[bool] | None,
-                   experts: torch.Tensor | None) -> torch.Tensor:
-    """The distillation term of TAKD, DGKD or CES-KD (weighted by `a` in the caller)."""
-    if assistant_logits is None or len(assistant_logits) == 0:
-        raise ValueError(f"method {method!r} needs at least one teacher assistant: a deeper student depth")
-    if method == "takd":
-        return kd_loss(logits, assistant_logits[0], p.temperature)
-    dtype = torch.promote_types(assistant_logits[0].dtype, teacher_logits.dtype)
-    guides = torch.stack([*assistant_logits, teacher_logits]).detach().to(dtype)  # (K+1, B, C): the teacher last
-    if method == "dgkd":
-        if guides_kept is None:
-            raise ValueError("method 'dgkd' needs the guides kept this step (guides_kept = dgkd_keep(...))")
-        if len(guides_kept) != len(guides):
-            raise ValueError(f"DGKD has {len(guides)} guides ({len(guides) - 1} assistants and the teacher): got "
-                             f"{len(guides_kept)} entries in guides_kept (dgkd_keep(guides={len(guides)}, ...))")
-        return dgkd_loss(logits, guides, guides_kept, p.temperature)
-    if experts is None:
-        raise ValueError("method 'ceskd' needs each example's expert (experts = ces_experts(...) for the batch's rows)")
-    return ceskd_loss(logits, guides, experts, p.temperature)

@@ -8,7 +8,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from .tasks import Task
 
 
-def _metric(name: str, labels: np.ndarray, preds: np.ndarray) -> float:
+def metric_value(name: str, labels: np.ndarray, preds: np.ndarray) -> float:
     if name == "accuracy":
         return accuracy_score(labels, preds)
     if name == "f1":
@@ -32,7 +32,7 @@ def compute(task: Task, logits: np.ndarray, labels: np.ndarray) -> dict[str, flo
     """Every GLUE metric of `task`, as floats in [−1, 1] (not percentages)."""
     preds = predictions(task, logits)
     labels = np.asarray(labels)
-    return {m: float(_metric(m, labels, preds)) for m in task.metrics}
+    return {m: float(metric_value(m, labels, preds)) for m in task.metrics}
 
 
 def trivial_predictions(task: Task, train_labels, n: int) -> np.ndarray:
@@ -49,7 +49,7 @@ def trivial_scores(task: Task, train_labels, labels) -> dict[str, float]:
     labels = np.asarray(labels)
     preds = trivial_predictions(task, train_labels, len(labels))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return {m: (float("nan") if m in ("pearson", "spearman") else float(_metric(m, labels, preds)))
+        return {m: (float("nan") if m in ("pearson", "spearman") else float(metric_value(m, labels, preds)))
                 for m in task.metrics}
 
 

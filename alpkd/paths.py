@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-ASSISTED = ("takd", "dgkd", "ceskd")  # alpkd.config.ASSISTED: their outputs live in the `assist` stage's folders
+# the methods that learn from teacher assistants, whose outputs live in the `assist` stage's folders: filled from
+# their declarations by alpkd.methods (the teacher stage, which imports this module, never asks about a student)
+ASSISTED: set[str] = set()
 
 
 class Run(NamedTuple):

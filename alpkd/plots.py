@@ -16,29 +16,11 @@ import pandas as pd
 
 from .paths import replace_atomically
 
-METHOD_LABELS = {"nokd": "NO-KD", "kd": "KD", "pkd": "PKD", "alp": "ALP", "alp_no": "ALP-NO", "alp_po": "ALP-PO",
-                 "alp_scaled": "ALP-scaled", "rail": "RAIL-KD", "reverse": "reverse", "all_to_one": "all-to-one",
-                 "takd": "TAKD", "dgkd": "DGKD", "ceskd": "CES-KD"}
-METHOD_STYLES = {  # the ALP family solid, the baselines dashed
-    "nokd": dict(color="0.45", linestyle=":", marker="x"),
-    "kd": dict(color="tab:blue", linestyle="--", marker="s"),
-    "pkd": dict(color="tab:green", linestyle="--", marker="^"),
-    "alp": dict(color="tab:red", linestyle="-", marker="o"),
-    "alp_no": dict(color="tab:orange", linestyle="-", marker="D"),
-    "alp_po": dict(color="tab:purple", linestyle="-", marker="v"),
-    "alp_scaled": dict(color="tab:brown", linestyle="-", marker="P"),
-    "rail": dict(color="tab:cyan", linestyle="-.", marker="*"),
-    # the matching controls dotted, the teacher-assistant methods dash-dotted
-    "reverse": dict(color="tab:olive", linestyle=":", marker="<"),
-    "all_to_one": dict(color="tab:pink", linestyle=":", marker=">"),
-    "takd": dict(color="navy", linestyle="-.", marker="h"),
-    "dgkd": dict(color="darkgreen", linestyle="-.", marker="X"),
-    "ceskd": dict(color="darkred", linestyle="-.", marker="d"),
-}
-
-
-def method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+def _look(method: str, looks: dict | None) -> tuple[str, dict]:
+    """A method's legend label and line style, from `looks` (`alpkd.methods.looks()`; passed in, so drawing a
+    teacher's curve reads no method declaration)."""
+    look = dict((looks or {}).get(method, {}))
+    return look.pop("label", method), look
 
 
 def _grid(panels: int, width: float = 3.6, height: float = 3.0, cols: int | None = None):
@@ -67,7 +49,7 @@ def _figure_legend(fig, handles, labels, fontsize: float = 8) -> None:
 
 def score_vs_depth(scores: pd.DataFrame, teacher: dict[str, float] | None = None,
                    panels: list[str] | None = None, headline: dict[str, str] | None = None,
-                   trivial: dict[str, float] | None = None):
+                   trivial: dict[str, float] | None = None, looks: dict | None = None):
     """One panel per task (and `average`): headline score (x100) against student depth, a line per method,
     error bars one standard deviation over seeds.
 
@@ -81,8 +63,8 @@ def score_vs_depth(scores: pd.DataFrame, teacher: dict[str, float] | None = None
         for method, group in rows.groupby("method", sort=False):
             group = group.sort_values("depth")
             std = group["std"].fillna(0.0).to_numpy()
-            ax.errorbar(group["depth"], group["mean"], yerr=std if std.any() else None, capsize=3,
-                        label=method_label(method), **METHOD_STYLES.get(method, {}))
+            label, style = _look(method, looks)
+            ax.errorbar(group["depth"], group["mean"], yerr=std if std.any() else None, capsize=3, label=label, **style)
         if teacher and panel in teacher and teacher[panel] is not None and not pd.isna(teacher[panel]):
             ax.axhline(teacher[panel], color="black", linewidth=1, label="teacher")
         if trivial and panel in trivial and not pd.isna(trivial[panel]):
@@ -130,7 +112,8 @@ def attention_heatmap(weights, ax=None, title: str | None = None, annotate: bool
     return ax.figure
 
 
-def attention_grid(maps: dict[tuple[int, str], np.ndarray], depths: list[int], methods: list[str], title: str = ""):
+def attention_grid(maps: dict[tuple[int, str], np.ndarray], depths: list[int], methods: list[str], title: str = "",
+                   looks: dict | None = None):
     """Heatmaps of several runs: a row per student depth, a column per ALP method (absent runs left blank)."""
     n = max(np.asarray(w).shape[1] for w in maps.values())
     fig, axes = plt.subplots(len(depths), len(methods), squeeze=False,
@@ -140,7 +123,7 @@ def attention_grid(maps: dict[tuple[int, str], np.ndarray], depths: list[int], m
         for c, method in enumerate(methods):
             ax = axes[r][c]
             if (depth, method) in maps:
-                attention_heatmap(maps[(depth, method)], ax=ax, title=f"{method_label(method)}, {depth} layer(s)",
+                attention_heatmap(maps[(depth, method)], ax=ax, title=f"{_look(method, looks)[0]}, {depth} layer(s)",
                                   annotate=n <= 12, colorbar=False)
             else:
                 ax.set_axis_off()
@@ -149,7 +132,7 @@ def attention_grid(maps: dict[tuple[int, str], np.ndarray], depths: list[int], m
     return fig
 
 
-def attention_history(histories: dict[tuple[int, str], list[dict]], title: str = ""):
+def attention_history(histories: dict[tuple[int, str], list[dict]], title: str = "", looks: dict | None = None):
     """How ALP's attention moves during training: for each (depth, method), the weight each student layer
     puts on each teacher layer (a line per teacher layer, a panel per student layer) against the step."""
     cells = sorted(histories, key=lambda k: (-k[0], k[1]))
@@ -163,7 +146,7 @@ def attention_history(histories: dict[tuple[int, str], list[dict]], title: str =
         for j in range(w.shape[1]):
             ax.plot(steps, w[:, j], color=colours[j], label=f"teacher layer {j + 1}")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{method_label(method)}, {depth}L\nstudent layer {i + 1}", fontsize=9)  # 2 lines: fits a panel
+        ax.set_title(f"{_look(method, looks)[0]}, {depth}L\nstudent layer {i + 1}", fontsize=9)  # 2 lines: fits a panel
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     _figure_legend(fig, *axes[0].get_legend_handles_labels())
@@ -173,12 +156,13 @@ def attention_history(histories: dict[tuple[int, str], list[dict]], title: str =
 
 
 def training_curves(curves: dict[str, pd.DataFrame], panels: dict[str, list[str]], y: str = "loss",
-                    method_of: dict[str, str] | None = None, labels: dict[str, str] | None = None):
+                    method_of: dict[str, str] | None = None, labels: dict[str, str] | None = None,
+                    looks: dict | None = None):
     """Loss against step: one panel per entry of `panels` (panel title -> run names), a line per method.
 
     `curves` maps a run name to its log (columns `step` and `y`); `method_of` maps a run to its method (runs of one
     method are drawn as one line, their mean at each step, in a band from their lowest to their highest value) and
-    `labels` a method to its legend entry (default: `method_label`). A panel's legend sits beside it.
+    `labels` a method to its legend entry (default: its label in `looks`). A panel's legend sits beside it.
     """
     fig, axes = _grid(len(panels), width=4.8, height=2.8, cols=min(len(panels), 2))
     for ax, (title, runs) in zip(axes, panels.items()):
@@ -188,10 +172,10 @@ def training_curves(curves: dict[str, pd.DataFrame], panels: dict[str, list[str]
             if log is not None and y in log and not log.empty:
                 by_method.setdefault((method_of or {}).get(run, run), []).append(log.set_index("step")[y])
         for method, series in by_method.items():
-            style = dict(METHOD_STYLES.get(method, {}))
+            label, style = _look(method, looks)
             style.pop("marker", None)
             frame = pd.concat(series, axis=1).sort_index()
-            label = (labels or {}).get(method, method_label(method))
+            label = (labels or {}).get(method, label)
             line, = ax.plot(frame.index, frame.mean(axis=1), label=label, linewidth=1.2, **style)
             if len(series) > 1:
                 ax.fill_between(frame.index, frame.min(axis=1), frame.max(axis=1), color=line.get_color(),

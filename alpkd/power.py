@@ -58,10 +58,10 @@ def predicted(comp: dict, T: int, n: int, N: int, level: float = 0.95) -> tuple[
 def power_table(params, root: str | Path, pairs, teachers=(3, 5, 7, 8, 10, 12, 16, 22)) -> pd.DataFrame:
     """For each task, depth and (A, B) of `pairs` measured in the run under `root`: its components (points^2, x100
     scale) and the predicted 95% half-width (points) with one student per teacher for each number of `teachers`."""
-    from .report import _records
+    from .report import records_of
     from .report.comparisons import paired_items
 
-    _, records, dups, undef = _records(params, Path(root), [])
+    _, records, dups, undef = records_of(params, Path(root), [])
     rows = []
     for depth in params.student.depths:
         for a, b in pairs:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import _metric
+from .metrics import metric_value
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def _resampled(metric: str, labels: np.ndarray, preds: np.ndarray, idx: np.ndarr
                 return np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
             den = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
             return np.where(den > 0, (tp * tn - fp * fn) / den, 0.0)
-    return np.array([_metric(metric, y[r], p[r]) for r in range(len(idx))])  # correlations, multiclass MCC
+    return np.array([metric_value(metric, y[r], p[r]) for r in range(len(idx))])  # correlations, multiclass MCC
 
 
 def adjust(p_values) -> np.ndarray:
@@ -156,9 +156,9 @@ def pseudo_values(metric: str, labels: np.ndarray, preds: np.ndarray) -> np.ndar
     labels, preds = np.asarray(labels), np.asarray(preds)
     if metric == "accuracy":
         return (labels == preds).astype(float)
-    n, whole = len(labels), _metric(metric, labels, preds)
+    n, whole = len(labels), metric_value(metric, labels, preds)
     keep = ~np.eye(n, dtype=bool)
-    loo = np.array([_metric(metric, labels[keep[j]], preds[keep[j]]) for j in range(n)])
+    loo = np.array([metric_value(metric, labels[keep[j]], preds[keep[j]]) for j in range(n)])
     return n * whole - (n - 1) * loo
 
 
@@ -240,8 +240,8 @@ def crossed_comparison(tasks: list[dict], level: float = 0.95) -> Comparison:
             raise ValueError(f"task {k}: {len(teachers)} teachers named for {len(a)} seeds")
         d = gap_table(item)
         g = crossed_gap(d)
-        observed = np.mean([_metric(item["metric"], labels, p) for p in a]) - \
-            np.mean([_metric(item["metric"], labels, p) for p in b])  # the metric's own gap (= g.gap for accuracy)
+        observed = np.mean([metric_value(item["metric"], labels, p) for p in a]) - \
+            np.mean([metric_value(item["metric"], labels, p) for p in b])  # the metric's own gap (= g.gap for accuracy)
         gaps.append(float(observed))
         variances.append(g.variance)
         dfs.append(g.df)

@@ -1,6 +1,8 @@
 """Teachers and students: loading a BERT-family teacher, building an m-layer student from it."""
 from __future__ import annotations
 
+import math
+
 import copy
 import random
 
@@ -14,7 +16,6 @@ from transformers import (
 )
 
 from .model_files import teacher_path
-from .losses import skip_layers
 
 
 def load_tokenizer(model: str) -> PreTrainedTokenizerBase:
@@ -50,6 +51,16 @@ def load_pretrained(teacher, num_labels: int, seed: int = 0) -> PreTrainedModel:
 
 def _layers(model: PreTrainedModel) -> torch.nn.ModuleList:
     return model.base_model.encoder.layer
+
+
+def skip_layers(n: int, m: int) -> list[int]:
+    """Teacher layers (0-based) matched to student layers by PKD-skip: `g(i) = ceil(i*n/m)`, i = 1..m.
+
+    For n divisible by m these are layers n/m, 2n/m, ..., n (1-based); the last is always layer n.
+    """
+    if not 1 <= m <= n:
+        raise ValueError(f"need 1 <= m <= n, got m={m}, n={n}")
+    return [math.ceil(i * n / m) - 1 for i in range(1, m + 1)]
 
 
 def layer_states(output) -> torch.Tensor:

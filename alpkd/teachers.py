@@ -87,8 +87,7 @@ def _train_teacher(params: Params, task: Task, seed: int, root, tokenizer, dsets
     ckpt = layout.checkpoints(f"teacher-{task.name}-s{seed}-{key}")
     trainer = DistillTrainer(model=model, args=training_args(tp, params.runtime, ckpt, seed),
                              train_dataset=dsets["train"], data_collator=data.Collator(tokenizer),
-                             progress_label=f"teacher {task.name}  seed {seed}")
-    trainer.label = "teacher"  # named in a non-finite-loss error (its objective is `nokd`'s)
+                             progress_label=f"teacher {task.name}  seed {seed}", label="teacher")
     timing = train(trainer)
     scores = evaluate(trainer, task, dsets, preds := {})
     if not trainer.is_world_process_zero():

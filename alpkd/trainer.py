@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
@@ -24,13 +25,19 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .paths import WriteError, disk_full, failed_file, warn
 from .progress import ProgressCallback
-from .losses import (ASSISTED_METHODS, LAYER_METHODS, ces_experts, dgkd_keep, distillation_loss, rail_layers,
-                     task_loss)
 from .model_files import SafetensorsHeaderError, read_safetensors_header
 from .students import layer_states
 
 
 PRINT_LOGS = False  # the CLI turns the Trainer's printed logs on (to stderr); notebooks keep them out
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Loss on gold labels: cross-entropy, or MSE for regression (one output)."""
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+    return F.cross_entropy(logits, labels)
+
 
 
 class SeededLengthGroupedSampler(LengthGroupedSampler):
@@ -54,19 +61,16 @@ class SeededLengthGroupedSampler(LengthGroupedSampler):
 
 
 class DistillTrainer(Trainer):
-    """A Trainer whose loss is the distillation objective of `method` (evaluation uses the task loss)."""
+    """A Trainer whose training loss is `objective(model, inputs, trainer) -> (loss, terms, outputs)` (the teacher's:
+    the task loss; a student's: its method's, `alpkd.methods.objective`); evaluation uses the task loss."""
 
-    def __init__(self, *args, method: str = "nokd", distill_params=None, teacher=None, states: str = "cls",
-                 progress_label: str | None = None, difficulty=None, **kwargs):
+    def __init__(self, *args, objective=None, progress_label: str | None = None, label: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         if not PRINT_LOGS:  # the curves go to logs/<run>.csv, not as raw dicts into the executed notebooks
             self.remove_callback(PrinterCallback)
         if progress_label:  # a short line on the run's terminal (alpkd.progress), never in a notebook
             self.add_callback(ProgressCallback(progress_label, every_s=60))
-        self.method, self.distill_params, self.states = method, distill_params, states
-        self.teacher = teacher.to(self.args.device).eval() if teacher is not None else None
-        self.difficulty = difficulty  # CES-KD: each training row's difficulty (`losses.example_difficulty`)
-        self._experts: tuple[int, np.ndarray] | None = None  # (epoch, expert of every row), drawn once per epoch
+        self.objective, self.label = objective, label  # `label`: who, in a non-finite-loss error
         self._terms: dict[str, list[float]] = {}
 
     def _get_train_sampler(self, train_dataset=None):
@@ -83,78 +87,27 @@ class DistillTrainer(Trainer):
             return None  # several processes: accelerate shards the dataloader in order and gathers in order
         return torch.utils.data.SequentialSampler(eval_dataset)
 
-    def rail_pairs(self, n: int, m: int) -> list[int]:
-        """RAIL-KD's teacher layers for the current epoch (a function of the run's seed and the epoch)."""
-        return rail_layers(n, m, self.args.seed, math.floor(self.state.epoch or 0))
-
-    def guides_kept(self, guides: int) -> list[bool]:
-        """DGKD's guides kept for this step: a function of the run's seed and the global step (resumes exactly)."""
-        return dgkd_keep(guides, self.args.seed, self.state.global_step, self.distill_params.dgkd_drop)
-
-    def experts(self, rows: torch.Tensor, count: int) -> torch.Tensor:
-        """CES-KD's expert of each example of the batch (by its cache row) this epoch: a function of the rows'
-        difficulty and the epoch (resumes exactly)."""
-        epoch = math.floor(self.state.epoch or 0)
-        if self._experts is None or self._experts[0] != epoch:
-            self._experts = (epoch, ces_experts(self.difficulty, count, epoch, math.ceil(self.args.num_train_epochs),
-                                                self.distill_params.ces_curriculum))
-        return torch.from_numpy(self._experts[1][rows.cpu().numpy()])
-
-    def _teacher_forward(self, inputs):
-        with torch.no_grad():
-            out = self.teacher(**inputs, output_hidden_states=True)
-        states = layer_states(out)  # (B, T, n, d)
-        return out.logits, states if self.states == "tokens" else states[:, 0]
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
-        teacher_logits = inputs.pop("teacher_logits", None)
-        teacher_states = inputs.pop("teacher_states", None)
-        assistant_logits = inputs.pop("assistant_logits", None)
-        rows = inputs.pop("cache_row", None)
-        labels = inputs.pop("labels")
-        if not model.training or self.method == "nokd":
+        if not model.training or self.objective is None:
+            labels = inputs.pop("labels")
+            for key in ("teacher_logits", "teacher_states", "assistant_logits", "cache_row"):  # what a student reads
+                inputs.pop(key, None)
             outputs = model(**inputs)
             loss = task_loss(outputs.logits, labels)
-            if model.training:
-                self._record({"ce": loss})
-                self._check_finite(loss, {"ce": loss})
-            return (loss, outputs) if return_outputs else loss
-        need_states = self.method in LAYER_METHODS
-        outputs = model(**inputs, output_hidden_states=need_states)
-        if teacher_logits is None:
-            if self.teacher is None:
-                raise RuntimeError(f"method {self.method!r} needs teacher outputs: pass a cache or a teacher")
-            teacher_logits, teacher_states = self._teacher_forward(inputs)
-        student_states = mask = None
-        if need_states:
-            student_states = layer_states(outputs)  # (B, T, m, d)
-            if self.states == "tokens":
-                mask = inputs["attention_mask"]
-            else:
-                student_states = student_states[:, 0]
-        pairs = None
-        if self.method == "rail":
-            pairs = self.rail_pairs(teacher_states.shape[-2], student_states.shape[-2])
-        kept = experts = None
-        if self.method in ASSISTED_METHODS and assistant_logits is None:
-            raise RuntimeError(f"method {self.method!r} needs the teacher assistants' logits (the collator's assistants)")
-        if self.method == "dgkd":
-            kept = self.guides_kept(assistant_logits.shape[0] + 1)
-        elif self.method == "ceskd":
-            experts = self.experts(rows, assistant_logits.shape[0] + 1).to(outputs.logits.device)
-        loss, terms = distillation_loss(self.method, self.distill_params, outputs.logits, labels,
-                                        student_states, teacher_logits, teacher_states, mask, pairs,
-                                        assistant_logits=assistant_logits, guides_kept=kept, experts=experts)
-        self._record(terms)
-        self._check_finite(loss, terms)
+            terms = {"ce": loss}
+        else:
+            loss, terms, outputs = self.objective(model, inputs, self)
+        if model.training:
+            self._record(terms)
+            self._check_finite(loss, terms)
         return (loss, outputs) if return_outputs else loss
 
     def _check_finite(self, loss, terms):
         # stop at once: a NaN would otherwise be trained on silently and end as a meaningless score
         if not torch.isfinite(loss.detach()).all():
             values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
-            who = getattr(self, "label", None) or self.method  # "teacher" for the teacher (a `nokd` run)
+            who = self.label or "the run"
             raise FloatingPointError(f"{who}: the loss became {float(loss.detach()):.4g} at step "
                                      f"{self.state.global_step + 1} (terms: {values}); lower the learning rate "
                                      "or check the inputs")

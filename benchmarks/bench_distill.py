@@ -24,6 +24,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from alpkd import config as cfg  # noqa: E402
+from alpkd import methods  # noqa: E402
 from alpkd.distill import DistillTrainer, training_args  # noqa: E402
 from alpkd.students import build_student, layer_states, load_pretrained  # noqa: E402
 
@@ -61,8 +62,9 @@ class Config:
         dp = params.distill
         self.student = build_student(teacher, depth, "skip")
         args = training_args(dp, params.runtime, tmp, seed=0)
-        self.trainer = DistillTrainer(model=self.student, args=args, method=method, distill_params=dp,
-                                      teacher=None if (cached or method == "nokd") else teacher, states="cls")
+        online = None if (cached or not methods.get(method).teacher) else teacher
+        self.trainer = DistillTrainer(model=self.student, args=args, label=method,
+                                      objective=methods.objective(method, dp, online, "cls"))
         self.trainer.create_optimizer()
         self.trainer.current_gradient_accumulation_steps = 1  # set by train() in a real run
         self.inputs = dict(inputs)

@@ -51,7 +51,7 @@ def main() -> None:
                 with tempfile.TemporaryDirectory() as tmp:
                     trainer = distill.DistillTrainer(model=student, args=distill.training_args(dp, runtime, Path(tmp), seed),
                                                      train_dataset=train, data_collator=data.Collator(tokenizer),
-                                                     method="nokd", distill_params=dp)
+                                                     label="NO-KD")
                     trainer.args.save_strategy = "no"
                     start = time.perf_counter()
                     trainer.train()

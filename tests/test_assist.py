@@ -23,13 +23,13 @@ ASSISTED = ["takd", "dgkd", "ceskd"]
 
 
 def _params(methods=("kd", *ASSISTED), **distill):
-    from alpkd import config
+    from alpkd import methods as declared
 
     raw = yaml.safe_load(SMOKE.read_text())
     raw["student"]["depths"] = [2, 1]
     raw["distill"]["methods"] = list(methods)
     raw["distill"].update(distill)
-    return config.validate(raw)
+    return declared.validate(raw)
 
 
 @pytest.fixture(scope="module")
@@ -173,11 +173,14 @@ def test_config_refuses_assisted_methods_without_their_assistant():
 
 
 def test_plot_templates_colour_every_method_as_the_figures_do():
-    """The DVC plot templates' colours and labels are the matplotlib figures' (alpkd.plots), for every method."""
+    """The DVC plot templates' colours and labels are the matplotlib figures' (alpkd.methods), for every method."""
     from matplotlib.colors import to_hex
 
-    from alpkd.config import METHODS
-    from alpkd.plots import METHOD_LABELS, METHOD_STYLES
+    from alpkd import methods
+
+    METHODS = list(methods.BUILT_IN)
+    METHOD_LABELS = {m: methods.label(m) for m in METHODS}
+    METHOD_STYLES = {m: methods.get(m).style for m in METHODS}
 
     for name in ("methods.json", "methods_by_depth.json"):
         color = json.loads((REPO / ".dvc" / "plots" / name).read_text())["encoding"]["color"]

@@ -8,13 +8,25 @@ import numpy as np
 import pytest
 import torch
 
-from alpkd import losses
-from alpkd.config import METHODS
+from alpkd import losses, methods
 from helpers import distill_params
 
 RNG = np.random.default_rng(1234)
 # every method the losses know, whether or not the config lists it yet
-ALL_METHODS = tuple(dict.fromkeys([*METHODS, *losses.MATCHING_CONTROLS, *losses.ASSISTED_METHODS]))
+ALL_METHODS = tuple(methods.BUILT_IN)
+ASSISTED_METHODS = tuple(methods.assisted(ALL_METHODS))
+
+
+def distillation_loss(method, p, logits, labels, student_states=None, teacher_logits=None, teacher_states=None,
+                      mask=None, rail_pairs=None, assistant_logits=None, guides_kept=None, experts=None):
+    """`methods.distillation_loss` on a batch of these tensors (the draws given, as the trainer gives them)."""
+    return methods.distillation_loss(method, p, methods.Batch(
+        logits, labels, student_states, teacher_logits, teacher_states, mask, assistant_logits, pairs=rail_pairs,
+        kept=guides_kept, experts=experts))
+
+
+def alp_allowed(method, n, m, overlap=1):
+    return methods.get(method).attention(n, m, params(alp_overlap=overlap))[0]
 
 
 def params(**overrides):
@@ -330,7 +342,7 @@ def test_alp_with_one_teacher_layer_is_mse_to_it(m):
 @pytest.mark.parametrize("method", ["alp_no", "alp_po"])
 @pytest.mark.parametrize("n,m", [(4, 1), (6, 3), (12, 4), (12, 6), (7, 3), (24, 5)])
 def test_alp_attention_stays_in_bucket(method, n, m):
-    allowed = losses.alp_allowed(method, n, m, 1)
+    allowed = alp_allowed(method, n, m, 1)
     expected = buckets_ref(n, m)
     if method == "alp_po":
         expected = [list(range(max(0, b[0] - 1), min(n, b[-1] + 2))) for b in expected]
@@ -344,9 +356,8 @@ def test_alp_attention_stays_in_bucket(method, n, m):
 
 
 def test_alp_allowed_plain_and_unknown():
-    assert losses.alp_allowed("alp", 6, 2) is None
-    with pytest.raises(ValueError):
-        losses.alp_allowed("pkd", 6, 2)
+    assert alp_allowed("alp", 6, 2) is None
+    assert methods.get("pkd").attention is None  # no attention over teacher layers
 
 
 # --- buckets -------------------------------------------------------------------------------------------
@@ -420,7 +431,7 @@ def rail_pairs_of(b) -> list[int]:
 def call(method, p, b, grad=False):
     tensors = {k: t64(v, grad) for k, v in b.items() if k != "labels"}
     labels = torch.tensor(b["labels"]) if b["labels"].dtype.kind == "i" else torch.tensor(b["labels"], dtype=torch.float64)
-    total, terms = losses.distillation_loss(method, p, tensors["logits"], labels, tensors["student_states"],
+    total, terms = distillation_loss(method, p, tensors["logits"], labels, tensors["student_states"],
                                             tensors["teacher_logits"], tensors["teacher_states"], None,
                                             rail_pairs_of(b) if method == "rail" else None,
                                             assistant_logits=tensors["assistant_logits"], guides_kept=guides_kept_of(b),
@@ -502,7 +513,7 @@ def test_no_gradient_reaches_the_teacher(method):
     assert t["teacher_states"].grad is None
     assert t["assistant_logits"].grad is None
     assert t["logits"].grad is not None and t["logits"].grad.abs().sum() > 0
-    if method in losses.LAYER_METHODS:
+    if methods.get(method).states:
         assert t["student_states"].grad is not None and t["student_states"].grad.abs().sum() > 0
 
 
@@ -513,10 +524,10 @@ def test_distillation_loss_tokens_uses_the_mask(method):
     mask = np.ones((4, 5), dtype=int)
     mask[0, 3:] = mask[2, 1:] = 0
     tensors = {k: t64(v) for k, v in b.items() if k != "labels"}
-    total, terms = losses.distillation_loss(method, p, tensors["logits"], torch.tensor(b["labels"]),
+    total, terms = distillation_loss(method, p, tensors["logits"], torch.tensor(b["labels"]),
                                             tensors["student_states"], tensors["teacher_logits"],
                                             tensors["teacher_states"], torch.tensor(mask))
-    allowed = None if method == "alp" else losses.alp_allowed(method, 6, 2, p.alp_overlap).numpy()
+    allowed = None if method == "alp" else alp_allowed(method, 6, 2, p.alp_overlap).numpy()
     close(terms["alp"], alp_ref(b["student_states"], b["teacher_states"], allowed, p.alp_scale, mask)[0])
 
 
@@ -527,7 +538,7 @@ def test_pkd_with_token_states_matches_cls_vectors(method, layers):
     b = make_batch(m=2, n=6, tokens=True)
     mask = torch.ones(4, 5, dtype=torch.long)
     tensors = {k: t64(v) for k, v in b.items() if k != "labels"}
-    _, terms = losses.distillation_loss(method, p, tensors["logits"], torch.tensor(b["labels"]),
+    _, terms = distillation_loss(method, p, tensors["logits"], torch.tensor(b["labels"]),
                                         tensors["student_states"], tensors["teacher_logits"],
                                         tensors["teacher_states"], mask)
     close(terms[method], pkd_ref(b["student_states"][:, 0], b["teacher_states"][:, 0], layers))
@@ -567,7 +578,7 @@ def test_rail_pairs_must_cover_the_intermediate_student_layers():
     t = {k: t64(v) for k, v in b.items() if k != "labels"}
     args = (t["logits"], torch.tensor(b["labels"]), t["student_states"], t["teacher_logits"], t["teacher_states"], None)
     with pytest.raises(ValueError, match="pairs the 2 intermediate student layers: got 3"):
-        losses.distillation_loss("rail", params(), *args, [0, 1, 2])
+        distillation_loss("rail", params(), *args, [0, 1, 2])
 
 
 def test_rail_loss_ignores_norms_and_needs_a_draw():
@@ -575,7 +586,7 @@ def test_rail_loss_ignores_norms_and_needs_a_draw():
     s, t = t64(b["student_states"]), t64(b["teacher_states"])
     close(losses.rail_loss(3 * s, 0.5 * t, [1, 3]), losses.rail_loss(s, t, [1, 3]))
     with pytest.raises(ValueError, match="rail_pairs"):
-        call_without_pairs = losses.distillation_loss
+        call_without_pairs = distillation_loss
         call_without_pairs("rail", params(), t64(b["logits"]), torch.tensor(b["labels"]), s,
                            t64(b["teacher_logits"]), t)
 
@@ -803,7 +814,7 @@ def test_ceskd_loss_with_one_shared_expert_is_kd(classes):
 
 
 # --- teacher assistants: the objectives ----------------------------------------------------------------
-@pytest.mark.parametrize("method", losses.ASSISTED_METHODS)
+@pytest.mark.parametrize("method", ASSISTED_METHODS)
 @pytest.mark.parametrize("classes,assistants", [(3, 1), (2, 2), (1, 3)])
 def test_assisted_objectives_values_and_gradients(method, classes, assistants):
     """(1-a) CE + a term, by hand; the student's gradient by hand; TAKD sees only the nearest assistant."""
@@ -840,16 +851,16 @@ def test_dgkd_with_every_guide_but_the_teacher_dropped_and_ceskd_all_teacher():
     b = make_batch(assistants=2)
     t = {k: t64(v) for k, v in b.items() if k != "labels"}
     args = (p, t["logits"], torch.tensor(b["labels"]), None, t["teacher_logits"], None, None, None)
-    kd, _ = losses.distillation_loss("kd", *args)
-    dgkd, _ = losses.distillation_loss("dgkd", *args, assistant_logits=t["assistant_logits"],
+    kd, _ = distillation_loss("kd", *args)
+    dgkd, _ = distillation_loss("dgkd", *args, assistant_logits=t["assistant_logits"],
                                        guides_kept=[False, False, True])
-    ceskd, _ = losses.distillation_loss("ceskd", *args, assistant_logits=t["assistant_logits"],
+    ceskd, _ = distillation_loss("ceskd", *args, assistant_logits=t["assistant_logits"],
                                         experts=torch.full((4,), 2))
     close(dgkd, kd)
     close(ceskd, kd)
 
 
-@pytest.mark.parametrize("method", losses.ASSISTED_METHODS)
+@pytest.mark.parametrize("method", ASSISTED_METHODS)
 def test_assisted_methods_need_an_assistant(method):
     b = make_batch()
     t = {k: t64(v) for k, v in b.items() if k != "labels"}
@@ -857,20 +868,30 @@ def test_assisted_methods_need_an_assistant(method):
     message = f"method '{method}' needs at least one teacher assistant: a deeper student depth"
     for assistants in (None, t["assistant_logits"][:0]):
         with pytest.raises(ValueError, match=message):
-            losses.distillation_loss(method, *args, assistant_logits=assistants, guides_kept=[True],
+            distillation_loss(method, *args, assistant_logits=assistants, guides_kept=[True],
                                      experts=torch.zeros(4, dtype=torch.long))
 
 
-def test_dgkd_and_ceskd_need_their_draws():
+def test_dgkd_and_ceskd_draw_from_the_run_when_not_given():
+    """Without a given draw, DGKD keeps the guides of (seed, step) and CES-KD gives each row its epoch's expert."""
     b = make_batch(assistants=2)
     t = {k: t64(v) for k, v in b.items() if k != "labels"}
-    args = (params(), t["logits"], torch.tensor(b["labels"]), None, t["teacher_logits"], None, None, None)
-    with pytest.raises(ValueError, match=r"guides_kept = dgkd_keep"):
-        losses.distillation_loss("dgkd", *args, assistant_logits=t["assistant_logits"])
+    p, labels = params(), torch.tensor(b["labels"])
+    common = dict(teacher_logits=t["teacher_logits"], assistant_logits=t["assistant_logits"], seed=7, step=3)
+    drawn, _ = methods.distillation_loss("dgkd", p, methods.Batch(t["logits"], labels, **common))
+    given, _ = distillation_loss("dgkd", p, t["logits"], labels, None, t["teacher_logits"], None, None, None,
+                                 t["assistant_logits"], losses.dgkd_keep(3, 7, 3, p.dgkd_drop))
+    close(drawn, float(given))
     with pytest.raises(ValueError, match=r"3 guides \(2 assistants and the teacher\): got 2 entries"):
-        losses.distillation_loss("dgkd", *args, assistant_logits=t["assistant_logits"], guides_kept=[True, True])
-    with pytest.raises(ValueError, match=r"experts = ces_experts"):
-        losses.distillation_loss("ceskd", *args, assistant_logits=t["assistant_logits"])
+        distillation_loss("dgkd", p, t["logits"], labels, None, t["teacher_logits"], None, None, None,
+                          t["assistant_logits"], [True, True])
+    difficulty, rows = np.arange(10.0), torch.tensor([0, 9, 4, 5])
+    drawn, _ = methods.distillation_loss("ceskd", p, methods.Batch(t["logits"], labels, rows=rows, epochs=1,
+                                                                   difficulty=difficulty, **common))
+    experts = torch.from_numpy(losses.ces_experts(difficulty, 3, 0, 1)[rows.numpy()])
+    given, _ = distillation_loss("ceskd", p, t["logits"], labels, None, t["teacher_logits"], None, None, None,
+                                 t["assistant_logits"], experts=experts)
+    close(drawn, float(given))
 
 
 # --- duplicates: the same objective, numerically ---------------------------------------------------------
@@ -894,7 +915,7 @@ def test_same_objective_is_numerically_the_same(method, n, m, overrides, same):
     """`same_objective` against the objectives themselves: equal totals on random batches when it names another
     method, different totals from each simpler candidate when it names the method itself."""
     p = params(**overrides)
-    assert losses.same_objective(method, n, m, p) == same
+    assert methods.same_objective(method, n, m, p) == same
     b = make_batch(m=m, n=n)
     a, _, _ = call(method, p, b)
     if same != method:
@@ -924,9 +945,9 @@ def test_loss_terms_are_float32_under_bf16_autocast(method):
     extra = lambda ts: dict(assistant_logits=ts["assistant_logits"], guides_kept=guides_kept_of(b),  # noqa: E731
                             experts=torch.tensor(experts_of(b)))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        _, got = losses.distillation_loss(method, p, *args(bf), **extra(bf))
+        _, got = distillation_loss(method, p, *args(bf), **extra(bf))
     f32 = {k: v.float() for k, v in bf.items()}
-    _, ref = losses.distillation_loss(method, p, *args(f32), **extra(f32))
+    _, ref = distillation_loss(method, p, *args(f32), **extra(f32))
     for k in ref:
         if k == "ce":  # the task loss follows autocast like the model; the distillation terms do not
             continue

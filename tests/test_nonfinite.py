@@ -5,6 +5,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
+from alpkd import methods
 from alpkd.distill import DistillTrainer, training_args
 from helpers import distill_params
 
@@ -14,7 +15,8 @@ def _trainer(tmp_path, smoke_params, method):
     model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
                                                      num_attention_heads=2, intermediate_size=32, num_labels=2))
     args = training_args(smoke_params.distill, smoke_params.runtime, tmp_path, seed=0)
-    return model, DistillTrainer(model=model, args=args, method=method, distill_params=distill_params())
+    objective = methods.objective(method, distill_params())
+    return model, DistillTrainer(model=model, args=args, objective=objective, label=method)
 
 
 def _inputs(teacher_logits):

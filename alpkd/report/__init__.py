@@ -38,26 +38,23 @@ from ..paths import Layout
 from .collect import (COLUMNS, REQUIRED, SPLIT_COLUMNS, collect, duplicates, further_splits, load_attention,
                       load_logs, load_predictions, missing_runs, record_problem, runs_of, select, shown_columns,
                       teacher_run, undefined)
-from .comparisons import (BASELINES, CHALLENGERS, EXTRA_PAIRS, SIG_COLUMNS, cell_intervals, comparisons,
-                          detectable_gaps, significance, significance_table)
+from .comparisons import SIG_COLUMNS, cell_intervals, comparisons, detectable_gaps, significance, significance_table
 from .figures import plot_tables, write_figures
 from .files import rounded, write_numbers, write_plot_tables, write_text
-from .markdown import (METRIC_ABBREVIATIONS, TEXT_COLUMNS, _attention_lines, _duplicate_lines, _figure_lines,
-                       _interval_lines, _missing_lines, _preamble, _results_lines, _significance_lines,
-                       _skipped_lines, _undefined_lines, markdown_table)
-from .tables import (ALP_FAMILY, AVERAGE, FLAG, SUMMARY_COLUMNS, attention_summary, format_cell, results_table,
+from .markdown import METRIC_ABBREVIATIONS, TEXT_COLUMNS, markdown_table, results_markdown
+from .tables import (AVERAGE, FLAG, SUMMARY_COLUMNS, attention_summary, format_cell, results_table,
                      summarise, trivial_row)
 
-__all__ = ["ALP_FAMILY", "AVERAGE", "BASELINES", "CHALLENGERS", "COLUMNS", "EXTRA_PAIRS", "FLAG",
+__all__ = ["AVERAGE", "COLUMNS", "FLAG",
            "METRIC_ABBREVIATIONS", "REQUIRED", "SIG_COLUMNS", "SPLIT_COLUMNS", "SUMMARY_COLUMNS", "TEXT_COLUMNS",
            "attention_summary", "cell_intervals", "collect", "comparisons", "detectable_gaps", "duplicates",
            "format_cell", "further_splits", "load_attention", "load_logs", "load_predictions", "markdown_table",
-           "missing_runs", "plot_tables", "record_problem", "results_table", "runs_of", "select", "shown_columns",
+           "missing_runs", "plot_tables", "record_problem", "records_of", "results_table", "runs_of", "select", "shown_columns",
            "significance", "significance_csv", "significance_table", "summarise", "teacher_run", "trivial_row", "undefined",
            "write_report", "write_text"]
 
 
-def _records(params, root: Path, skipped: list) -> tuple:
+def records_of(params, root: Path, skipped: list) -> tuple:
     """(every record, those of this grid, the cells that repeat another method's, the cells not defined)."""
     tasks, depths, methods = list(params.data.tasks), list(params.student.depths), list(params.distill.methods)
     collected = collect(root, params.profile, skipped)
@@ -70,7 +67,7 @@ def _records(params, root: Path, skipped: list) -> tuple:
 def significance_csv(params, root: str | Path = ".") -> str:
     """The text of `report/significance.csv`, recomputed from the metrics records and predictions under `root`
     alone (what `write_report` writes there, byte for byte)."""
-    _, records, dups, undef = _records(params, Path(root), [])
+    _, records, dups, undef = records_of(params, Path(root), [])
     return rounded(significance(params, root, records, skipped=dups | undef)).to_csv(index=False)
 
 
@@ -85,7 +82,7 @@ def write_report(params, root: str | Path = ".") -> dict:
     methods, seeds, teacher_seeds = list(params.distill.methods), list(params.distill.seeds), list(params.teacher.seeds)
     # what the runs left behind
     skipped = []  # (file, why) of the records not counted
-    collected, records, dups, undef = _records(params, root, skipped)
+    collected, records, dups, undef = records_of(params, root, skipped)
     columns = shown_columns(tasks, collected)  # + MNLI's mismatched set, shown but not averaged
     further = select(collected, [c for c in columns if c not in tasks], depths, methods, seeds, teacher_seeds)
     student_runs = runs_of(records[records["role"] == "student"])
@@ -112,12 +109,7 @@ def write_report(params, root: str | Path = ".") -> dict:
     intervals = cell_intervals(records)
     files = {p.stem: p for p in figures} | write_numbers(out, shown, methods, trivial_shown, sig, attention, intervals)
     files |= write_plot_tables(out / "plots", plot_tables(records, summary, logs, tasks, depths, methods))
-    sections = [_preamble(params, records, skipped), _skipped_lines(skipped), _results_lines(table, headline, extra),
-                _duplicate_lines(dups, methods),
-                _undefined_lines(undef, params),
-                _significance_lines(sig), _interval_lines(intervals), _attention_lines(attention),
-                _missing_lines(missing),
-                _figure_lines(figures)]
-    files["results.md"] = write_text(out / "results.md", "\n".join(line for lines in sections for line in lines))
+    files["results.md"] = write_text(out / "results.md", results_markdown(
+        params, records, skipped, table, headline, extra, dups, undef, sig, intervals, attention, missing, figures))
     return {"table": table, "summary": summary, "significance": sig, "attention": attention, "missing": missing,
             "files": files}

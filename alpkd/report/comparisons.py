@@ -9,37 +9,18 @@ import numpy as np
 import pandas as pd
 
 from .collect import load_predictions, runs_of
+from .. import methods as meth
+from ..methods import label
 
-
-BASELINES = ("nokd", "kd", "pkd")  # what each layer-mapping method is compared with
-
-
-CHALLENGERS = ("alp", "alp_no", "alp_po", "alp_scaled", "rail")
-
-
-# the controls of ALP's premise (any matching against a mapping chosen against it), and the teacher-assistant
-# methods against KD (what they add to it) and against each other
-EXTRA_PAIRS = (("reverse", "kd"), ("all_to_one", "kd"), ("pkd", "reverse"), ("alp", "reverse"), ("alp", "all_to_one"),
-               ("takd", "kd"), ("dgkd", "kd"), ("ceskd", "kd"), ("dgkd", "takd"), ("ceskd", "takd"),
-               ("ceskd", "dgkd"))
 
 
 SIG_COLUMNS = ["layers", "method", "baseline", "gap", "low", "high", "p_value", "p_adjusted", "n_tasks", "n_seeds",
                "n_teachers", "df"]
 
 
-def comparisons(methods: list[str]) -> list[tuple[str, str]]:
-    """(A, B) pairs the report tests: each layer-mapping method against each baseline, scaled ALP against the
-    paper's unscaled ALP, the baselines among themselves (KD against NO-KD, PKD against both: the
-    well-replicated effects a run must see before it can judge ALP's finer claim), the matching controls
-    (reverse and all-to-one against KD, PKD and ALP) and the teacher-assistant methods (against KD and each
-    other)."""
-    pairs = [(a, b) for a in CHALLENGERS if a in methods for b in BASELINES if b in methods]
-    if "alp_scaled" in methods and "alp" in methods:
-        pairs.append(("alp_scaled", "alp"))
-    pairs += [(a, b) for a, b in (("kd", "nokd"), ("pkd", "nokd"), ("pkd", "kd"), *EXTRA_PAIRS)
-              if a in methods and b in methods]
-    return pairs
+comparisons = meth.comparisons  # (A, B) pairs the report tests: each method against those it is declared to be
+# compared with (the layer-mapping methods against the baselines, the baselines among themselves: the well-replicated
+# effects a run must see before it can judge ALP's finer claim, the matching controls, the teacher-assistant methods)
 
 
 def paired_items(params, root: str | Path, records: pd.DataFrame, depth: int, a: str, b: str) -> list[dict]:
@@ -100,11 +81,9 @@ def significance(params, root: str | Path, records: pd.DataFrame, skipped=()) ->
 
 
 def significance_table(sig: pd.DataFrame) -> pd.DataFrame:
-    from ..plots import method_label
-
     return pd.DataFrame({
         "layers": sig["layers"],
-        "comparison": [f"{method_label(a)} − {method_label(b)}" for a, b in zip(sig["method"], sig["baseline"])],
+        "comparison": [f"{label(a)} − {label(b)}" for a, b in zip(sig["method"], sig["baseline"])],
         "gap": [f"{g:+.1f}" for g in sig["gap"]],
         "95% interval": [f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(sig["low"], sig["high"])],
         "p": [f"{p:.3f}" for p in sig["p_value"]],
@@ -113,7 +92,7 @@ def significance_table(sig: pd.DataFrame) -> pd.DataFrame:
         "teachers": sig["n_teachers"],
         "seeds": sig["n_seeds"],
         "df": [f"{d:.1f}" for d in sig["df"]],
-        "verdict": [("within noise" if p >= 0.05 else (f"{method_label(a)} better" if g > 0 else f"{method_label(a)} worse"))
+        "verdict": [("within noise" if p >= 0.05 else (f"{label(a)} better" if g > 0 else f"{label(a)} worse"))
                     for a, g, p in zip(sig["method"], sig["gap"], sig["p_adjusted"])],
     })
 
@@ -145,6 +124,6 @@ def cell_intervals(records: pd.DataFrame) -> pd.DataFrame:
 def detectable_gaps(sig: pd.DataFrame) -> pd.DataFrame:
     """Per depth, the ALP − KD gap and the half-width of its 95% interval: gaps smaller than the half-width
     cannot be told from noise by this run (teachers, students and validation sentences, each counted once)."""
-    rows = sig[(sig["method"] == "alp") & (sig["baseline"] == "kd")]
+    rows = sig[(sig["method"] == meth.PAPER) & (sig["baseline"] == meth.PAPER_BASELINE)]
     return pd.DataFrame({"layers": rows["layers"], "gap": rows["gap"],
                          "half_width": (rows["high"] - rows["low"]) / 2}).reset_index(drop=True)

@@ -9,7 +9,8 @@ import pandas as pd
 from ..paths import Run
 from .collect import runs_of
 from .files import remove_stale
-from .tables import ALP_FAMILY, AVERAGE
+from .. import methods as meth
+from .tables import AVERAGE
 
 
 def write_figures(params, records: pd.DataFrame, summary: pd.DataFrame, trivial: dict, headline: dict,
@@ -24,17 +25,18 @@ def write_figures(params, records: pd.DataFrame, summary: pd.DataFrame, trivial:
     if not student_summary.empty:
         # the average panel only where it averages something: with one task it repeats that task's
         panels = [t for t in [*tasks, *([AVERAGE] if len(tasks) > 1 else [])] if (student_summary["task"] == t).any()]
-        fig = plots.score_vs_depth(student_summary, teacher_scores, panels, headline, trivial)
+        fig = plots.score_vs_depth(student_summary, teacher_scores, panels, headline, trivial, meth.looks(methods))
         written.append(plots.save(fig, figures / "scores_vs_depth.png"))
     for task in tasks:
-        written += _attention_figures(records, task, depths, [m for m in methods if m in ALP_FAMILY], maps, figures)
-        written += _curves_figure(records, task, depths, logs, figures)
+        written += _attention_figures(records, task, depths, [m for m in methods if meth.get(m).attention], maps,
+                                      figures, meth.looks(methods))
+        written += _curves_figure(records, task, depths, logs, figures, meth.looks(methods))
     remove_stale(figures, "*.png", keep=written)
     return written
 
 
 def _attention_figures(records: pd.DataFrame, task: str, depths: list[int], alp_methods: list[str],
-                       maps: dict[Run, dict], figures: Path) -> list[Path]:
+                       maps: dict[Run, dict], figures: Path, looks: dict) -> list[Path]:
     """The task's ALP attention maps (mean over seeds), and the first seed's attention during training."""
     from .. import plots
 
@@ -52,21 +54,19 @@ def _attention_figures(records: pd.DataFrame, task: str, depths: list[int], alp_
         shown = [d for d in depths if any(k[0] == d for k in by_cell)]
         shown_methods = [m for m in alp_methods if any(k[1] == m for k in by_cell)]
         fig = plots.attention_grid(by_cell, shown, shown_methods, f"{task}: ALP attention over teacher layers"
-                                   + teacher_note + ", mean over seeds")
+                                   + teacher_note + ", mean over seeds", looks)
         written.append(plots.save(fig, figures / f"attention_{task}.png"))
     if history:
-        fig = plots.attention_history(history, f"{task}: attention during training (first seed, fixed batch)")
+        fig = plots.attention_history(history, f"{task}: attention during training (first seed, fixed batch)", looks)
         written.append(plots.save(fig, figures / f"attention_history_{task}.png"))
     return written
 
 
-CONTROLS = ("reverse", "all_to_one")  # their layer term (x pkd_beta) runs to hundreds: drawn on axes of their own
-
-
 def _curves_figure(records: pd.DataFrame, task: str, depths: list[int], logs: dict[str, pd.DataFrame],
-                   figures: Path) -> list[Path]:
+                   figures: Path, looks: dict) -> list[Path]:
     """The task's training loss: a panel for the teachers (a line each), and per student depth one for the
-    paper's methods and one for the controls (a line per method, the mean over its seeds)."""
+    paper's methods and one for the controls (a line per method, the mean over its seeds): the controls' layer term
+    (x pkd_beta) runs to hundreds, so they are drawn on axes of their own."""
     from .. import plots
 
     task_runs = records[(records["role"] == "student") & (records["task"] == task)]
@@ -77,14 +77,14 @@ def _curves_figure(records: pd.DataFrame, task: str, depths: list[int], logs: di
     panel_runs = {"teachers": teacher_runs}
     for d in depths:
         at_depth = task_runs[task_runs["depth"] == d]
-        control = at_depth["method"].isin(CONTROLS)
+        control = at_depth["method"].isin(meth.of_family("control", list(at_depth["method"])))
         if (~control).any():
             panel_runs[f"{d} layer(s)"] = list(at_depth.loc[~control, "run"])
         if control.any():
             panel_runs[f"{d} layer(s): controls"] = list(at_depth.loc[control, "run"])
     method_of = dict(zip(task_runs["run"], task_runs["method"])) | dict(zip(teachers["run"], teachers["run"]))
     labels = {r: f"teacher s{int(s)}" for r, s in zip(teachers["run"], teachers["seed"])}
-    fig = plots.training_curves(logs, panel_runs, "loss", method_of, labels)
+    fig = plots.training_curves(logs, panel_runs, "loss", method_of, labels, looks)
     plots.suptitle(fig, f"{task}: training loss (students: mean over seeds, band: lowest to highest seed)")
     return [plots.save(fig, figures / f"curves_{task}.png")]
 

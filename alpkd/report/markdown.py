@@ -8,6 +8,9 @@ import pandas as pd
 
 from .comparisons import detectable_gaps, significance_table
 from .tables import FLAG
+from .. import methods as meth
+from ..methods import label
+
 
 METRIC_ABBREVIATIONS = {"accuracy": "acc", "f1": "F1", "matthews": "MCC", "pearson": "Pearson r",
                         "spearman": "Spearman", "accuracy_matched": "acc-m",
@@ -92,8 +95,6 @@ def _results_lines(table: pd.DataFrame, headline: dict[str, str], extra: list[st
 
 def _duplicate_lines(dups: dict, methods: list[str]) -> list[str]:
     """The cells not run because their objective is another method's at that depth."""
-    from ..plots import method_label
-
     if not dups:
         return []
     by_pair = {}
@@ -101,23 +102,20 @@ def _duplicate_lines(dups: dict, methods: list[str]) -> list[str]:
         by_pair.setdefault((depth, method, rec["same_as"]), []).append(task)
     return ["Not run twice (the same objective as another method at that depth, so shown once, under "
             "that method): " + "; ".join(
-                f"{method_label(m)} at {d} layer(s) = {method_label(t)}"
+                f"{label(m)} at {d} layer(s) = {label(t)}"
                 + ("" if t in methods else f" (not in distill.methods: add `{t}` to see it)")
-                + (" (PKD without the last layer matches no layer)" if m == "pkd" else
-                   " (one bucket holding every teacher layer)" if m in ("alp_no", "alp_po") else "")
+                + meth.get(m).same_note
                 for (d, m, t) in sorted(by_pair)), ""]
 
 
 def _undefined_lines(undef: dict, params) -> list[str]:
     """The cells of methods not defined at a depth: the teacher-assistant methods at the largest depth."""
-    from ..plots import method_label
-
     if not undef:
         return []
     cells = sorted({(d, m) for (_, d, m) in undef})
     return ["Not defined (no teacher assistant: no student depth is deeper): " + "; ".join(
-        f"{method_label(m)} at {d} layer(s)" for d, m in cells) + f". The assistants of the other depths are "
-        f"the {method_label(params.distill.assistant)} students of the same seed at every deeper depth.", ""]
+        f"{label(m)} at {d} layer(s)" for d, m in cells) + f". The assistants of the other depths are "
+        f"the {label(params.distill.assistant)} students of the same seed at every deeper depth.", ""]
 
 
 def _significance_lines(sig: pd.DataFrame) -> list[str]:
@@ -162,8 +160,6 @@ def _significance_lines(sig: pd.DataFrame) -> list[str]:
 
 
 def _interval_lines(intervals: pd.DataFrame) -> list[str]:
-    from ..plots import method_label
-
     shown = intervals.dropna(subset=["low"])
     if not len(shown):
         return []
@@ -176,7 +172,7 @@ def _interval_lines(intervals: pd.DataFrame) -> list[str]:
         "in 20 (`report/intervals.csv`).",
         "",
         markdown_table(pd.DataFrame({
-            "layers": shown["layers"], "method": [method_label(m) for m in shown["method"]], "task": shown["task"],
+            "layers": shown["layers"], "method": [label(m) for m in shown["method"]], "task": shown["task"],
             "mean": [f"{v:.1f}" for v in shown["mean"]],
             "95% interval": [f"[{lo:.1f}, {hi:.1f}]" for lo, hi in zip(shown["low"], shown["high"])],
             "teachers": shown["n_teachers"], "seeds": shown["n_seeds"]})),
@@ -185,10 +181,8 @@ def _interval_lines(intervals: pd.DataFrame) -> list[str]:
 
 
 def _attention_table(att: pd.DataFrame) -> pd.DataFrame:
-    from ..plots import method_label
-
     return pd.DataFrame({
-        "task": att["task"], "layers": att["layers"], "method": [method_label(m) for m in att["method"]],
+        "task": att["task"], "layers": att["layers"], "method": [label(m) for m in att["method"]],
         "score": [f"{v:.1f}" for v in att["score"]],
         "entropy (bits)": [f"{e:.2f}" + ("" if pd.isna(sd) else f" ± {sd:.2f}")
                            for e, sd in zip(att["entropy_bits"], att["entropy_std"])],
@@ -250,3 +244,13 @@ def _examples(params) -> str:
     if n == t:
         return f"teacher and students {teacher}"
     return f"teacher {teacher}, students the first {n:,} of the teacher's"
+
+
+def results_markdown(params, records, skipped, table, headline, extra, dups, undef, sig, intervals, attention, missing,
+                     figures) -> str:
+    """The text of report/results.md, section after section."""
+    sections = [_preamble(params, records, skipped), _skipped_lines(skipped), _results_lines(table, headline, extra),
+                _duplicate_lines(dups, list(params.distill.methods)), _undefined_lines(undef, params),
+                _significance_lines(sig), _interval_lines(intervals), _attention_lines(attention), _missing_lines(missing),
+                _figure_lines(figures)]
+    return "\n".join(line for lines in sections for line in lines)

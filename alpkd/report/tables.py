@@ -7,6 +7,9 @@ import pandas as pd
 
 from ..paths import Run
 from .collect import runs_of
+from .. import methods as meth
+from ..methods import label
+
 
 
 AVERAGE = "average"
@@ -84,8 +87,6 @@ def results_table(summary: pd.DataFrame, tasks: list[str], depths: list[int], me
     """Rows: the trivial predictor, the teacher(s), then each student depth (as configured) and method
     (cells in `skipped`, the same objective as another method, left out; cells in `undefined`, a method not
     defined at that depth, say so); columns: tasks, average."""
-    from ..plots import method_label
-
     index = {(r.role, r.layers, r.method, r.task): r for r in summary.itertuples(index=False)}
     rows = []
     if trivial is not None:
@@ -100,7 +101,7 @@ def results_table(summary: pd.DataFrame, tasks: list[str], depths: list[int], me
     keys += [("student", int(d), m) for d in depths for m in methods
              if not all((t, d, m) in skipped for t in own)]
     for role, layers, method in keys:
-        row = {"layers": layers, "method": "teacher" if role == "teacher" else method_label(method)}
+        row = {"layers": layers, "method": "teacher" if role == "teacher" else label(method)}
         for task in [*tasks, AVERAGE]:
             r = index.get((role, layers, method, task))
             none = "not defined" if all((t, layers, method) in undefined for t in own) and role == "student" else "–"
@@ -109,14 +110,12 @@ def results_table(summary: pd.DataFrame, tasks: list[str], depths: list[int], me
     return pd.DataFrame(rows, columns=["layers", "method", *tasks, AVERAGE])
 
 
-ALP_FAMILY = ("alp", "alp_no", "alp_po", "alp_scaled")
-
-
 def attention_summary(records: pd.DataFrame, maps: dict[Run, dict]) -> pd.DataFrame:
     """Per ALP cell: score, mean attention entropy (bits) over the validation set, and the teacher layer each
     student layer attends to most, per seed, with whether every seed chose the same layers."""
     rows = []
-    students = records[(records["role"] == "student") & records["method"].isin(ALP_FAMILY)]
+    students = records[records["role"] == "student"]
+    students = students[students["method"].map(lambda m: meth.get(m).attention is not None).astype(bool)]
     for (task, depth, method), group in students.groupby(["task", "depth", "method"], sort=False):
         recs = [maps.get(r) for r in runs_of(group)]
         recs = [r for r in recs if r is not None]
