@@ -43,6 +43,12 @@ def _unique_list(values: list, key: str) -> list:
     return values
 
 
+NAME_MAX = 255  # bytes in one file or folder name (ext4, XFS, APFS, NTFS: 255)
+# what the longest file name built from a task name adds to it: `.<task>-<depth>-<method>-s<seed>.tmp-<pid>` with a
+# two-digit depth, a method name of up to 40 characters, a ten-digit seed and a seven-digit process id
+TASK_NAME_MAX = NAME_MAX - len(".-99--s4294967295.tmp-4194304") - 40
+
+
 class _Section(BaseModel):
     # inf and nan are floats too: a learning rate of .inf passes `gt=0` and ends as a NaN loss
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -245,6 +251,10 @@ class Params(_Section):
     def _task_names(self) -> "Params":
         # a task name becomes folder and file names (models/<task>/<task>-<depth>-...) and dvc.yaml keys
         for name in self.custom_tasks:
+            if len(name) > TASK_NAME_MAX:
+                raise ValueError(f"custom_tasks.{name[:24]}...: the task name is {len(name)} characters; allowed: at "
+                                 f"most {TASK_NAME_MAX} (it becomes part of file names such as `.<task>-<depth>-"
+                                 f"<method>-s<seed>.tmp-<pid>`, and a file system allows {NAME_MAX} bytes per name)")
             if not re.fullmatch(r"[A-Za-z0-9_]+", name):
                 raise ValueError(f"custom_tasks.{name}: the task name {name!r} is not allowed; use letters, "
                                  "digits and underscores only (e.g. my_task)")

@@ -5,6 +5,7 @@ DVC's tracked parameters never disagree; what then has the wrong type is one lin
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -112,3 +113,154 @@ def test_no_module_reads_yaml_another_way():
             continue
         text = path.read_text()
         assert "import yaml" not in text and "ruamel" not in text, path
+
+
+# --- data files: values read as written, limits named, file-system faults named ---------------------------------
+
+def _task(tmp_path: Path, body: str | None, suffix: str = ".csv", num_labels: int = 2, name: str = "reviews",
+          columns: tuple[str, ...] = ("text",)):
+    """A custom task whose training and validation file is `train<suffix>` holding `body` (None: not written)."""
+    raw = yaml.safe_load(SMOKE_TEXT)
+    path = tmp_path / f"train{suffix}"
+    if body is not None:
+        path.write_text(body)
+    metrics = ["pearson"] if num_labels == 1 else ["accuracy"]
+    raw["custom_tasks"] = {name: {"train": str(path), "validation": str(path), "text_columns": list(columns),
+                                  "num_labels": num_labels, "metrics": metrics}}
+    raw["data"]["tasks"] = [name]
+    return config.validate(raw).task(name)
+
+
+@pytest.mark.parametrize("suffix, sep", [(".csv", ","), (".tsv", "\t")])
+@pytest.mark.parametrize("bad", ["nan", "NaN", "inf", "-inf", "Infinity"])
+def test_non_finite_regression_target_is_named_at_its_line(tmp_path, suffix, sep, bad):
+    from alpkd import data
+
+    body = f"text{sep}label\n" + "".join(f"t{i}{sep}{y}\n" for i, y in enumerate(["1.5", "2", "0.25", bad, "3"]))
+    message = str(pytest.raises(data.DataError, data.load_task, _task(tmp_path, body, suffix, 1)).value)
+    assert f"line 5, column 'label': label {bad!r} is not a finite number" in message, message
+
+
+def test_non_finite_regression_target_in_json_lines_is_named(tmp_path):
+    from alpkd import data
+
+    body = '{"text": "a", "label": 1.5}\n{"text": "b", "label": 2}\n{"text": "c", "label": NaN}\n'
+    message = str(pytest.raises(data.DataError, data.load_task, _task(tmp_path, body, ".jsonl", 1)).value)
+    assert "line 3, column 'label': label nan is not a finite number" in message, message
+
+
+def test_whole_number_regression_targets_are_floats(tmp_path):
+    from alpkd import data
+
+    body = "text,label\n" + "".join(f"t{i},{i % 5}\n" for i in range(10))
+    raw = data.load_task(_task(tmp_path, body, ".csv", 1))
+    assert raw["train"].features["label"].dtype in ("float32", "float64"), raw["train"].features
+    assert raw["train"]["label"] == [float(i % 5) for i in range(10)]
+
+
+@pytest.mark.parametrize("suffix, sep", [(".csv", ","), (".tsv", "\t")])
+def test_texts_that_look_like_numbers_stay_texts(tmp_path, suffix, sep):
+    from alpkd import data
+
+    for texts in (["007", "1", "2.50", "1e5", "-0", "12", "+3", "1_000"], ["1", "True", "nan", "NA", "null", "0x1A"]):
+        body = f"text{sep}label\n" + "".join(f"{t}{sep}{i % 2}\n" for i, t in enumerate(texts))
+        raw = data.load_task(_task(tmp_path, body, suffix))
+        assert raw["train"]["text"] == texts
+
+
+def test_pair_texts_that_look_like_numbers_stay_texts(tmp_path):
+    from alpkd import data
+
+    body = "a,b,label\n1,2,0\n3,4.0,1\n5,06,0\n"
+    raw = data.load_task(_task(tmp_path, body, ".csv", columns=("a", "b")))
+    assert raw["train"]["a"] == ["1", "3", "5"] and raw["train"]["b"] == ["2", "4.0", "06"]
+
+
+def test_json_number_where_a_text_belongs_is_named(tmp_path):
+    from alpkd import data
+
+    body = '{"text": "a", "label": 1}\n{"text": "b", "label": 0}\n{"text": 5, "label": 0}\n'
+    message = str(pytest.raises(data.DataError, data.load_task, _task(tmp_path, body, ".jsonl")).value)
+    assert "line 3, column 'text'" in message and "not a text" in message, message
+
+
+@pytest.mark.parametrize("labels", [["1.0", "0.0", "1.0"], ["1", "0.0", "1"]])
+def test_labels_written_as_decimals_are_refused_at_their_line(tmp_path, labels):
+    """The label set of a classification task is the integers 0..k-1, written as such."""
+    from alpkd import data
+
+    body = "text,label\n" + "".join(f"t{i},{y}\n" for i, y in enumerate(labels))
+    message = str(pytest.raises(data.DataError, data.load_task, _task(tmp_path, body)).value)
+    line = 2 + next(i for i, y in enumerate(labels) if "." in y)
+    assert f"line {line}, column 'label'" in message and "decimal" in message, message
+
+
+def test_csv_field_longer_than_pythons_csv_limit_is_read_whole(tmp_path):
+    import csv
+
+    from alpkd import data
+
+    long = "word " * (csv.field_size_limit() // 5 + 100)
+    body = f'text,label\n"{long}",1\nshort,0\n'
+    raw = data.load_task(_task(tmp_path, body))
+    assert raw["train"]["text"] == [long, "short"]
+    assert csv.field_size_limit() == 131072  # the process's own limit is left as it was
+
+
+def test_long_task_name_is_refused_naming_the_limit():
+    raw = yaml.safe_load(SMOKE_TEXT)
+    name = "t" * 300
+    raw["custom_tasks"] = {name: {"train": "custom/a.csv", "validation": "custom/a.csv", "text_columns": ["text"],
+                                  "num_labels": 2, "metrics": ["accuracy"]}}
+    raw["data"]["tasks"] = [name]
+    message = str(pytest.raises(ConfigError, config.validate, raw).value)
+    assert "300 characters" in message and "255 bytes" in message and "at most" in message, message
+
+
+def test_task_name_at_the_limit_makes_every_path(tmp_path):
+    """The longest allowed name still makes every file name the steps write (each under 255 bytes)."""
+    from alpkd.paths import Layout, run_name
+
+    name = "t" * config.TASK_NAME_MAX
+    layout = Layout(tmp_path)
+    for path in [layout.data_source(name), layout.teacher_predictions(name, 2**32 - 1),
+                 tmp_path / f".{run_name(name, 99, 'all_to_one', 2**32 - 1)}.tmp-4194304"]:
+        assert all(len(part.encode()) <= 255 for part in path.parts), path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+
+
+def _link_cases(folder: Path) -> dict[str, tuple[Path, str]]:
+    """Each file-system fault where a file belongs, made in `folder`: (its path, what the message must say)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    self_link = folder / "self.csv"
+    self_link.symlink_to("self.csv")
+    (folder / "a.csv").symlink_to("b.csv")
+    (folder / "b.csv").symlink_to("a.csv")
+    (folder / "dangling.csv").symlink_to("gone.csv")
+    (folder / "dir.csv").mkdir()
+    os.mkfifo(folder / "fifo.csv")
+    return {"self": (self_link, "a symbolic link to itself"), "loop": (folder / "a.csv", "a symbolic link in a loop"),
+            "dangling": (folder / "dangling.csv", "a dangling symbolic link (to gone.csv"),
+            "folder": (folder / "dir.csv", "a folder, not a regular file"),
+            "fifo": (folder / "fifo.csv", "a named pipe (FIFO), not a regular file")}
+
+
+@pytest.mark.parametrize("case", ["self", "loop", "dangling", "folder", "fifo"])
+def test_data_file_fault_is_named(tmp_path, case):
+    from alpkd import data
+
+    path, what = _link_cases(tmp_path / "files")[case]
+    task = dataclasses.replace(_task(tmp_path, None), files=(("train", str(path)), ("validation", str(path))))
+    message = str(pytest.raises(data.DataError, data.load_task, task).value)
+    assert str(path) in message and what in message and "expected" in message, message
+    assert "not found" not in message, message
+
+
+@pytest.mark.parametrize("case", ["self", "loop", "dangling", "folder", "fifo"])
+def test_params_file_fault_is_named(tmp_path, case):
+    path, what = _link_cases(tmp_path / "files")[case]
+    line = one_line_error(run_cli("--params", str(path), "check", cwd=tmp_path), 2)
+    assert str(path) in line and what in line and "expected a YAML file" in line, line
+
+# an unreadable params or data file: tests/test_faults.py::test_unreadable_params_and_custom_files_are_one_line
