@@ -28,11 +28,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
 
 from . import __version__, config, preflight
+from .model_files import model_folder_problem
 from .paths import Layout, WriteError, disk_full
 
 
@@ -363,7 +365,11 @@ def _written(args, params) -> list[Path]:
 
 
 def _require_model(folder: Path, message: str) -> None:
-    # checked here, so a missing folder is not passed on to the hub as a "Repo id"
+    # checked here, so a missing folder is not passed on to the hub as a "Repo id"; a path that is there but is
+    # no folder (a file, a dangling link, a link loop), or a file of it that is no readable file, is named
+    problem = model_folder_problem(folder) if os.path.lexists(folder) else None
+    if problem:
+        raise FileNotFoundError(problem)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(message)
 

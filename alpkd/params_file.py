@@ -83,10 +83,11 @@ def _repeated_key(text: str, err) -> tuple[str, int, int]:
     return key, err.context_mark.line + 1 if err.context_mark else second, second
 
 
-def path_problem(path: str | Path, expected: str) -> str | None:
+def path_problem(path: str | Path, expected: str, folder: bool = False) -> str | None:
     """What is wrong with `path` where `expected` (in words, "a CSV file") belongs, in one phrase naming what the
     path is: a symbolic link to itself, a link loop, a dangling link, a folder, a named pipe (FIFO), a socket or
-    device, a file this user may not read, or nothing there; None when it is a readable regular file.
+    device, a file this user may not read, a name longer than the file system allows, or nothing there; None when
+    it is a readable regular file (with `folder`: a folder whose entries can be read).
 
     Checked before anything opens the path: reading a FIFO would wait forever."""
     p = Path(path)
@@ -106,15 +107,32 @@ def path_problem(path: str | Path, expected: str) -> str | None:
             return f"{p}: a part of the path above it is a file, not a folder; expected {expected}"
         if err.errno == errno.EACCES:
             return f"{p}: cannot be reached (permission denied on a folder above it); expected {expected}"
+        if err.errno == errno.ENAMETOOLONG:
+            return (f"{p}: a name in the path is longer than the file system allows ({_name_max(p)} bytes per name); "
+                    f"expected {expected}")
         return f"{p}: cannot be opened ({err.strerror}); expected {expected}"
     kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode)
             else "a socket" if stat.S_ISSOCK(st.st_mode)
-            else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else None)
-    if kind:
+            else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a file")
+    if folder and kind != "a folder":
+        return f"{p}: {kind}, not a folder; expected {expected}"
+    if folder and not os.access(p, os.R_OK | os.X_OK):
+        return f"{p}: a folder this user may not read (permission denied); expected {expected} that can be read"
+    if not folder and kind != "a file":
         return f"{p}: {kind}, not a regular file; expected {expected}"
-    if not os.access(p, os.R_OK):
+    if not folder and not os.access(p, os.R_OK):
         return f"{p}: a file this user may not read (permission denied); expected {expected} that can be read"
     return None
+
+
+def _name_max(path: Path) -> int:
+    """The longest file name (bytes) of the file system holding `path`'s nearest existing folder (255 if unknown)."""
+    for folder in path.absolute().parents:
+        try:
+            return os.pathconf(folder, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            continue
+    return 255
 
 
 def file_problem(path: str | Path, err: OSError, expected: str) -> str:

@@ -264,3 +264,109 @@ def test_params_file_fault_is_named(tmp_path, case):
     assert str(path) in line and what in line and "expected a YAML file" in line, line
 
 # an unreadable params or data file: tests/test_faults.py::test_unreadable_params_and_custom_files_are_one_line
+
+
+# --- model files: the label check reads every weights layout; a model folder's faults named -------------------
+
+def _teacher_files(folder: Path, outputs: int, layout: str) -> Path:
+    """A folder with a tokenizer and weights whose classifier has `outputs` rows, saved as `layout`:
+    safetensors, sharded safetensors, .bin or sharded .bin."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    (folder / "config.json").write_text(json.dumps({"num_hidden_layers": 2, "max_position_embeddings": 512}))
+    parts = [{"bert.embeddings.weight": torch.zeros(3, 4)},
+             {"classifier.weight": torch.ones(outputs, 4), "classifier.bias": torch.zeros(outputs)}]
+    if layout == "safetensors":
+        save_file({**parts[0], **parts[1]}, str(folder / "model.safetensors"))
+    elif layout == "bin":
+        torch.save({**parts[0], **parts[1]}, folder / "pytorch_model.bin")
+    else:
+        suffix = "safetensors" if layout == "sharded-safetensors" else "bin"
+        names = [f"model-0000{k + 1}-of-00002.{suffix}" for k in range(2)]
+        for name, part in zip(names, parts):
+            save_file(part, str(folder / name)) if suffix == "safetensors" else torch.save(part, folder / name)
+        index = "model.safetensors.index.json" if suffix == "safetensors" else "pytorch_model.bin.index.json"
+        weight_map = {k: name for name, part in zip(names, parts) for k in part}
+        (folder / index).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return folder
+
+
+LAYOUTS = ["safetensors", "sharded-safetensors", "bin", "sharded-bin"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_label_check_reads_every_weights_layout(tmp_path, layout):
+    from alpkd.model_files import teacher_folder_problem
+
+    folder = _teacher_files(tmp_path / "teacher", 3, layout)
+    problem = teacher_folder_problem(folder, {"rte": 2})
+    assert problem and "classifier of 3 output(s)" in problem and "task 'rte' has 2 label(s)" in problem, problem
+    assert teacher_folder_problem(folder, {"mnli": 3}) is None
+
+
+def test_bin_reading_runs_no_code_of_the_file(tmp_path):
+    """A .bin file is a pickle: the label check reads shapes without running what the pickle asks for."""
+    import pickle
+    import zipfile
+
+    from alpkd.model_files import teacher_folder_problem
+
+    class Boom:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    folder = _teacher_files(tmp_path / "teacher", 3, "safetensors")
+    (folder / "model.safetensors").unlink()
+    with zipfile.ZipFile(folder / "pytorch_model.bin", "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"classifier.weight": Boom()}))
+    teacher_folder_problem(folder, {"rte": 2})
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("case", ["self", "loop", "dangling", "folder", "fifo"])
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors", "vocab.txt"])
+def test_model_file_fault_is_named(tmp_path, case, name):
+    from alpkd.model_files import teacher_folder_problem
+
+    folder = _teacher_files(tmp_path / "teacher", 2, "safetensors")
+    path, what = _link_cases(tmp_path / "files")[case]
+    (folder / name).unlink()
+    if path.is_symlink():
+        (folder / name).symlink_to(os.readlink(path) if case != "loop" else path)
+        if case == "self":
+            (folder / name).unlink()
+            (folder / name).symlink_to(name)
+    elif case == "folder":
+        (folder / name).mkdir()
+    else:
+        os.mkfifo(folder / name)
+    problem = teacher_folder_problem(folder, {"rte": 2})
+    assert problem and f"{folder / name}:" in problem and what.split(" (to")[0] in problem, problem
+
+
+@pytest.mark.parametrize("case", ["file", "dangling", "self"])
+def test_teacher_model_path_that_is_no_folder_is_named(tmp_path, case):
+    params = tmp_path / "params.yaml"
+    model = tmp_path / "teacher"
+    if case == "file":
+        model.write_text("x")
+    elif case == "dangling":
+        model.symlink_to("gone")
+    else:
+        model.symlink_to("teacher")
+    params.write_text(SMOKE_TEXT.replace("  model: tiny\n", f"  model: {model}\n"))
+    line = one_line_error(run_cli("--params", str(params), "check", cwd=tmp_path), 2)
+    want = {"file": "a file, not a folder", "dangling": "a dangling symbolic link", "self": "a symbolic link to itself"}
+    assert f"teacher.model = '{model}'" in line and want[case] in line and "expected a model folder" in line, line
+
+
+def test_evaluate_names_a_model_folder_that_is_a_dangling_link(tmp_path):
+    (tmp_path / "params.yaml").write_text(SMOKE_TEXT)
+    (tmp_path / "model").symlink_to("gone")
+    line = one_line_error(run_cli("evaluate", "--task", "rte", "--model", str(tmp_path / "model"), cwd=tmp_path), 1)
+    assert "a dangling symbolic link" in line and "expected a model folder" in line, line
