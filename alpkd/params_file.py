@@ -108,8 +108,12 @@ def path_problem(path: str | Path, expected: str, folder: bool = False) -> str |
         if err.errno == errno.EACCES:
             return f"{p}: cannot be reached (permission denied on a folder above it); expected {expected}"
         if err.errno == errno.ENAMETOOLONG:
-            return (f"{p}: a name in the path is longer than the file system allows ({_name_max(p)} bytes per name); "
-                    f"expected {expected}")
+            longest = max(len(part.encode()) for part in p.parts)
+            if longest > _name_max(p):
+                return (f"{p}: a name in the path is {longest} bytes, longer than the file system allows "
+                        f"({_name_max(p)} bytes per name); expected {expected}")
+            return (f"{p}: the path is {len(str(p.absolute()).encode())} bytes, longer than the file system allows "
+                    f"({os.pathconf('/', 'PC_PATH_MAX')} bytes per path); expected {expected}")
         return f"{p}: cannot be opened ({err.strerror}); expected {expected}"
     kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode)
             else "a socket" if stat.S_ISSOCK(st.st_mode)

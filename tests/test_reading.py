@@ -370,3 +370,63 @@ def test_evaluate_names_a_model_folder_that_is_a_dangling_link(tmp_path):
     (tmp_path / "model").symlink_to("gone")
     line = one_line_error(run_cli("evaluate", "--task", "rte", "--model", str(tmp_path / "model"), cwd=tmp_path), 1)
     assert "a dangling symbolic link" in line and "expected a model folder" in line, line
+
+
+# --- output piped into a reader that stops (`| head`): one line, exit 128 + SIGPIPE, no traceback --------------
+
+def _closed_pipe_run(args: list[str], cwd: Path):
+    """The CLI with its stdout a pipe whose reader has gone (what `| head` leaves once it has its lines)."""
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    try:
+        return subprocess.run([sys.executable, "-m", "alpkd", *args], cwd=cwd, env=env, stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write)
+
+
+def test_check_into_a_closed_pipe_is_one_line(tmp_path):
+    import signal
+
+    (tmp_path / "params.yaml").write_text(SMOKE_TEXT)
+    result = _closed_pipe_run(["check"], tmp_path)
+    assert result.returncode == 128 + signal.SIGPIPE, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
+    errors = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+    assert len(errors) == 1 and "SIGPIPE" in errors[0] and "| head" in errors[0], result.stderr
+
+
+def test_a_finished_step_into_a_closed_pipe_says_its_outputs_are_written(tmp_path):
+    import signal
+
+    from alpkd.paths import Layout
+
+    (tmp_path / "params.yaml").write_text(SMOKE_TEXT)
+    out = tmp_path / "out"
+    result = _closed_pipe_run(["--out", str(out), "teacher", "--task", "rte", "--seed", "42"], tmp_path)
+    assert result.returncode == 128 + signal.SIGPIPE, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: teacher:") and "SIGPIPE" in line and "outputs are written" in line, line
+    assert Layout(out).teacher_metrics("rte", 42).is_file()
+
+
+@pytest.mark.parametrize("where", ["name", "path"])
+def test_data_file_name_longer_than_the_file_system_allows_is_named(tmp_path, where):
+    from alpkd import data
+
+    task = _task(tmp_path, None)
+    path = tmp_path / ("x" * 300 + ".csv") if where == "name" else tmp_path.joinpath(*["d" * 200] * 25, "a.csv")
+    task = dataclasses.replace(task, files=(("train", str(path)), ("validation", str(path))))
+    message = str(pytest.raises(data.DataError, data.load_task, task).value)
+    limit = "255 bytes per name" if where == "name" else "bytes per path"
+    assert "longer than the file system allows" in message and limit in message, message
+
+
+def test_params_file_name_longer_than_the_file_system_allows_is_named(tmp_path):
+    line = one_line_error(run_cli("--params", str(tmp_path / ("p" * 300 + ".yaml")), "check", cwd=tmp_path), 2)
+    assert "longer than the file system allows (255 bytes per name)" in line, line
