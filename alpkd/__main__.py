@@ -19,10 +19,10 @@ Installed (`pip install -e .`), `alpkd ...` is the same command as `python -m al
 Outputs go under --out (default `scratch`, git-ignored); only an explicit `--out .` writes the pipeline's own
 files (models/, metrics/, ...). stdout is the step's JSON record alone (progress and logs go to stderr); an
 expected error (parameters, data, cache, a missing or unusable model, a non-finite loss, an unwritable output)
-prints one line `error: ...` and exits 2 (parameters) or 1 (the rest). An interrupt (Ctrl-C, Ctrl-\\ (SIGQUIT), or
-SIGTERM / SIGHUP as `kill` and DVC send, or SIGPIPE when the output's reader went away, e.g. `| head`) prints one line
-too and exits 128 + the signal's number (130 for Ctrl-C, 141 for SIGPIPE); re-running the same command resumes from
-the last checkpoint.
+prints one line `error: ...` and exits 2 (parameters) or 1 (the rest). An interrupt (Ctrl-C, Ctrl-\\ (SIGQUIT),
+SIGTERM / SIGHUP as `kill` and DVC send, SIGPIPE when the output's reader went away (`| head`), or SIGXCPU at a
+CPU-time limit) prints one line too and exits 128 + the signal's number (130 for Ctrl-C, 141 for SIGPIPE);
+re-running the same command resumes from the last checkpoint.
 """
 from __future__ import annotations
 
@@ -145,8 +145,9 @@ def _main(argv: list[str] | None) -> int:
     except config.ConfigError as err:
         _error(err)
         return 2
-    # SIGQUIT: Ctrl-\\; SIGPIPE: the reader of this output went away (`| head`), as the shell's own tools stop
-    _interrupt_on(signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE)
+    # SIGQUIT: Ctrl-\\; SIGPIPE: the reader of this output went away (`| head`), as the shell's own tools stop;
+    # SIGXCPU: the CPU-time limit (`ulimit -t`) reached, before the hard limit's SIGKILL
+    _interrupt_on(signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE, signal.SIGXCPU)
     if args.command == "check":
         with _stdout_writes():
             return _check(args, params)
@@ -231,7 +232,8 @@ def _interrupted(args, signum: int) -> str:
     from . import trainer
 
     how = {signal.SIGINT: " (Ctrl-C)", signal.SIGQUIT: " (Ctrl-\\)",
-           signal.SIGPIPE: " (its output's reader went away, e.g. `| head`)"}
+           signal.SIGPIPE: " (its output's reader went away, e.g. `| head`)",
+           signal.SIGXCPU: " (the CPU-time limit, `ulimit -t`)"}
     name = signal.Signals(signum).name + how.get(signum, "")
     head = f"{args.command}: interrupted by {name}; no unfinished output was kept. Re-run the same command"
     if args.command not in ("teacher", "distill", "assist"):  # nothing trains: nothing to resume

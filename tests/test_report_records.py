@@ -143,3 +143,25 @@ def test_a_damaged_predictions_file_is_named_and_left_out(params, root, capsys, 
     # the run's score still counts; its comparison uses the other seeds
     assert table_rows(md)[("2", "ALP")][0] == expected_cell([root.scores[("rte", 2, "alp", s)] for s in (1, 2, 3)])
     assert _sig_seeds(root)[(2, "alp")] == 2  # seeds 2 and 3: the comparison pools the seeds every task has
+
+
+@pytest.mark.parametrize("how", ["garbled", "folder", "fifo", "binary"])
+def test_a_damaged_training_log_is_named_and_left_out(params, root, capsys, how):
+    import os
+    import signal
+
+    path = root / "logs" / "rte-2" / "alp" / "s1.csv"
+    if how == "garbled":
+        path.write_text("step,loss\n1,0.5\n2,0.4,9,9,9\n")
+    elif how == "binary":
+        path.write_bytes(b"\xff\xfe\x00step\n")
+    else:
+        path.unlink()
+        path.mkdir() if how == "folder" else os.mkfifo(path)
+    signal.alarm(120)  # a FIFO read would wait forever
+    try:
+        md, err = _report(params, root, capsys)
+    finally:
+        signal.alarm(0)
+    assert "logs/rte-2/alp/s1.csv" in err and "not used" in err, err
+    assert table_rows(md)[("2", "ALP")][0] == expected_cell([root.scores[("rte", 2, "alp", s)] for s in (1, 2, 3)])

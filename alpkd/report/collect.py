@@ -188,10 +188,24 @@ def load_attention(root: str | Path, runs: list[Run]) -> dict[Run, dict]:
 def load_logs(root: str | Path, runs: list[Run], teachers: list[tuple[str, int]] = ()) -> dict[str, pd.DataFrame]:
     """Training logs of the student runs (keyed by run name) and of the teachers `teachers`, (task, seed) pairs
     (keyed `teacher-<task>-s<seed>`)."""
-    layout = Layout(Path(root))
+    root = Path(root)
+    layout = Layout(root)
     paths = {run.name: layout.log(run) for run in runs}
     paths |= {teacher_run(task, seed): layout.teacher_log(task, seed) for task, seed in teachers}
-    return {name: pd.read_csv(path) for name, path in paths.items() if path.exists() and path.stat().st_size}
+    logs = {}
+    for name, path in paths.items():
+        if not (path.exists() or path.is_symlink()):
+            continue
+        kind = path_problem(path, "a training log (CSV)")  # a FIFO would be waited on forever
+        try:
+            if kind is None and path.stat().st_size:
+                logs[name] = pd.read_csv(path)
+        except (OSError, ValueError, pd.errors.ParserError) as err:  # UnicodeDecodeError is a ValueError
+            kind = f"cannot be read ({type(err).__name__}: {' '.join(str(err).split())[:160]})"
+        if kind is not None:
+            print(f"warning: report: not used: {path.relative_to(root)}: {kind.removeprefix(f'{path}: ')}; its "
+                  "curve is left out of the figures", file=sys.stderr)
+    return logs
 
 
 def predictions_problem(rec, split: str | None = None) -> str | None:
