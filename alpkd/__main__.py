@@ -19,20 +19,23 @@ Installed (`pip install -e .`), `alpkd ...` is the same command as `python -m al
 Outputs go under --out (default `scratch`, git-ignored); only an explicit `--out .` writes the pipeline's own
 files (models/, metrics/, ...). stdout is the step's JSON record alone (progress and logs go to stderr); an
 expected error (parameters, data, cache, a missing or unusable model, a non-finite loss, an unwritable output)
-prints one line `error: ...` and exits 2 (parameters) or 1 (the rest). An interrupt (Ctrl-C, or SIGTERM / SIGHUP
-as `kill` and DVC send) prints one line too and exits 128 + the signal's number (130 for Ctrl-C); re-running the same
-command resumes from the last checkpoint.
+prints one line `error: ...` and exits 2 (parameters) or 1 (the rest). An interrupt (Ctrl-C, Ctrl-\\ (SIGQUIT),
+SIGTERM / SIGHUP as `kill` and DVC send, SIGPIPE when the output's reader went away (`| head`), or SIGXCPU at a
+CPU-time limit) prints one line too and exits 128 + the signal's number (130 for Ctrl-C, 141 for SIGPIPE);
+re-running the same command resumes from the last checkpoint.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
 
 from . import __version__, config, preflight
+from .model_files import model_folder_problem
 from .paths import Layout, WriteError, disk_full
 
 
@@ -42,11 +45,45 @@ DEFAULT_OUT = "scratch"
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
+    except (BrokenPipeError, Interrupted) as err:  # what `check`, `power`, ... print, read by `| head`
+        if not _broken_pipe(err):
+            return _interrupted_early(err)
+        _error("output closed by its reader (SIGPIPE, broken pipe: e.g. `| head`); the rest of it was not printed")
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt as err:  # before the step began (while torch loads): nothing written yet
-        signum = getattr(err, "signum", signal.SIGINT)
-        print(f"error: interrupted by {signal.Signals(signum).name} before the step began; nothing was written",
-              file=sys.stderr)
-        return 128 + signum
+        return _interrupted_early(err)
+
+
+def _interrupted_early(err: KeyboardInterrupt) -> int:
+    signum = getattr(err, "signum", signal.SIGINT)
+    _error(f"interrupted by {signal.Signals(signum).name} before the step began; nothing was written")
+    return 128 + signum
+
+
+@contextlib.contextmanager
+def _stdout_writes():
+    """SIGPIPE held back while a command prints its result: a reader that went away is then the write's
+    `BrokenPipeError` alone (the signal, then ignored, is dropped), never a second interrupt raised while the first
+    is handled. During a step SIGPIPE is not held back: a closed stderr ends the step as an interrupt."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
+    try:
+        yield
+    except BrokenPipeError:
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        raise
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _broken_pipe(err: BaseException) -> bool:
+    """Whether `err` says a reader of this process's output went away (a write's EPIPE, or the SIGPIPE that came
+    with it); if so, stdout is pointed at /dev/null, so that nothing more fails at exit ("Exception ignored")."""
+    if not (isinstance(err, BrokenPipeError) or getattr(err, "signum", None) == signal.SIGPIPE):
+        return False
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # the signal that came with the write is no second interrupt
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return True
 
 
 def _main(argv: list[str] | None) -> int:
@@ -85,7 +122,8 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--compare", metavar="FILE", help="compare it with FILE's and print one line")
     args = parser.parse_args(argv)
     if args.command == "numerics":  # the default runtime's numerics, whatever params.yaml says: reads no params
-        return _numerics(args, parser)
+        with _stdout_writes():
+            return _numerics(args, parser)
     if args.command in ("significance", "power") and args.out == DEFAULT_OUT:
         args.out = "."  # they read a finished run: the pipeline's own outputs unless told otherwise
 
@@ -107,14 +145,19 @@ def _main(argv: list[str] | None) -> int:
     except config.ConfigError as err:
         _error(err)
         return 2
-    _interrupt_on(signal.SIGTERM, signal.SIGHUP)
+    # SIGQUIT: Ctrl-\\; SIGPIPE: the reader of this output went away (`| head`), as the shell's own tools stop;
+    # SIGXCPU: the CPU-time limit (`ulimit -t`) reached, before the hard limit's SIGKILL
+    _interrupt_on(signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE, signal.SIGXCPU)
     if args.command == "check":
-        return _check(args, params)
+        with _stdout_writes():
+            return _check(args, params)
     if args.command in ("significance", "power"):
-        return _statistics(args, params)
+        with _stdout_writes():
+            return _statistics(args, params)
 
     if args.command == "verify-cache":  # reads no model and no data
-        return _verify_cache(args, params)
+        with _stdout_writes():
+            return _verify_cache(args, params)
     try:  # before anything trains: a step that cannot write its outputs fails after minutes of work
         preflight.check_writable(_written(args, params), Path(args.out))
     except OSError as err:
@@ -155,8 +198,8 @@ def _main(argv: list[str] | None) -> int:
     except expected as err:
         _error(err)
         return 2 if isinstance(err, config.ConfigError) else 1
-    except KeyboardInterrupt as err:
-        signum = getattr(err, "signum", signal.SIGINT)
+    except (KeyboardInterrupt, BrokenPipeError) as err:  # a broken pipe: a SIGPIPE that Python delivers as EPIPE
+        signum = signal.SIGPIPE if _broken_pipe(err) else getattr(err, "signum", signal.SIGINT)
         _error(_interrupted(args, signum))
         return 128 + signum
     except Exception as err:  # a write that found no room, inside a library (the Trainer's checkpoints)
@@ -166,7 +209,14 @@ def _main(argv: list[str] | None) -> int:
         _error(f"{args.command}: a write under {args.out} failed ({cause}); free space (or raise the file size limit, "
                "`ulimit -f`) and re-run the same command: it resumes from the last complete checkpoint")
         return 1
-    print(json.dumps(result, indent=2, default=str))
+    try:
+        with _stdout_writes():
+            print(json.dumps(result, indent=2, default=str), flush=True)
+    except BrokenPipeError as err:
+        _broken_pipe(err)
+        _error(f"{args.command}: finished and its outputs are written, but its JSON record was not printed: stdout "
+               "was closed by its reader (SIGPIPE, broken pipe: e.g. `| head`)")
+        return 128 + signal.SIGPIPE
     return 0
 
 
@@ -184,7 +234,8 @@ def _interrupt_on(*signums: int) -> None:
         raise Interrupted(signum)
 
     for signum in signums:
-        if signal.getsignal(signum) is signal.SIG_IGN:  # e.g. SIGHUP under nohup: the user asked to ignore it
+        # e.g. SIGHUP under nohup: the user asked to ignore it (Python itself ignores SIGPIPE: not the user)
+        if signal.getsignal(signum) is signal.SIG_IGN and signum != signal.SIGPIPE:
             continue
         signal.signal(signum, handler)
 
@@ -193,7 +244,10 @@ def _interrupted(args, signum: int) -> str:
     """The line an interrupted step ends with: what stopped it, and how the same command goes on."""
     from . import trainer
 
-    name = signal.Signals(signum).name + (" (Ctrl-C)" if signum == signal.SIGINT else "")
+    how = {signal.SIGINT: " (Ctrl-C)", signal.SIGQUIT: " (Ctrl-\\)",
+           signal.SIGPIPE: " (its output's reader went away, e.g. `| head`)",
+           signal.SIGXCPU: " (the CPU-time limit, `ulimit -t`)"}
+    name = signal.Signals(signum).name + how.get(signum, "")
     head = f"{args.command}: interrupted by {name}; no unfinished output was kept. Re-run the same command"
     if args.command not in ("teacher", "distill", "assist"):  # nothing trains: nothing to resume
         return head
@@ -266,7 +320,8 @@ def _error(err: BaseException) -> None:
     notebook shows it) is folded into `; `-separated parts."""
     parts = [part.strip() for part in str(err).splitlines() if part.strip()]
     head, rest = (parts[0], parts[1:]) if parts else ("", [])
-    print("error: " + (f"{head} {'; '.join(rest)}" if rest else head), file=sys.stderr)
+    with contextlib.suppress(OSError, ValueError):  # stderr itself may be the pipe whose reader went away
+        print("error: " + (f"{head} {'; '.join(rest)}" if rest else head), file=sys.stderr, flush=True)
 
 
 def _check(args, params) -> int:
@@ -389,7 +444,11 @@ def _written(args, params) -> list[Path]:
 
 
 def _require_model(folder: Path, message: str) -> None:
-    # checked here, so a missing folder is not passed on to the hub as a "Repo id"
+    # checked here, so a missing folder is not passed on to the hub as a "Repo id"; a path that is there but is
+    # no folder (a file, a dangling link, a link loop), or a file of it that is no readable file, is named
+    problem = model_folder_problem(folder) if os.path.lexists(folder) else None
+    if problem:
+        raise FileNotFoundError(problem)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(message)
 

@@ -6,15 +6,17 @@ so YAML and papermill type coercions never reach the code.
 """
 from __future__ import annotations
 
+import datetime
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError,
                       ValidationInfo, field_validator, model_validator)
+from pydantic_core import PydanticCustomError
 
 from .model_files import teacher_config_value, teacher_folder_problem, teacher_num_layers, teacher_path
-from .params_file import ConfigError, read_yaml, repo_root
+from .params_file import ConfigError, path_problem, read_yaml, repo_root, yaml11_reading
 from .tasks import GLUE_TASKS, Task
 
 # a method's name (declared in alpkd.methods, or the user's custom/<name>.py): which names exist is checked there
@@ -35,9 +37,25 @@ def _unique_list(values: list, key: str) -> list:
     return values
 
 
+NAME_MAX = 255  # bytes in one file or folder name (ext4, XFS, APFS, NTFS: 255)
+# what the longest file name built from a task name adds to it: `.<task>-<depth>-<method>-s<seed>.tmp-<pid>` with a
+# two-digit depth, a method name of up to 40 characters, a ten-digit seed and a seven-digit process id
+TASK_NAME_MAX = NAME_MAX - len(".-99--s4294967295.tmp-4194304") - 40
+
+
 class _Section(BaseModel):
     # inf and nan are floats too: a learning rate of .inf passes `gt=0` and ends as a NaN loss
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _switch_is_true_or_false(cls, value, info: ValidationInfo):
+        # DVC reads `on`/`off`/`yes`/`no` as texts (YAML 1.2): pydantic would take such a text as a switch, so the
+        # run and DVC's tracked parameter would say different things; a switch is written true or false
+        if isinstance(value, str) and cls.model_fields[info.field_name].annotation is bool:
+            raise PydanticCustomError("switch_text", "a text, not a switch; allowed: true or false{hint}",
+                                      {"hint": _yaml_hint(value)})
+        return value
 
 
 class CustomTask(_Section):
@@ -218,6 +236,10 @@ class Params(_Section):
     def _task_names(self) -> "Params":
         # a task name becomes folder and file names (models/<task>/<task>-<depth>-...) and dvc.yaml keys
         for name in self.custom_tasks:
+            if len(name) > TASK_NAME_MAX:
+                raise ValueError(f"custom_tasks.{name[:24]}...: the task name is {len(name)} characters; allowed: at "
+                                 f"most {TASK_NAME_MAX} (it becomes part of file names such as `.<task>-<depth>-"
+                                 f"<method>-s<seed>.tmp-<pid>`, and a file system allows {NAME_MAX} bytes per name)")
             if not re.fullmatch(r"[A-Za-z0-9_]+", name):
                 raise ValueError(f"custom_tasks.{name}: the task name {name!r} is not allowed; use letters, "
                                  "digits and underscores only (e.g. my_task)")
@@ -353,6 +375,22 @@ def min_max_length(text_columns: int) -> int:
     return (2 if text_columns == 1 else 3) + MIN_TEXT_TOKENS * text_columns
 
 
+def _yaml_hint(value) -> str:
+    """Why a value read from YAML may not be what its writer meant: the text's other reading in YAML 1.1, or a
+    date read where a text or number was meant; "" when there is nothing to say."""
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return f" (YAML reads an unquoted {value.isoformat()} as a date; quote it for a text)"
+    if not isinstance(value, str):
+        return ""
+    other = yaml11_reading(value)
+    if other == value and type(other) is str:
+        return ""
+    shown = {True: "true", False: "false", None: "null"}.get(other, other) if not isinstance(other, (int, float)) \
+        or isinstance(other, bool) else other
+    return (f" (YAML 1.2, which DVC and alpkd read params files with, reads {value} as the text {value!r}; YAML 1.1 "
+            f"readers such as PyYAML read it as {shown}: write the value you mean)")
+
+
 def _format(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
@@ -363,8 +401,10 @@ def _format(err: ValidationError, source: str) -> str:
             lines.append(f"{key} = {e['input']!r}: unknown key")
         elif e["type"] == "value_error":  # our own validators already name key and value
             lines.append(str(e["ctx"]["error"]))
-        else:
+        elif e["type"] == "switch_text":
             lines.append(f"{key} = {e['input']!r}: {e['msg']}")
+        else:
+            lines.append(f"{key} = {e['input']!r}: {e['msg']}{_yaml_hint(e['input'])}")
     return f"invalid parameters in {source}:\n  " + "\n  ".join(lines)
 
 
@@ -380,10 +420,9 @@ def load(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_absolute():
         path = repo_root() / path
-    if not path.exists():
-        raise ConfigError(f"params file not found: {path}")
-    if not path.is_file():
-        raise ConfigError(f"params file {path}: not a file (a folder?); expected a YAML file such as params.yaml")
+    problem = path_problem(path, "a YAML file such as params.yaml")
+    if problem:
+        raise ConfigError(f"params file {problem}")
     raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")

@@ -9,11 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import datasets
 import numpy as np
 
+from .params_file import file_problem, path_problem
 from .paths import warn
 from .tasks import Task
 
@@ -56,12 +58,14 @@ _READERS = {".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t", "quoting": 
 
 
 def _reader_options(task: Task, builder: str) -> dict:
-    """pandas' options for a CSV or TSV file: texts such as `NA`, `None`, `null`, `n/a` are texts (pandas'
-    missing-value list applies to no column; a blank label is still missing), and the first column is never
-    taken as an index (pandas does so when every row has one field more than the header)."""
+    """pandas' options for a CSV or TSV file: every text column and the label read as written, as strings (a
+    text column of numbers stays texts: `007` is not 7; the label is typed by `_typed_labels`, line by line);
+    no text is taken as missing (pandas' `NA`, `None`, `null`, `n/a` list applies to no column); the first column
+    is never taken as an index (pandas does so when every row has one field more than the header)."""
     if builder != "csv":
         return {}
-    return {"keep_default_na": False, "na_values": {task.label_column: [""]}, "index_col": False}
+    return {"keep_default_na": False, "index_col": False,
+            "converters": {c: str for c in (*task.text_columns, task.label_column)}}
 
 
 _HEADER_NOTE = "lines count from 1; line 1 is the header"
@@ -82,10 +86,9 @@ def load_files(task: Task) -> tuple[datasets.DatasetDict, dict[str, str], dict[s
         if suffix not in _READERS:
             raise DataError(f"task {task.name!r}, {split} file {path}: unsupported type {suffix!r}; "
                             f"allowed: {', '.join(_READERS)}")
-        if Path(path).is_dir():
-            raise DataError(f"task {task.name!r}: {split} file {path} is a folder; name a {', '.join(_READERS)} file")
-        if not Path(path).is_file():
-            raise DataError(f"task {task.name!r}: {split} file {path} not found")
+        problem = path_problem(path, f"a {', '.join(_READERS)} file")
+        if problem:
+            raise DataError(f"task {task.name!r}, {split} file {problem}")
         builder, kwargs = _READERS[suffix]
         # read line by line first: an error names the file's line, not a position inside a parser's chunk
         lines[split] = _record_lines(Path(path), suffix)
@@ -100,6 +103,8 @@ def load_files(task: Task) -> tuple[datasets.DatasetDict, dict[str, str], dict[s
         except Exception as err:  # noqa: BLE001 - any failure becomes one message with its cause
             raise DataError(f"task {task.name!r}: cannot read {split} file {path}: {causes(err)}") from None
         _check_count(out[split], task, path, *lines[split])
+        if builder == "csv":
+            out[split] = _typed_labels(out[split], task, path, lines[split])
     return datasets.DatasetDict(out), dict(task.files), lines
 
 
@@ -113,7 +118,7 @@ def _record_lines(path: Path, suffix: str) -> tuple[list[int], str]:
     try:
         raw = path.read_bytes()
     except OSError as err:  # no read permission, most likely
-        raise DataError(f"{path}: cannot be read ({err.strerror}); the data stage reads it") from None
+        raise DataError(f"{path}: {file_problem(path, err, 'a data file the data stage can read')}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -121,7 +126,36 @@ def _record_lines(path: Path, suffix: str) -> tuple[list[int], str]:
         raise DataError(f"{path}: line {line} (byte offset {err.start}): byte {raw[err.start]:#04x} is not UTF-8 "
                         f"({err.reason}); save the file as UTF-8 (lines count from 1, bytes from 0)") from None
     if suffix in (".csv", ".tsv"):
-        tsv = suffix == ".tsv"
+        return _csv_record_lines(path, text, suffix == ".tsv")
+    if text.lstrip().startswith("["):  # one JSON array: records count from 1
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: line {err.lineno}, column {err.colno}: not valid JSON ({err.msg}) "
+                            "(lines count from 1)") from None
+        return list(range(1, len(records) + 1)), "records of the JSON array count from 1"
+    starts = []
+    for k, line in enumerate(text.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line, object_pairs_hook=lambda pairs: _unique_keys(pairs, path, k + 1))
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: line {k + 1}, column {err.colno}: not a JSON record ({err.msg}); one JSON "
+                            "object per line (lines count from 1)") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {k + 1}: a JSON {type(record).__name__}, not an object with the task's "
+                            "columns (lines count from 1)")
+        starts.append(k + 1)
+    return starts, "lines count from 1"
+
+
+def _csv_record_lines(path: Path, text: str, tsv: bool) -> tuple[list[int], str]:
+    # Python's csv module refuses a field longer than `csv.field_size_limit()` (131072 characters by default),
+    # pandas does not: raised for this read to the file's length, so a long text is read whole, then put back
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))
+    try:
         reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ",",
                             quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
         starts, end, header = [], 0, None
@@ -144,27 +178,8 @@ def _record_lines(path: Path, suffix: str) -> tuple[list[int], str]:
                                 f"({_HEADER_NOTE})")
             starts.append(start)
         return starts[1:], _HEADER_NOTE
-    if text.lstrip().startswith("["):  # one JSON array: records count from 1
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: line {err.lineno}, column {err.colno}: not valid JSON ({err.msg}) "
-                            "(lines count from 1)") from None
-        return list(range(1, len(records) + 1)), "records of the JSON array count from 1"
-    starts = []
-    for k, line in enumerate(text.splitlines()):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line, object_pairs_hook=lambda pairs: _unique_keys(pairs, path, k + 1))
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: line {k + 1}, column {err.colno}: not a JSON record ({err.msg}); one JSON "
-                            "object per line (lines count from 1)") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}: line {k + 1}: a JSON {type(record).__name__}, not an object with the task's "
-                            "columns (lines count from 1)")
-        starts.append(k + 1)
-    return starts, "lines count from 1"
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _unique_keys(pairs: list[tuple], path: Path, line: int) -> dict:
@@ -206,14 +221,15 @@ def check_split(ds: datasets.Dataset, task: Task, where: str, lines: tuple[list[
         raise DataError(f"{where}: no rows")
 
     def fail(row: int, column: str, what: str):
-        at, note = (f"line {lines[0][row]}", lines[1]) if lines else (f"row {row}", "rows count from 0, no header row")
-        raise DataError(f"{where}: {at}, column {column!r}: {what} [{note}]")
+        _fail(where, lines, row, column, what)
 
     labels = np.asarray(ds[task.label_column], dtype=object)
     if task.is_regression:
         allowed = "a finite number (regression)"
         for row, value in enumerate(labels):
-            if not (_is_number(value) and np.isfinite(value)):
+            if _is_number(value) and not np.isfinite(value):
+                fail(row, task.label_column, f"label {_shown(value)} is not a finite number; expected {allowed}")
+            if not _is_number(value):
                 fail(row, task.label_column, f"label {_shown(value)}; expected {allowed}")
     else:
         allowed = f"an integer in 0..{task.num_labels - 1}"
@@ -228,8 +244,54 @@ def check_split(ds: datasets.Dataset, task: Task, where: str, lines: tuple[list[
                 fail(row, task.label_column, f"label {_shown(value)} is written as a decimal; expected {allowed}")
     for column in task.text_columns:
         for row, text in enumerate(ds[column]):
+            if text is not None and not isinstance(text, str):  # JSON: a number, a list, true/false
+                fail(row, column, f"not a text: {text!r}, a JSON {type(text).__name__}; write it as a string in "
+                                  "quotes")
             if not isinstance(text, str) or not text.strip():
                 fail(row, column, f"empty or missing text ({text!r})")
+
+
+def _fail(where: str, lines: tuple[list[int], str] | None, row: int, column: str, what: str):
+    at, note = (f"line {lines[0][row]}", lines[1]) if lines else (f"row {row}", "rows count from 0, no header row")
+    raise DataError(f"{where}: {at}, column {column!r}: {what} [{note}]")
+
+
+# a number as a CSV or TSV label is written: digits, an optional sign, point and exponent (what `float` also
+# takes, such as `1_000` or ` 1`, is not a number written here); `nan` and `inf` are named as not finite
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_NON_FINITE = re.compile(r"[+-]?(nan|inf|infinity)", re.IGNORECASE)
+
+
+def _typed_labels(ds: datasets.Dataset, task: Task, path: str, lines: tuple[list[int], str]) -> datasets.Dataset:
+    """A CSV or TSV file's labels, read as texts, as the task's label set says: integers for a classification
+    task (`1.0` refused as a decimal), floats for a regression task (`nan`, `inf` refused as not finite); each
+    fault named at its line. `check_split` then checks the numbers (range, at least two classes)."""
+    column, regression = task.label_column, task.is_regression
+    if column not in ds.column_names:
+        return ds  # check_split names the missing column
+    allowed = "a finite number (regression)" if regression else f"an integer in 0..{task.num_labels - 1}"
+    typed = []
+    for row, text in enumerate(ds[column]):
+        written = text.strip()
+        if not written:
+            _fail(path, lines, row, column, f"label (blank); expected {allowed}")
+        if _NON_FINITE.fullmatch(written):
+            _fail(path, lines, row, column, f"label {written!r} is not a finite number; expected {allowed}")
+        if not _DECIMAL.fullmatch(written):
+            _fail(path, lines, row, column, f"label {written!r}; expected {allowed}")
+        number = float(written)
+        if regression:
+            typed.append(number)
+        elif not number.is_integer() or not 0 <= number < task.num_labels:
+            _fail(path, lines, row, column, f"label {written}; expected {allowed}")
+        elif not re.fullmatch(r"[+-]?\d+", written):
+            _fail(path, lines, row, column, f"label {written} is written as a decimal; expected {allowed}")
+        else:
+            typed.append(int(number))
+    features = ds.features.copy()
+    features[column] = datasets.Value("float64" if regression else "int64")
+    return datasets.Dataset.from_dict({c: typed if c == column else ds[c] for c in ds.column_names},
+                                      features=features)
 
 
 def _is_number(value) -> bool:
@@ -237,5 +299,4 @@ def _is_number(value) -> bool:
 
 
 def _shown(value) -> str:
-    blank = value is None or (isinstance(value, float) and np.isnan(value))
-    return "(blank)" if blank else repr(value)
+    return "(blank)" if value is None else repr(value)

@@ -13,7 +13,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 
 from . import data, metrics
 from .config import Params
-from .model_files import WEIGHT_FILES
+from .model_files import WEIGHT_FILES, model_folder_problem
 from .paths import Layout, remove_stale_temporaries
 from .students import layer_states
 from .tasks import Task
@@ -29,6 +29,9 @@ def load_saved(folder: str | Path, again: str):
     from transformers import AutoConfig
 
     folder = Path(folder)
+    problem = model_folder_problem(folder)  # a link loop, a FIFO, ... named before transformers opens it
+    if problem:
+        raise ModelError(f"{problem}; {again}")
     try:
         AutoConfig.from_pretrained(folder)
     except Exception as err:  # noqa: BLE001 - not JSON, or JSON that is no model's config

@@ -41,9 +41,9 @@ def make_teacher(shapes: str):
 
 
 def _raw(profile: str) -> dict:
-    import yaml
+    from alpkd.params_file import read_yaml  # as the library and DVC read it (YAML 1.2)
 
-    return yaml.safe_load((ROOT / "profiles" / f"{profile}.yaml").read_text())
+    return read_yaml(ROOT / "profiles" / f"{profile}.yaml")
 
 
 def batch(batch_size: int, length: int, vocab: int, device) -> dict:

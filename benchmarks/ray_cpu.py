@@ -83,7 +83,9 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
-    raw = yaml.safe_load(Path(args.params).read_text())
+    from alpkd.params_file import read_yaml
+
+    raw = read_yaml(args.params)  # as the library and DVC read it (YAML 1.2)
     task = args.task or raw["data"]["tasks"][0]
     depth = args.depth or raw["student"]["depths"][0]
     method = args.method or raw["distill"]["methods"][0]

@@ -113,7 +113,7 @@ def test_custom_task_bad_declarations(tmp_path):
         raw["data"]["tasks"] = ["reviews"]
         config.validate(raw)
     params = _custom_params(tmp_path, str(tmp_path / "nope.csv"), str(tmp_path / "nope.csv"))
-    with pytest.raises(data.DataError, match=r"train file .*nope.csv not found"):
+    with pytest.raises(data.DataError, match=r"train file .*nope.csv: not found"):
         data.load_task(params.task("reviews"))
     params = _custom_params(tmp_path, str(tmp_path / "x.xlsx"), str(tmp_path / "x.xlsx"))
     with pytest.raises(data.DataError, match=r"unsupported type '.xlsx'; allowed: .csv, .tsv, .jsonl"):

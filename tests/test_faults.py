@@ -194,7 +194,7 @@ def test_params_that_is_a_folder(tmp_path):
     (tmp_path / "params.yaml").write_text(SMOKE.read_text())
     (tmp_path / "folder").mkdir()
     line = one_line_error(run_cli("--params", str(tmp_path / "folder"), "check", cwd=tmp_path), 2)
-    assert "not a file" in line and "folder" in line, line
+    assert "a folder, not a regular file" in line and "expected a YAML file" in line, line
 
 
 @pytest.mark.parametrize("key, value, pattern", [
@@ -481,7 +481,7 @@ def test_evaluate_on_a_task_outside_data_tasks_checks_max_length(tmp_path):
 
 def test_custom_file_that_is_a_folder(tmp_path):
     (tmp_path / "train.csv").mkdir()
-    with pytest.raises(data.DataError, match=r"train file .*train\.csv is a folder"):
+    with pytest.raises(data.DataError, match=r"train file .*train\.csv: a folder, not a regular file; expected a \.csv"):
         data.load_task(_custom(tmp_path, tmp_path / "train.csv").task("reviews"))
 
 
@@ -496,10 +496,10 @@ def test_unreadable_params_and_custom_files_are_one_line(tmp_path):
     try:
         (tmp_path / "train.csv").chmod(0o000)
         line = one_line_error(_without_root_powers(["--params", str(params), "check"], tmp_path), 1)
-        assert "train.csv: cannot be read (Permission denied)" in line, line
+        assert "train.csv: a file this user may not read (permission denied)" in line, line
         params.chmod(0o000)
         line = one_line_error(_without_root_powers(["--params", str(params), "check"], tmp_path), 2)
-        assert "params.yaml: cannot read it (Permission denied)" in line, line
+        assert "params.yaml: a file this user may not read (permission denied)" in line, line
     finally:
         params.chmod(0o644)
         (tmp_path / "train.csv").chmod(0o644)

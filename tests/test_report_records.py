@@ -88,3 +88,80 @@ def test_a_damaged_file_is_named_and_a_marker_is_not(params, root, capsys):
     name = "metrics/students/rte-2/kd/s7.json"  # the fixture's half-written file
     assert name in md and "cannot be read" in md and name in err
     assert np.isfinite(pd.read_csv(root / "report" / "results.csv")["mean"]).any()
+
+
+# --- issue 37: a damaged or truncated predictions file is named and left out of the comparisons ----------------
+def _sig_seeds(root) -> dict[tuple[int, str], int]:
+    frame = pd.read_csv(root / "report" / "significance.csv")
+    return {(int(r.layers), r.method): int(r.n_seeds) for r in frame.itertuples()}
+
+
+def _damage(path, how: str) -> None:
+    import os
+
+    text = path.read_text()
+    if how == "truncated":
+        path.write_text(text[:len(text) // 2])
+    elif how == "shorter":
+        rec = json.loads(text)
+        rec["validation"]["predictions"] = rec["validation"]["predictions"][:-3]
+        path.write_text(json.dumps(rec))
+    elif how == "not a list":
+        rec = json.loads(text)
+        rec["validation"]["predictions"] = "oops"
+        path.write_text(json.dumps(rec))
+    elif how == "a list":
+        path.write_text("[1, 2]")
+    elif how == "fifo":
+        path.unlink()
+        os.mkfifo(path)
+    elif how == "folder":
+        path.unlink()
+        path.mkdir()
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("how, why", [("truncated", "cannot be read"), ("shorter", "37 predictions for 40 labels"),
+                                      ("not a list", "`predictions` is not a list of numbers"),
+                                      ("a list", "not a JSON object"), ("fifo", "a named pipe (FIFO)"),
+                                      ("folder", "a folder")])
+def test_a_damaged_predictions_file_is_named_and_left_out(params, root, capsys, how, why):
+    import signal
+
+    name = "predictions/rte-2/alp/s1.json"
+    _damage(root / name, how)
+    signal.alarm(120)  # a FIFO read would wait forever
+    try:
+        md, err = _report(params, root, capsys)
+    finally:
+        signal.alarm(0)
+    line = next((x for x in md.splitlines() if name in x), "")
+    assert why in line.split(name, 1)[1].split(";")[0], (why, line)
+    assert name in err and why in err, err
+    # the run's score still counts; its comparison uses the other seeds
+    assert table_rows(md)[("2", "ALP")][0] == expected_cell([root.scores[("rte", 2, "alp", s)] for s in (1, 2, 3)])
+    assert _sig_seeds(root)[(2, "alp")] == 2  # seeds 2 and 3: the comparison pools the seeds every task has
+
+
+@pytest.mark.parametrize("how", ["garbled", "folder", "fifo", "binary"])
+def test_a_damaged_training_log_is_named_and_left_out(params, root, capsys, how):
+    import os
+    import signal
+
+    path = root / "logs" / "rte-2" / "alp" / "s1.csv"
+    if how == "garbled":
+        path.write_text("step,loss\n1,0.5\n2,0.4,9,9,9\n")
+    elif how == "binary":
+        path.write_bytes(b"\xff\xfe\x00step\n")
+    else:
+        path.unlink()
+        path.mkdir() if how == "folder" else os.mkfifo(path)
+    signal.alarm(120)  # a FIFO read would wait forever
+    try:
+        md, err = _report(params, root, capsys)
+    finally:
+        signal.alarm(0)
+    assert "logs/rte-2/alp/s1.csv" in err and "not used" in err, err
+    assert table_rows(md)[("2", "ALP")][0] == expected_cell([root.scores[("rte", 2, "alp", s)] for s in (1, 2, 3)])

@@ -178,7 +178,9 @@ def _nothing_looks_finished(root: Path) -> None:
     assert not list(root.rglob(".*.tmp-*")), list(root.rglob(".*.tmp-*"))
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+# SIGQUIT (Ctrl-\\), SIGPIPE (a reader that went away, e.g. `| head`) and SIGXCPU (`ulimit -t`) end a step as SIGINT
+# does (issue 37)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGPIPE, signal.SIGXCPU])
 def test_interrupted_teacher_is_one_line_and_resumes_to_the_same_weights(long_teacher, tmp_path, signum):
     params, clean = long_teacher
     root = tmp_path / "out"

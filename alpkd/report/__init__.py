@@ -35,9 +35,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..paths import Layout
-from .collect import (COLUMNS, REQUIRED, SPLIT_COLUMNS, collect, duplicates, further_splits, load_attention,
-                      load_logs, load_predictions, missing_runs, record_problem, runs_of, select, shown_columns,
-                      teacher_run, undefined)
+from .collect import (COLUMNS, REQUIRED, SPLIT_COLUMNS, collect, damaged_predictions, duplicates, further_splits,
+                      load_attention, load_logs, load_predictions, missing_runs, predictions_problem, record_problem,
+                      runs_of, select, shown_columns, teacher_run, undefined)
 from .comparisons import SIG_COLUMNS, cell_intervals, comparisons, detectable_gaps, significance, significance_table
 from .figures import plot_tables, write_figures
 from .files import rounded, write_numbers, write_plot_tables, write_text
@@ -47,9 +47,11 @@ from .tables import (AVERAGE, FLAG, SUMMARY_COLUMNS, attention_summary, format_c
 
 __all__ = ["AVERAGE", "COLUMNS", "FLAG",
            "METRIC_ABBREVIATIONS", "REQUIRED", "SIG_COLUMNS", "SPLIT_COLUMNS", "SUMMARY_COLUMNS", "TEXT_COLUMNS",
-           "attention_summary", "cell_intervals", "collect", "comparisons", "detectable_gaps", "duplicates",
+           "attention_summary", "cell_intervals", "collect", "comparisons", "damaged_predictions", "detectable_gaps",
+           "duplicates",
            "format_cell", "further_splits", "load_attention", "load_logs", "load_predictions", "markdown_table",
-           "missing_runs", "plot_tables", "record_problem", "records_of", "results_table", "runs_of", "select", "shown_columns",
+           "missing_runs", "plot_tables", "predictions_problem", "record_problem", "records_of", "results_table", "runs_of",
+           "select", "shown_columns",
            "significance", "significance_csv", "significance_table", "summarise", "teacher_run", "trivial_row", "undefined",
            "write_report", "write_text"]
 
@@ -86,6 +88,7 @@ def write_report(params, root: str | Path = ".") -> dict:
     columns = shown_columns(tasks, collected)  # + MNLI's mismatched set, shown but not averaged
     further = select(collected, [c for c in columns if c not in tasks], depths, methods, seeds, teacher_seeds)
     student_runs = runs_of(records[records["role"] == "student"])
+    skipped += damaged_predictions(root, student_runs)  # named, and left out of the comparisons
     teacher_runs = [(t, s) for t in tasks for s in teacher_seeds]
     logs, maps = load_logs(root, student_runs, teachers=teacher_runs), load_attention(root, student_runs)
     # the numbers

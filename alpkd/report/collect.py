@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..params_file import path_problem
 from ..paths import Layout, Run, run_name
 
 
@@ -19,6 +20,8 @@ COLUMNS = ["role", "task", "depth", "method", "seed", "teacher_seed", "score", "
 
 
 def _read_json(path: Path) -> dict | None:
+    if path_problem(path, "a JSON file"):  # a FIFO would be waited on forever; a folder, a link loop: no result
+        return None
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
@@ -69,7 +72,8 @@ def collect(root: str | Path, profile: str | None = None, skipped: list | None =
               if p.name not in MARKERS]
     for role, path in files:
         rec = _read_json(path)
-        why = record_problem(rec, path, root, role, profile)
+        kind = path_problem(path, "a metrics record (a JSON file)")
+        why = kind.removeprefix(f"{path}: ") if kind else record_problem(rec, path, root, role, profile)
         if why is not None:
             print(f"warning: report: not counted: {path.relative_to(root)}: {why}", file=sys.stderr)
             if skipped is not None:
@@ -184,15 +188,70 @@ def load_attention(root: str | Path, runs: list[Run]) -> dict[Run, dict]:
 def load_logs(root: str | Path, runs: list[Run], teachers: list[tuple[str, int]] = ()) -> dict[str, pd.DataFrame]:
     """Training logs of the student runs (keyed by run name) and of the teachers `teachers`, (task, seed) pairs
     (keyed `teacher-<task>-s<seed>`)."""
-    layout = Layout(Path(root))
+    root = Path(root)
+    layout = Layout(root)
     paths = {run.name: layout.log(run) for run in runs}
     paths |= {teacher_run(task, seed): layout.teacher_log(task, seed) for task, seed in teachers}
-    return {name: pd.read_csv(path) for name, path in paths.items() if path.exists() and path.stat().st_size}
+    logs = {}
+    for name, path in paths.items():
+        if not (path.exists() or path.is_symlink()):
+            continue
+        kind = path_problem(path, "a training log (CSV)")  # a FIFO would be waited on forever
+        try:
+            if kind is None and path.stat().st_size:
+                logs[name] = pd.read_csv(path)
+        except (OSError, ValueError, pd.errors.ParserError) as err:  # UnicodeDecodeError is a ValueError
+            kind = f"cannot be read ({type(err).__name__}: {' '.join(str(err).split())[:160]})"
+        if kind is not None:
+            print(f"warning: report: not used: {path.relative_to(root)}: {kind.removeprefix(f'{path}: ')}; its "
+                  "curve is left out of the figures", file=sys.stderr)
+    return logs
+
+
+def predictions_problem(rec, split: str | None = None) -> str | None:
+    """Why the content of a predictions file must not be used, or None: it cannot be read (half-written,
+    truncated), or a split's entry (`split`, or every entry that has `labels` or `predictions`) lacks its lists,
+    holds other than numbers, or has as many predictions as labels not."""
+    if not isinstance(rec, dict):
+        return "cannot be read (not a JSON object: half-written, truncated or foreign)"
+    names = [split] if split is not None else [k for k, v in rec.items()
+                                                if isinstance(v, dict) and {"labels", "predictions"} & set(v)]
+    for name in names:
+        entry = rec.get(name)
+        if not isinstance(entry, dict):
+            return f"no `{name}` entry"
+        for key in ("labels", "predictions"):
+            values = entry.get(key)
+            if not isinstance(values, list) or not values or not all(
+                    isinstance(v, Real) and not isinstance(v, bool) for v in values):
+                return f"`{key}` is not a list of numbers (`{name}`)"
+        if len(entry["predictions"]) != len(entry["labels"]):
+            return f"{len(entry['predictions'])} predictions for {len(entry['labels'])} labels (`{name}`)"
+    return None
+
+
+def damaged_predictions(root: str | Path, runs: list[Run]) -> list[tuple[str, str]]:
+    """(file, why) of each run's predictions file that is there but cannot be used (truncated, damaged, a FIFO or
+    folder in its place), each named on stderr: the report leaves it out of the comparisons (the run's score still
+    counts), as it leaves out a damaged record. A run without a predictions file is not named here."""
+    root, found = Path(root), []
+    for run in runs:
+        path = Layout(root).predictions(run)
+        if not (path.exists() or path.is_symlink()):
+            continue
+        kind = path_problem(path, "a predictions file (JSON)")
+        why = kind.removeprefix(f"{path}: ") if kind else predictions_problem(_read_json(path))
+        if why is not None:
+            why = f"{why}; left out of the comparisons"
+            print(f"warning: report: not used: {path.relative_to(root)}: {why}", file=sys.stderr)
+            found.append((str(path.relative_to(root)), why))
+    return found
 
 
 def load_predictions(root: str | Path, run: Run, split: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(labels, predictions) of a run on a validation split, from its predictions file, or None."""
+    """(labels, predictions) of a run on a validation split, from its predictions file, or None (none, or one
+    `predictions_problem` refuses: `damaged_predictions` names it)."""
     rec = _read_json(Layout(Path(root)).predictions(run))
-    if not rec or split not in rec:
+    if not rec or split not in rec or predictions_problem(rec, split):
         return None
     return np.asarray(rec[split]["labels"]), np.asarray(rec[split]["predictions"])
