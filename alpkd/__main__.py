@@ -279,7 +279,11 @@ def _check(args, params) -> int:
     the data stage reads them: columns, labels, texts, lines), so a bad file is named before any stage runs."""
     glue = [name for name in params.data.tasks if name not in params.custom_tasks]
     try:  # the local GLUE copy holds each task not already copied into the run (data/<task>/)
-        preflight.check_glue_holds([params.task(name) for name in glue], config.repo_root())
+        try:
+            root = config.repo_root()
+        except config.ConfigError:  # a params file outside any repository: no pipeline copy to look for
+            root = Path.cwd()
+        preflight.check_glue_holds([params.task(name) for name in glue], root)
     except FileNotFoundError as err:
         _error(err)
         return 1

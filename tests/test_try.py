@@ -99,3 +99,41 @@ def test_try_leaves_the_committed_run_alone(clone):
     assert sh(["git", "status", "--porcelain"], repo, env).stdout == ""
     assert _digest(repo) == before
     assert os.listdir(repo / "tries") == ["smoke"]
+
+
+def test_check_says_a_task_the_local_glue_copy_lacks_is_not_valid(tmp_path):
+    from helpers import one_line_error, params_file, run_cli
+    import yaml
+
+    if not os.environ.get("ALPKD_GLUE_DIR") or (Path(os.environ["ALPKD_GLUE_DIR"]) / "qnli").exists():
+        pytest.skip("needs a local GLUE copy without qnli")
+    raw = yaml.safe_load(params_file(tmp_path).read_text())
+    raw["data"]["tasks"] = ["qnli"]
+    line = one_line_error(run_cli("--params", str(params_file(tmp_path, raw)), "check", cwd=tmp_path), 1)
+    assert "'qnli' is not valid here" in line and "qnli/train-*.parquet" in line
+    # the same through -S, as scripts/try.sh checks a change before DVC applies it
+    line = one_line_error(run_cli("--params", str(params_file(tmp_path)), "check", "-S", "data.tasks=[qnli]",
+                                  cwd=tmp_path), 1)
+    assert "'qnli' is not valid here" in line
+
+
+def test_compare_shows_changed_parameters_and_metrics_within_100_columns(tmp_path):
+    from alpkd import compare
+    import json
+    import yaml
+
+    runs = []
+    for i, temperature in enumerate([5.0, 2.0, 4.0, 8.0, 1.5, 3.0]):
+        run = tmp_path / f"a-rather-long-run-name-{i}"
+        (run / "report").mkdir(parents=True)
+        (run / "params.yaml").write_text(yaml.safe_dump({"distill": {"temperature": temperature, "epochs": 2}}))
+        (run / "report" / "summary.json").write_text(json.dumps({"students_3L": {"kd": 80 + i / 3, "nokd": 79.5}}))
+        runs.append(str(run))
+    table = compare.render(compare.gather(runs))
+    assert max(map(len, table.splitlines())) <= 100, table
+    rows = [line.split() for line in table.splitlines()]
+    assert ["distill.temperature", "5", "2", "4"] == rows[2][:4], table  # the first block of columns
+    assert not any(r and r[0] == "distill.epochs" for r in rows)  # the same everywhere: not shown
+    assert ["students_3L.kd", "80.00", "80.33"] == next(r for r in rows if r and r[0] == "students_3L.kd")[:3]
+    with pytest.raises(compare.CompareError, match="no report/summary.json"):
+        compare.gather([str(tmp_path), runs[0]])
