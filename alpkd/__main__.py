@@ -111,7 +111,14 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--task", required=True)
     p.add_argument("--method", help="one that learns from teacher assistants (default: every one in distill.methods)")
     p.add_argument("--seed", type=int, help="default: every seed in distill.seeds")
-    sub.add_parser("check")
+    p = sub.add_parser("check", help="validate the params file (and --set changes to it, as `dvc exp run -S` makes "
+                                     "them) and ask the data source whether it holds each task; loads no model")
+    p.add_argument("-S", "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="a change to check, as `dvc exp run -S` would make it (repeatable)")
+    p = sub.add_parser("compare", help="runs side by side: the parameters that differ and the headline metrics")
+    p.add_argument("runs", nargs="*", metavar="RUN",
+                   help="run folders (each with params.yaml and report/summary.json), or one DVC project: its "
+                        "committed run and its experiments (default: the project here)")
     sub.add_parser("significance", help="print report/significance.csv recomputed from metrics/ and predictions/ "
                                         "under --out (default here: .)")
     sub.add_parser("power", help="print the variance components of the run under --out (default here: .) and the "
@@ -124,11 +131,23 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "numerics":  # the default runtime's numerics, whatever params.yaml says: reads no params
         with _stdout_writes():
             return _numerics(args, parser)
+    if args.command == "compare":  # reads finished runs' files: no params of its own
+        from . import compare
+
+        try:
+            with _stdout_writes():
+                print(compare.render(compare.gather(args.runs)))
+        except compare.CompareError as err:
+            _error(err)
+            return 1
+        return 0
     if args.command in ("significance", "power") and args.out == DEFAULT_OUT:
         args.out = "."  # they read a finished run: the pipeline's own outputs unless told otherwise
 
     try:
         params = config.load(args.params)
+        if getattr(args, "sets", None):
+            params = _with_sets(args.params, args.sets)
         if getattr(args, "task", None) and args.task not in params.data.tasks and args.command != "evaluate":
             raise config.ConfigError(f"--task {args.task!r} is not in data.tasks {params.data.tasks}")
         if args.command == "distill" and args.depth not in params.student.depths:
@@ -325,9 +344,9 @@ def _error(err: BaseException) -> None:
 
 
 def _check(args, params) -> int:
-    """`check`: the parameters, the methods (a user's custom/<name>.py checked on a random batch), and the declared
-    files of the custom tasks in data.tasks (read and checked as the data stage reads them: columns, labels, texts,
-    lines), so a bad file is named before any stage runs."""
+    """`check`: the parameters, the methods (a user's custom/<name>.py checked on a random batch), the local GLUE
+    copy (it holds each task), and the declared files of the custom tasks in data.tasks (read and checked as the
+    data stage reads them: columns, labels, texts, lines), so a bad file is named before any stage runs."""
     from . import methods
 
     try:
@@ -335,6 +354,16 @@ def _check(args, params) -> int:
     except config.ConfigError as err:
         _error(err)
         return 2
+    glue = [name for name in params.data.tasks if name not in params.custom_tasks]
+    try:  # the local GLUE copy holds each task not already copied into the run (data/<task>/)
+        try:
+            root = config.repo_root()
+        except config.ConfigError:  # a params file outside any repository: no pipeline copy to look for
+            root = Path.cwd()
+        preflight.check_glue_holds([params.task(name) for name in glue], root)
+    except FileNotFoundError as err:
+        _error(err)
+        return 1
     custom = [name for name in params.data.tasks if name in params.custom_tasks]
     if custom:
         from . import data
@@ -349,6 +378,32 @@ def _check(args, params) -> int:
     checked = f"; files of {', '.join(custom)} checked" if custom else ""
     print(f"{args.params}: valid ({params.profile} profile{checked})")
     return 0
+
+
+def _with_sets(path: str, sets: list[str]):
+    """The params file with `KEY=VALUE` changes applied as `dvc exp run -S` applies them (the value read as YAML),
+    validated: a bad change is one error naming the key, before DVC writes it or removes any output."""
+    import yaml
+
+    from .params_file import read_yaml, repo_root
+
+    file = Path(path) if Path(path).is_absolute() else repo_root() / path
+    raw = read_yaml(file)
+    for change in sets:
+        key, eq, value = change.partition("=")
+        if not eq or not key:
+            raise config.ConfigError(f"-S {change!r}: expected KEY=VALUE, e.g. -S distill.temperature=2.0")
+        *groups, leaf = key.split(".")
+        node = raw
+        for group in groups:
+            node = node.setdefault(group, {})
+            if not isinstance(node, dict):
+                raise config.ConfigError(f"-S {change!r}: {group} is not a group of keys")
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            node[leaf] = value
+    return config.validate(raw, f"{file} with -S {' -S '.join(sets)}")
 
 
 def _statistics(args, params) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+GLUE_ENV = "ALPKD_GLUE_DIR"  # as alpkd.data reads it (that module loads datasets: too slow for a check)
+
 
 def check_writable(folders: list[Path], out: Path | None = None) -> None:
     """Each folder exists and is writable, or can be made in its nearest existing parent; else an OSError
@@ -18,3 +20,24 @@ def check_writable(folders: list[Path], out: Path | None = None) -> None:
         if not os.access(existing, os.W_OK | os.X_OK):
             raise PermissionError(f"{existing}: no write permission; the step writes {folder}. Make it writable "
                                   "or pass another --out")
+
+
+def check_glue_holds(tasks: list, root: Path) -> None:
+    """Each GLUE task of `tasks` (alpkd.tasks.Task) is held by the local GLUE copy (ALPKD_GLUE_DIR): a folder
+    <task>/ with a <split>-*.parquet file per split the pipeline reads; else a FileNotFoundError naming what is
+    missing. A task already copied into the run (root/data/<task>/train.parquet) needs no source; with no local
+    copy (the hub) nothing is asked here: the data stage says what the hub answers."""
+    source = os.environ.get(GLUE_ENV)
+    if not source:
+        return
+    for task in tasks:
+        if (root / "data" / task.name / "train.parquet").is_file():
+            continue
+        folder = Path(source) / task.name
+        missing = [s for s in ("train", *task.validation_splits) if not any(folder.glob(f"{s}-*.parquet"))]
+        if missing:
+            held = sorted(p.name for p in Path(source).iterdir() if p.is_dir()) if Path(source).is_dir() else []
+            raise FileNotFoundError(
+                f"data.tasks: {task.name!r} is not valid here: the local GLUE copy {source} ({GLUE_ENV}) has no "
+                f"{', '.join(f'{task.name}/{s}-*.parquet' for s in missing)}; it holds: {', '.join(held) or 'nothing'}. "
+                f"Remove {task.name!r} from data.tasks, add it to that folder, or unset {GLUE_ENV} to read the hub")

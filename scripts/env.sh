@@ -7,3 +7,6 @@ fi
 # (an `if`, not `&&`: sourcing this from a `set -e` script must not fail when no local GLUE copy is found)
 if [ -n "${ALPKD_GLUE_DIR:-}" ]; then export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}; fi
 export TRANSFORMERS_VERBOSITY=error  # library warnings stay out of the executed notebooks
+# papermill's kernel (`-k python3`) from scripts/jupyter/kernels/: the stock one with its start-up log at ERROR, so no
+# stage prints the kernel's "running over TCP without encryption" warning (local 127.0.0.1 sockets; nothing to do)
+export JUPYTER_PATH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}"

@@ -4,8 +4,7 @@
 #   scripts/repro.sh              dvc repro on the profile in params.yaml (mini, the default: 56 min on 2 CPUs)
 #   scripts/repro.sh ARGS         ARGS go to `dvc repro` (e.g. `report`, `--dry`, `distill@rte-1-alp-42`)
 #
-# Other profiles: copy one over params.yaml first (`cp profiles/smoke.yaml params.yaml`), or change single
-# values with `dvc exp run -S distill.temperature=4.0` (an experiment: compare with `dvc exp show`).
+# Other profiles, apart from the committed run: scripts/try.sh PROFILE (in tries/PROFILE/; docs/pipeline.md).
 # Afterwards: report/results.md (the table), report/figures/, `dvc metrics show`, and the interactive plots,
 # offline: dvc plots show --html-template .dvc-template/offline.html   (then open dvc_plots/index.html)
 # ALPKD_SKIP_SETUP=1 skips the set-up (a .venv already made by scripts/setup.sh).
@@ -20,6 +19,8 @@ if ! git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   echo "error: $(pwd) is not a git repository; dvc (params, experiments) needs the git clone" >&2
   exit 1
 fi
+# a bad value in params.yaml (or a task the local GLUE copy lacks) is one `error:` line, before any stage runs
+python -m alpkd check
 # the offline page for `dvc plots show` (needs npm once; the pipeline does not depend on it)
 scripts/plots_template.sh || echo "warning: no offline plots template (npm missing?); dvc plots show needs a network" >&2
 
