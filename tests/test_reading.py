@@ -431,3 +431,10 @@ def test_data_file_name_longer_than_the_file_system_allows_is_named(tmp_path, wh
 def test_params_file_name_longer_than_the_file_system_allows_is_named(tmp_path):
     line = one_line_error(run_cli("--params", str(tmp_path / ("p" * 300 + ".yaml")), "check", cwd=tmp_path), 2)
     assert "longer than the file system allows (255 bytes per name)" in line, line
+
+
+def test_output_root_name_longer_than_the_file_system_allows_is_named(tmp_path):
+    (tmp_path / "params.yaml").write_text(SMOKE_TEXT)
+    out = tmp_path / ("o" * 300)
+    line = one_line_error(run_cli("--out", str(out), "data", "--task", "rte", cwd=tmp_path), 1)
+    assert "longer than the file system allows (255 bytes per name)" in line and "output folder" in line, line
