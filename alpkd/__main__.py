@@ -197,10 +197,13 @@ def _main(argv: list[str] | None) -> int:
         if args.command in ("distill", "assist"):
             methods.check(params)
             if args.method is not None:
-                needs = methods.get(args.method).assistants if args.method in params.distill.methods else None
-                if needs is not (args.command == "assist"):
-                    raise config.ConfigError(f"--method {args.method!r}: not one of distill.methods "
-                                             f"{params.distill.methods} that the {args.command} step trains")
+                try:
+                    assisted = methods.get(args.method).assistants
+                except ValueError as err:
+                    raise config.ConfigError(f"--method: {err}") from None
+                if args.command == "assist" and not assisted:
+                    raise config.ConfigError(f"--method {args.method!r}: does not learn from teacher assistants; "
+                                             f"allowed: {', '.join(methods.assisted(methods.BUILT_IN))}")
     except config.ConfigError as err:
         _error(err)
         return 2

@@ -104,6 +104,9 @@ class Layout:
                 "logs": self.root / "logs" / folder}
 
     def cell_dirs(self, task: str, depth: int, method: str) -> dict[str, Path]:
+        if not ASSISTED:  # else an assisted method's cell would silently be looked for in the distill stage's folders
+            raise RuntimeError("a student's folders: import alpkd.methods first (its declarations say which methods "
+                               "are the assist stage's)")
         if method in ASSISTED:
             return {kind: folder / group_name(task, depth) / method for kind, folder in self.assisted_dirs(task).items()}
         return {kind: folder / method for kind, folder in self.group_dirs(task, depth).items()}

@@ -18,6 +18,7 @@ from alpkd import config as _config, numerics as _numerics  # noqa: E402 (light:
 # the smoke profile's portable numerics, set before any test imports torch (alpkd.numerics.check refuses to
 # train otherwise); CLI subprocesses inherit the variables
 _numerics.pin(_config.load(SMOKE.resolve()).runtime)
+import alpkd.methods  # noqa: E402,F401 (the declarations tell alpkd.paths which methods' folders are the assist stage's)
 
 
 @pytest.fixture

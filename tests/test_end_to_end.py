@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from alpkd import cache, distill
-from alpkd.config import ASSISTED, METHODS as ALL_METHODS
+from alpkd import methods as declared
 from alpkd.paths import Layout, Run
 from helpers import SMOKE, TASK, clone_teacher, glue_frame, run_cli, subsample_rows, TEACHER_SEED
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 ALP = ("alp", "alp_no", "alp_po", "alp_scaled")
 # a one-layer student of every method but those that learn from a deeper student (tests/test_assist.py)
-METHODS = [m for m in ALL_METHODS if m not in ASSISTED]
+METHODS = [m for m in declared.BUILT_IN if not declared.get(m).assistants]
 DEPTH, SEED = 1, 42
 
 
