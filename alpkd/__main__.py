@@ -8,6 +8,7 @@
   python -m alpkd verify-cache --task rte                           re-hash every byte of the teacher caches
   python -m alpkd evaluate --task rte --model scratch/models/rte/teacher   GLUE metrics of a saved model
   python -m alpkd check                                             validate params.yaml and exit
+  python -m alpkd compare tries/quick                               runs side by side (scripts/try.sh)
   python -m alpkd significance                                      report/significance.csv again, from metrics/ and predictions/
   python -m alpkd power                                             the run's variance components and the power table
   python -m alpkd numerics --fingerprint                            this machine's arithmetic, per operation (JSON)

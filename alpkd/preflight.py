@@ -46,5 +46,6 @@ def check_glue_holds(tasks: list, root: Path) -> None:
             held = sorted(p.name for p in Path(source).iterdir() if p.is_dir()) if Path(source).is_dir() else []
             raise FileNotFoundError(
                 f"data.tasks: {task.name!r} is not valid here: the local GLUE copy {source} ({GLUE_ENV}) has no "
-                f"{', '.join(f'{task.name}/{s}-*.parquet' for s in missing)}; it holds: {', '.join(held) or 'nothing'}. "
+                f"{', '.join(f'{task.name}/{s}-*.parquet' for s in missing)}; "
+                f"it holds: {', '.join(held) or 'nothing'}. "
                 f"Remove {task.name!r} from data.tasks, add it to that folder, or unset {GLUE_ENV} to read the hub")

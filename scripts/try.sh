@@ -13,6 +13,7 @@
 # experiment on that baseline (`dvc exp run`), so `dvc exp show` works inside it too. The repository's own
 # outputs, dvc.lock and git status never change (tests/test_try.py). ALPKD_SKIP_SETUP=1 skips the set-up.
 set -euo pipefail
+caller=$(pwd)  # a params file given by path is taken from here
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 if [ $# -lt 1 ] || [[ "$1" == -* ]]; then
@@ -22,9 +23,9 @@ fi
 profile=$1
 shift
 if [ -f "profiles/$profile.yaml" ]; then
-  file="profiles/$profile.yaml"
-elif [ -f "$profile" ]; then
-  file=$profile
+  file="$repo/profiles/$profile.yaml"
+elif (cd "$caller" && [ -f "$profile" ]); then
+  file=$(cd "$caller" && cd "$(dirname "$profile")" && pwd)/$(basename "$profile")
 else
   echo "error: no profile $profile: neither profiles/$profile.yaml nor a file $profile" \
        "(profiles: $(cd profiles && ls *.yaml | sed 's/\.yaml$//' | tr '\n' ' '))" >&2
@@ -61,7 +62,7 @@ cp dvc.yaml "$dir/dvc.yaml"  # today's pipeline
 cd "$dir"
 start=$SECONDS
 if [ ${#sets[@]} -eq 0 ]; then
-  cp "$repo/$file" params.yaml
+  cp "$file" params.yaml
   python -m alpkd check
   dvc repro
   git_ add -A

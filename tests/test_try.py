@@ -3,8 +3,8 @@
 In a fresh git repository holding the checkout with its committed outputs: `scripts/try.sh smoke` runs the whole
 pipeline under tries/smoke/, an experiment on it (`-S distill.temperature=2.0`) re-runs the students only, `python
 -m alpkd compare` shows the changed parameter beside both runs' metrics, and afterwards `git status --porcelain`
-is empty and no tracked file changed (about 2 minutes). A bad value under scripts/repro.sh or scripts/try.sh is
-one `error:` line and no stage runs (seconds).
+is empty and no tracked file changed (the file: 1 min 47 s to 5 min 41 s, with other jobs on the 2 cores). A bad
+value under scripts/repro.sh or scripts/try.sh is one `error:` line and no stage runs (seconds).
 """
 from __future__ import annotations
 
