@@ -194,7 +194,7 @@ def _main(argv: list[str] | None) -> int:
     from . import cache, data, distill  # heavy imports only once the parameters are known to be good
     from . import methods
 
-    try:  # the methods of distill.methods (built-in, or the user's custom/<name>.py), before anything trains
+    try:  # the methods of distill.methods (built-in, or the user's custom/methods/<name>.py), before anything trains
         if args.command in ("distill", "assist"):
             methods.check(params)
             if args.method is not None:
@@ -348,7 +348,7 @@ def _error(err: BaseException) -> None:
 
 
 def _check(args, params) -> int:
-    """`check`: the parameters, the methods (a user's custom/<name>.py checked on a random batch), the local GLUE
+    """`check`: the parameters, the methods (a user's custom/methods/<name>.py checked on a random batch), the local GLUE
     copy (it holds each task), and the declared files of the custom tasks in data.tasks (read and checked as the
     data stage reads them: columns, labels, texts, lines), so a bad file is named before any stage runs."""
     from . import methods
@@ -387,9 +387,7 @@ def _check(args, params) -> int:
 def _with_sets(path: str, sets: list[str]):
     """The params file with `KEY=VALUE` changes applied as `dvc exp run -S` applies them (the value read as YAML),
     validated: a bad change is one error naming the key, before DVC writes it or removes any output."""
-    import yaml
-
-    from .params_file import read_yaml, repo_root
+    from .params_file import read_yaml, repo_root, yaml_value
 
     file = Path(path) if Path(path).is_absolute() else repo_root() / path
     raw = read_yaml(file)
@@ -403,10 +401,7 @@ def _with_sets(path: str, sets: list[str]):
             node = node.setdefault(group, {})
             if not isinstance(node, dict):
                 raise config.ConfigError(f"-S {change!r}: {group} is not a group of keys")
-        try:
-            node[leaf] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            node[leaf] = value
+        node[leaf] = yaml_value(value)
     return config.validate(raw, f"{file} with -S {' -S '.join(sets)}")
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from .params_file import read_yaml
 
-import yaml
 
 WIDTH = 100
 SUMMARY = "report/summary.json"
@@ -34,7 +34,7 @@ def _folder(path: Path) -> tuple[dict, dict]:
     params, summary = path / "params.yaml", path / SUMMARY
     if not summary.is_file():
         raise CompareError(f"{path}: no {SUMMARY}; the run has not finished (scripts/try.sh PROFILE runs one)")
-    return yaml.safe_load(params.read_text()) or {}, json.loads(summary.read_text())
+    return read_yaml(params) or {}, json.loads(summary.read_text())
 
 
 def _is_project(path: Path) -> bool:

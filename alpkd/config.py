@@ -19,7 +19,7 @@ from .model_files import teacher_config_value, teacher_folder_problem, teacher_n
 from .params_file import ConfigError, path_problem, read_yaml, repo_root, yaml11_reading
 from .tasks import GLUE_TASKS, Task
 
-# a method's name (declared in alpkd.methods, or the user's custom/<name>.py): which names exist is checked there
+# a method's name (declared in alpkd.methods, or the user's custom/methods/<name>.py): which names exist is checked there
 # (`methods.check`, by `check` and the distill, assist and report steps), so the teacher stage reads no declaration
 Method = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 MetricName = Literal["accuracy", "f1", "matthews", "pearson", "spearman"]

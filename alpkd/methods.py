@@ -4,7 +4,7 @@ methods the report compares it with. Everything else (the config's allowed names
 mapping field, the report's labels, colours, families and comparisons, the notebook's look inside a batch) is derived
 from these declarations; no other module branches on a method's name.
 
-A user declares a method the same way in `custom/<name>.py` (a module-level `METHOD = Method(...)`) and lists
+A user declares a method the same way in `custom/methods/<name>.py` (a module-level `METHOD = Method(...)`) and lists
 `<name>` in `distill.methods` (docs/your-own-method.md); `check` refuses a bad one before anything trains.
 """
 from __future__ import annotations
@@ -255,25 +255,25 @@ _CUSTOM: dict[Path, Method] = {}  # the users' methods, by file
 
 # --- looking methods up ------------------------------------------------------------------------------
 def get(name: str) -> Method:
-    """The declaration of `name`: a built-in method, or a user's from custom/<name>.py (checked when loaded)."""
+    """The declaration of `name`: a built-in method, or a user's from custom/methods/<name>.py (checked when loaded)."""
     if name in BUILT_IN:
         return BUILT_IN[name]
     path = _custom_file(name)
     if path not in _CUSTOM:  # loaded and checked once per file
         if not path.is_file():
             raise ValueError(f"unknown method {name!r}; allowed: {', '.join(BUILT_IN)} (or your own, declared in "
-                             f"custom/{name}.py: docs/your-own-method.md)")
+                             f"custom/methods/{name}.py: docs/your-own-method.md)")
         _CUSTOM[path] = _load(name, path)
         paths.ASSISTED.update([name] if _CUSTOM[path].assistants else [])
     return _CUSTOM[path]
 
 
 def _custom_file(name: str) -> Path:
-    """custom/<name>.py of the repository (the folder holding params.yaml, as for custom tasks' files)."""
+    """custom/methods/<name>.py of the repository (the folder holding params.yaml, as for custom tasks' files)."""
     try:
-        return repo_root() / "custom" / f"{name}.py"
+        return repo_root() / "custom" / "methods" / f"{name}.py"
     except ConfigError:  # no repository here: no user's method either
-        return Path("custom") / f"{name}.py"
+        return Path("custom") / "methods" / f"{name}.py"
 
 
 def declared(names=()) -> list[Method]:
@@ -403,7 +403,7 @@ def objective(name: str, p, teacher=None, states: str = "cls", difficulty=None):
 
 # --- a user's method -----------------------------------------------------------------------------------
 def _load(name: str, path: Path) -> Method:
-    """custom/<name>.py's `METHOD`, checked: one ConfigError naming the file and what is wrong."""
+    """custom/methods/<name>.py's `METHOD`, checked: one ConfigError naming the file and what is wrong."""
     where = path.relative_to(repo_root()) if path.is_relative_to(repo_root()) else path
     try:
         spec = importlib.util.spec_from_file_location(f"alpkd_custom_{name}", path)
@@ -473,7 +473,7 @@ def check(params):
     dp = params.distill
     for k, name in enumerate(dp.methods):
         if name in BUILT_IN and _custom_file(name).is_file():
-            raise ConfigError(f"custom/{name}.py: the name of a built-in method (distill.methods.{k} = {name!r} runs "
+            raise ConfigError(f"custom/methods/{name}.py: the name of a built-in method (distill.methods.{k} = {name!r} runs "
                               "the built-in one); choose another name for yours")
         try:
             get(name)

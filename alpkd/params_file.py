@@ -39,6 +39,17 @@ def yaml11_reading(text: str):
         return text
 
 
+def yaml_value(text: str):
+    """A value given on the command line (`-S key=value`) read as DVC reads it (YAML 1.2); a text that is no YAML
+    stays the text."""
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        return _reader().load(text)
+    except YAMLError:
+        return text
+
+
 def read_yaml(path: str | Path):
     """A YAML file's content, read as DVC reads it (`_reader`); a syntax error or a repeated key is a
     `ConfigError` naming file and line."""

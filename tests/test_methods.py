@@ -1,5 +1,5 @@
 """The methods' declarations (alpkd/methods.py): the one place that names a method, what the report derives from them,
-and a user's own method in custom/<name>.py: refused with one `error:` line when bad, run end to end when good."""
+and a user's own method in custom/methods/<name>.py: refused with one `error:` line when bad, run end to end when good."""
 from __future__ import annotations
 
 import ast
@@ -51,9 +51,9 @@ def _user_root(tmp_path: Path, files: dict[str, str], listed: list[str]) -> Path
     raw = yaml.safe_load(SMOKE.read_text())
     raw["distill"]["methods"] = ["kd", *listed]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    (tmp_path / "custom").mkdir()
+    (tmp_path / "custom" / "methods").mkdir(parents=True)
     for name, text in files.items():
-        (tmp_path / "custom" / name).write_text(text)
+        (tmp_path / "custom" / "methods" / name).write_text(text)
     return tmp_path
 
 
@@ -69,18 +69,18 @@ def _declared(name: str, term: str = GOOD_TERM, **fields) -> str:
 
 
 BAD = {  # case: (files under custom/, listed in distill.methods, what the error line says)
-    "clash_in_file": ({"mine.py": _declared("kd")}, ["mine"], "custom/mine.py: METHOD.name = 'kd': the name of a built-in"),
-    "clash_file_name": ({"alp.py": _declared("alp")}, ["alp"], "custom/alp.py: the name of a built-in method"),
+    "clash_in_file": ({"mine.py": _declared("kd")}, ["mine"], "custom/methods/mine.py: METHOD.name = 'kd': the name of a built-in"),
+    "clash_file_name": ({"alp.py": _declared("alp")}, ["alp"], "custom/methods/alp.py: the name of a built-in method"),
     "raises": ({"mine.py": _declared("mine", "lambda b, p: 1 / 0")}, ["mine"],
-               "custom/mine.py: term 'mine' raised ZeroDivisionError"),
+               "custom/methods/mine.py: term 'mine' raised ZeroDivisionError"),
     "not_scalar": ({"mine.py": _declared("mine", "lambda b, p: b.student_states.sum(-1)")}, ["mine"],
-                   "custom/mine.py: term 'mine' returned (4, 2), not a scalar tensor"),
+                   "custom/methods/mine.py: term 'mine' returned (4, 2), not a scalar tensor"),
     "nan": ({"mine.py": _declared("mine", "lambda b, p: b.logits.sum() * float('nan')")}, ["mine"],
-            "custom/mine.py: term 'mine' returned nan"),
+            "custom/methods/mine.py: term 'mine' returned nan"),
     "missing_field": ({"mine.py": HEAD + "METHOD = Method(name='mine', label='Mine', family='layer')\n"}, ["mine"],
-                      "custom/mine.py: cannot be imported (TypeError"),
-    "empty_label": ({"mine.py": _declared("mine", label="''")}, ["mine"], "custom/mine.py: METHOD.label is missing"),
-    "no_method": ({"mine.py": "X = 1\n"}, ["mine"], "custom/mine.py: declares no method"),
+                      "custom/methods/mine.py: cannot be imported (TypeError"),
+    "empty_label": ({"mine.py": _declared("mine", label="''")}, ["mine"], "custom/methods/mine.py: METHOD.label is missing"),
+    "no_method": ({"mine.py": "X = 1\n"}, ["mine"], "custom/methods/mine.py: declares no method"),
     "no_file": ({}, ["mine"], "distill.methods.1 = 'mine': unknown method 'mine'"),
 }
 
@@ -94,16 +94,16 @@ def test_bad_user_method_is_one_error_line(tmp_path, case):
 
 
 def test_good_user_method_passes_check(tmp_path):
-    root = _user_root(tmp_path, {"cls_cosine.py": (REPO / "custom" / "cls_cosine.py").read_text()}, ["cls_cosine"])
+    root = _user_root(tmp_path, {"cls_cosine.py": (REPO / "custom" / "methods" / "cls_cosine.py").read_text()}, ["cls_cosine"])
     result = run_cli("check", cwd=root)
     assert result.returncode == 0, result.stderr[-2000:]
 
 
 @pytest.mark.slow
 def test_user_method_end_to_end(tmp_path, monkeypatch):
-    """custom/cls_cosine.py through the smoke pipeline's steps (teachers, students, report): trained with the same
+    """custom/methods/cls_cosine.py through the smoke pipeline's steps (teachers, students, report): trained with the same
     teachers and seeds, in the results table and in the adjusted comparisons beside the built-in methods."""
-    root = _user_root(tmp_path, {"cls_cosine.py": (REPO / "custom" / "cls_cosine.py").read_text()}, ["cls_cosine"])
+    root = _user_root(tmp_path, {"cls_cosine.py": (REPO / "custom" / "methods" / "cls_cosine.py").read_text()}, ["cls_cosine"])
     raw = yaml.safe_load((root / "params.yaml").read_text())
     raw["distill"]["methods"] = ["nokd", "kd", "cls_cosine"]
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -136,4 +136,4 @@ def test_distillation_code_is_no_dependency_of_data_or_teacher(stage):
     for other in ("distill", "assist", "report"):  # those that run them depend on both, and on a user's methods
         assert {Path("alpkd/losses.py"), Path("alpkd/methods.py")} <= stage_deps(other), other
         deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][other]
-        assert "custom" in [d.split()[0] for d in deps.get("do", deps)["deps"]], other
+        assert "custom/methods" in [d.split()[0] for d in deps.get("do", deps)["deps"]], other
