@@ -119,6 +119,22 @@ def test_distill_parameter_reruns_students_and_report_only(repo, env, first_repr
     assert changed_stages(repo, env) == {}
 
 
+@pytest.mark.slow
+def test_a_changed_loss_reruns_no_teacher(repo, env, first_repro):
+    """Editing a loss or a method's declaration re-runs the students and the report, never a teacher or the data."""
+    sh(["dvc", "repro"], repo, env)  # order-independent: start from an up-to-date pipeline
+    edited = [repo / "alpkd" / "losses.py", repo / "alpkd" / "methods.py"]
+    before = [p.read_text() for p in edited]
+    try:
+        for path, text in zip(edited, before):
+            path.write_text(text + "\n# an edit\n")
+        assert set(changed_stages(repo, env)) == {*DISTILL_STAGES, "report"}
+    finally:
+        for path, text in zip(edited, before):
+            path.write_text(text)
+    assert changed_stages(repo, env) == {}
+
+
 def test_committed_notebooks_are_clean():
     """Outputs only on `# NBVAL_CHECK_OUTPUT` cells, a `parameters` cell in each (scripts/notebooks.py check)."""
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "notebooks.py"), "check"], capture_output=True,
