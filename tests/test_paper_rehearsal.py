@@ -108,7 +108,7 @@ def test_synthetic_glue_loads_through_the_library(glue, monkeypatch):
 
 def test_bert_folder_is_read_as_a_folder_teacher(tmp_path):
     """The saved folder has bert-base-uncased's files and is read as `teacher.model: <folder>` (12 layers)."""
-    from alpkd import config
+    from alpkd import config, model_files
 
     folder = build_bert_folder(tmp_path / "bert")
     assert {"config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json"} <= {
@@ -117,7 +117,7 @@ def test_bert_folder_is_read_as_a_folder_teacher(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     loaded = config.load(path)
-    assert config.teacher_num_layers(loaded.teacher) == 12
+    assert model_files.teacher_num_layers(loaded.teacher) == 12
 
 
 # --- the rehearsal: dvc repro on the paper profile in a fresh clone (slow) ----------------------------------
