@@ -286,9 +286,9 @@ def _prog() -> str:
 
 
 def _run(args, params, distill):
-    from . import teachers, trainer
+    from . import teachers
 
-    trainer.PRINT_LOGS = True  # progress on stderr (stdout is redirected there while a step runs)
+    logs = {"print_logs": True}  # the Trainer's logs too, on stderr (stdout is redirected there while a step runs)
     if args.command == "data":
         from .data import write_task_data
 
@@ -297,8 +297,8 @@ def _run(args, params, distill):
         return json.loads(layout.data_source(args.task).read_text())
     if args.command == "teacher":
         if args.seed is not None:
-            return teachers.train_teacher(params, args.task, args.out, args.seed)
-        return teachers.train_teachers(params, args.task, args.out)
+            return teachers.train_teacher(params, args.task, args.out, args.seed, **logs)
+        return teachers.train_teachers(params, args.task, args.out, **logs)
     if args.command == "cache":
         written = []
         for seed in [args.seed] if args.seed is not None else params.teacher.seeds:
@@ -314,8 +314,8 @@ def _run(args, params, distill):
     seeds = [args.seed] if args.seed is not None else None
     methods = [args.method] if args.method else None
     if args.command == "assist":
-        return distill.assist_group(params, args.task, args.out, methods, seeds)
-    return distill.distill_group(params, args.task, args.depth, args.out, methods, seeds)
+        return distill.assist_group(params, args.task, args.out, methods, seeds, **logs)
+    return distill.distill_group(params, args.task, args.depth, args.out, methods, seeds, **logs)
 
 
 def _verify_cache(args, params) -> int:

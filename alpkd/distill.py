@@ -38,8 +38,10 @@ from .trainer import SeededLengthGroupedSampler  # noqa: F401
 
 class Cell:
     """What the runs of one (task, depth, method) that learn from one teacher share: data, that teacher, its
-    cache. A group (task, depth) loads them once per teacher and hands them from method to method
+    cache. A `Group` (task, depth) loads them once per teacher and hands them from method to method
     (`with_method`)."""
+
+    print_logs = False  # the Trainer's logs printed too (the CLI's, to stderr); a Group's say
 
     def __init__(self, params: Params, task_name: str, depth: int, method: str, root: str | Path = ".",
                  teacher_seed: int | None = None, shared: "Cell | None" = None):
@@ -165,6 +167,7 @@ class Cell:
             data_collator=data.Collator(self.tokenizer, self.caches.get("train") if declared.teacher else None,
                                         [a["cache"] for a in assistants]),
             callbacks=callbacks, label=method, progress_label=f"distill {task.name}-{self.depth}  {method}  seed {seed}",
+            print_logs=self.print_logs,
             objective=meth.objective(method, dp, None if (not declared.teacher or self.use_cache) else self.teacher,
                                         dp.states, difficulty),
         )
@@ -225,14 +228,40 @@ def duplicate_of(params: Params, depth: int, method: str) -> str | None:
     return same if same != method else None
 
 
+class Group:
+    """The students of one (task, depth) and what they share: one `Cell` per teacher, loaded when a student of that
+    teacher first asks for it and kept while the group lives (every method and seed of that teacher's students,
+    and `explain_batch` after training), the first cell's data shared with the others (`Cell`'s `shared`)."""
+
+    def __init__(self, params: Params, task_name: str, depth: int, root: str | Path = ".", print_logs: bool = False):
+        self.params, self.task_name, self.depth, self.root, self.print_logs = params, task_name, depth, root, print_logs
+        self.cells: dict[int, Cell] = {}
+
+    def cell(self, method: str, teacher_seed: int) -> Cell:
+        """The loaded inputs of the students of `teacher_seed`, for `method`."""
+        if teacher_seed not in self.cells:
+            shared = next(iter(self.cells.values()), None)
+            cell = Cell(self.params, self.task_name, self.depth, method, self.root, teacher_seed, shared)
+            cell.print_logs = self.print_logs
+            self.cells[teacher_seed] = cell
+        return self.cells[teacher_seed].with_method(method)
+
+    def moved(self, root: str | Path) -> "Group":
+        """The same students under `root` (the same folder, named another way), nothing loaded: what a Ray task is
+        sent (a worker loads the cell its student needs)."""
+        return Group(self.params, self.task_name, self.depth, root, self.print_logs)
+
+
 def distill_group(params: Params, task_name: str, depth: int, root: str | Path = ".",
-                  methods: list[str] | None = None, seeds: list[int] | None = None) -> dict[str, list[dict]]:
+                  methods: list[str] | None = None, seeds: list[int] | None = None, print_logs: bool = False,
+                  group: Group | None = None) -> dict[str, list[dict]]:
     """Distil every method (default `distill.methods`, but those that learn from teacher assistants: the `assist`
     stage's) and seed (default `distill.seeds`) of one (task, depth), each seed from its teacher
     (`Params.teacher_seed`), loading data, each teacher and its cache once. Returns the records by method.
 
     A method whose objective is another's at this depth (`duplicate_of`) is not trained: its metrics folder
-    gets a `same_as.json` marker naming that method and why, and the report shows the cell once.
+    gets a `same_as.json` marker naming that method and why, and the report shows the cell once. `group`: the
+    loaded inputs to use and keep (e.g. for `explain_batch` afterwards); `print_logs`: the Trainer's logs printed.
     """
     numerics.check(params.runtime)
     meth.check(params)
@@ -241,7 +270,8 @@ def distill_group(params: Params, task_name: str, depth: int, root: str | Path =
     seeds = list(params.distill.seeds if seeds is None else seeds)
     for folder in [*layout.group_dirs(task_name, depth).values(), layout.assistant_group(task_name, depth)]:
         folder.mkdir(parents=True, exist_ok=True)
-    out = _train_cells(params, task_name, depth, root, methods, seeds, f"distill {task_name}-{depth}")
+    group = group or Group(params, task_name, depth, root, print_logs)
+    out = _train_cells(group, methods, seeds, f"distill {task_name}-{depth}")
     _write_assistant_manifest(params, task_name, depth, root)
     return out
 
@@ -259,7 +289,7 @@ def _write_assistant_manifest(params: Params, task_name: str, depth: int, root) 
 
 
 def assist_group(params: Params, task_name: str, root: str | Path = ".", methods: list[str] | None = None,
-                 seeds: list[int] | None = None) -> dict[int, dict[str, list[dict]]]:
+                 seeds: list[int] | None = None, print_logs: bool = False) -> dict[int, dict[str, list[dict]]]:
     """The `assist` stage of one task: every method that learns from teacher assistants (TAKD, DGKD, CES-KD) at
     every depth with a deeper one in `student.depths`, every seed. At the largest depth there is no assistant:
     each method's metrics folder there gets a `not_defined.json` marker instead (the report says so). Returns
@@ -282,14 +312,14 @@ def assist_group(params: Params, task_name: str, root: str | Path = ".", methods
                                             f"deeper than {depth}")
             out[depth] = {m: [] for m in methods}
             continue
-        out[depth] = _train_cells(params, task_name, depth, root, methods, seeds, f"assist {task_name}-{depth}")
+        out[depth] = _train_cells(Group(params, task_name, depth, root, print_logs), methods, seeds,
+                                  f"assist {task_name}-{depth}")
     return out
 
 
-def _train_cells(params: Params, task_name: str, depth: int, root, methods: list[str], seeds: list[int],
-                 label: str) -> dict[str, list[dict]]:
+def _train_cells(group: Group, methods: list[str], seeds: list[int], label: str) -> dict[str, list[dict]]:
     """Train every (method, seed) of one (task, depth) (`alpkd.executor`), a `same_as.json` marker for each duplicate."""
-    layout = Layout(Path(root))
+    params, task_name, depth, layout = group.params, group.task_name, group.depth, Layout(Path(group.root))
     teachers = {seed: params.teacher_seed(seed) for seed in seeds}  # refuses a seed outside distill.seeds
     out = {}
     units = [(m, s) for m in methods if duplicate_of(params, depth, m) is None for s in seeds]
@@ -303,7 +333,7 @@ def _train_cells(params: Params, task_name: str, depth: int, root, methods: list
         layout.same_as(task_name, depth, method).unlink(missing_ok=True)
         layout.not_defined(task_name, depth, method).unlink(missing_ok=True)
         out[method] = []
-    records = executor.train(params, task_name, depth, root, units, teachers, label, cached_cell)
+    records = executor.train(group, units, teachers, label)
     for method, seed in units:
         out[method].append(records[(method, seed)])
     return out
@@ -318,22 +348,6 @@ def _mark(path: Path, layout: Layout, task: str, depth: int, method: str, seeds:
     return marker
 
 
-_CELLS: dict = {}
-
-
-def cached_cell(params: Params, task_name: str, depth: int, method: str, root, teacher_seed: int) -> Cell:
-    """The loaded inputs of one teacher, reused by every method and seed of the group that learns from it and
-    when the same notebook asks again (e.g. `explain_batch` after training)."""
-    key = (params, task_name, depth, str(Path(root).resolve()))
-    if _CELLS.get("key") != key:  # another group or grid: the cells of the last one are let go
-        _CELLS.clear()
-        _CELLS["key"] = key
-    if teacher_seed not in _CELLS:
-        shared = next((c for k, c in _CELLS.items() if k != "key"), None)
-        _CELLS[teacher_seed] = Cell(params, task_name, depth, method, root, teacher_seed, shared)
-    return _CELLS[teacher_seed].with_method(method)
-
-
 def distill_student(params: Params, task_name: str, depth: int, method: str, seed: int, root: str | Path = ".") -> dict:
     """Distil one student (task, depth, method, seed) from its teacher (`Params.teacher_seed`); returns its metrics."""
     numerics.check(params.runtime)
@@ -342,10 +356,12 @@ def distill_student(params: Params, task_name: str, depth: int, method: str, see
 
 @torch.inference_mode()
 def explain_batch(params: Params, task_name: str, depth: int, method: str, seed: int, root: str | Path = ".",
-                  size: int = 8) -> dict:
+                  size: int = 8, group: Group | None = None) -> dict:
     """One real validation batch through a trained student: each loss term, and the layer pairs or attention
-    weights behind it (the notebook's look inside `methods.distillation_loss`)."""
-    cell = cached_cell(params, task_name, depth, method, root, params.teacher_seed(seed))
+    weights behind it (the notebook's look inside `methods.distillation_loss`); `group`: the loaded inputs of the
+    students of (task, depth) that trained it, else loaded here."""
+    group = group or Group(params, task_name, depth, root)
+    cell = group.cell(method, params.teacher_seed(seed))
     declared, dp = meth.get(method), params.distill
     run = Run(cell.task.name, depth, method, seed)
     model = AutoModelForSequenceClassification.from_pretrained(cell.layout.student_model(run)).eval()

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from . import numerics, progress
-from .config import ConfigError, Params
+from .config import ConfigError
 
 INSTALL = 'pip install -e ".[ray]"'
 # a worker or node that dies (a kill, a lost machine) is retried this many times; a Python exception is not
@@ -99,37 +99,36 @@ def resources(ray, runtime) -> tuple[float, float]:
     return cpus, gpus
 
 
-def train(params: Params, task_name: str, depth: int, root, units: list[tuple[str, int]], teachers: dict[int, int],
-          label: str, cached_cell) -> dict[tuple[str, int], dict]:
+def train(group, units: list[tuple[str, int]], teachers: dict[int, int], label: str) -> dict[tuple[str, int], dict]:
     """Train every (method, seed) of `units` (each from `teachers[seed]`) as `runtime.executor` says; returns the
-    records by unit, and writes a progress line as each finishes. `cached_cell(params, task, depth, method, root,
-    teacher_seed)`: a student's loaded inputs (`alpkd.distill.cached_cell`, passed in: this module imports none of
-    the students' code, so the two do not import each other)."""
-    if params.runtime.executor == "ray" and units:
-        return train_on_ray(params, task_name, depth, root, units, teachers, label, cached_cell)
+    records by unit, and writes a progress line as each finishes. `group`: the stage's students and their loaded
+    inputs (an `alpkd.distill.Group`, passed in: this module imports none of the students' code, so the two do not
+    import each other); `group.cell(method, teacher_seed)` is a student's."""
+    if group.params.runtime.executor == "ray" and units:
+        return train_on_ray(group, units, teachers, label)
     records, start = {}, time.perf_counter()
     for k, (method, seed) in enumerate(units, 1):  # one after another, in this process
         began = time.perf_counter()
-        cell = cached_cell(params, task_name, depth, method, root, teachers[seed])
+        cell = group.cell(method, teachers[seed])
         record = records[(method, seed)] = cell.train_seed(seed)
         progress.unit_done(label, k, len(units), f"{method}  seed {seed}", time.perf_counter() - began,
                            progress.headline(record), time.perf_counter() - start)
     return records
 
 
-def train_on_ray(params: Params, task_name: str, depth: int, root, units: list[tuple[str, int]],
-                 teachers: dict[int, int], label: str, cached_cell) -> dict[tuple[str, int], dict]:
-    """Each unit as a Ray task. When all have finished, the first failure (in `units` order) is raised."""
-
+def train_on_ray(group, units: list[tuple[str, int]], teachers: dict[int, int],
+                 label: str) -> dict[tuple[str, int], dict]:
+    """Each unit as a Ray task (the group sent without its loaded cells: each worker loads what its student needs).
+    When all have finished, the first failure (in `units` order) is raised."""
+    params = group.params
     ray, ours = connect(params.runtime)
     remote, refs, pending = ray.remote(_train_student), {}, []
     try:
         cpus, gpus = resources(ray, params.runtime)
         options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": MAX_RETRIES, "retry_exceptions": False,
                    "runtime_env": {"env_vars": worker_env(params.runtime)}}
-        where = (str(Path(root).resolve()), os.getcwd())  # absolute: a worker may start in another folder
-        refs = {remote.options(**options).remote(params, task_name, depth, m, s, teachers[s], *where, cached_cell): (m, s)
-                for m, s in units}
+        group = group.moved(Path(group.root).resolve())  # absolute: a worker may start in another folder
+        refs = {remote.options(**options).remote(group, m, s, teachers[s], os.getcwd()): (m, s) for m, s in units}
         records, failures, checkpoints, start, pending = {}, {}, [], time.perf_counter(), list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
@@ -156,13 +155,12 @@ def train_on_ray(params: Params, task_name: str, depth: int, root, units: list[t
     return records
 
 
-def _train_student(params: Params, task_name: str, depth: int, method: str, seed: int, teacher_seed: int,
-                   root: str, cwd: str, cached_cell) -> dict:
-    """One student, in a Ray worker: what the local loop of `distill._train_cells` does for one unit."""
+def _train_student(group, method: str, seed: int, teacher_seed: int, cwd: str) -> dict:
+    """One student, in a Ray worker: what the local loop of `train` does for one unit."""
     os.chdir(cwd)  # custom tasks' files are relative to the repository root
-    numerics.check(params.runtime)  # the variables came with the worker (runtime_env); the thread count is set here
+    numerics.check(group.params.runtime)  # the variables came with the worker (runtime_env); the thread count is set here
     began = time.perf_counter()
-    cell = cached_cell(params, task_name, depth, method, root, teacher_seed)  # reused by the worker's next student
+    cell = group.cell(method, teacher_seed)
     record = cell.train_seed(seed, keep_checkpoint=True)
     return {"record": record, "checkpoint": str(cell.checkpoint), "seconds": time.perf_counter() - began}
 

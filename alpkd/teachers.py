@@ -37,11 +37,12 @@ def cache_keys(layout: Layout, task: Task, tokenizer, dsets, params: Params, tea
             for split, ds in dsets.items()}
 
 
-def train_teachers(params: Params, task_name: str, root: str | Path = ".", seeds: list[int] | None = None) -> list[dict]:
+def train_teachers(params: Params, task_name: str, root: str | Path = ".", seeds: list[int] | None = None,
+                   print_logs: bool = False) -> list[dict]:
     """Fine-tune, evaluate and cache one teacher per seed (default: every seed of `teacher.seeds`: the teacher
     stage); returns their records. Each teacher's last checkpoint is kept until every teacher is done, so a stage
     killed at its third teacher resumes the first two at their end (DVC removes a stage's outputs before
-    re-running it)."""
+    re-running it). `print_logs`: the Trainer's logs printed too (the CLI's, to stderr)."""
     numerics.check(params.runtime)
     task = params.task(task_name)
     seeds = list(params.teacher.seeds if seeds is None else seeds)
@@ -55,7 +56,7 @@ def train_teachers(params: Params, task_name: str, root: str | Path = ".", seeds
     records, done, start = [], [], time.perf_counter()
     for k, seed in enumerate(seeds, 1):
         began = time.perf_counter()
-        record, ckpt = _train_teacher(params, task, seed, root, tokenizer, dsets, student_dsets)
+        record, ckpt = _train_teacher(params, task, seed, root, tokenizer, dsets, student_dsets, print_logs)
         records.append(record)
         done.append(ckpt)
         progress.unit_done(f"teacher {task.name}", k, len(seeds), f"seed {seed}",
@@ -65,9 +66,10 @@ def train_teachers(params: Params, task_name: str, root: str | Path = ".", seeds
     return records
 
 
-def train_teacher(params: Params, task_name: str, root: str | Path = ".", seed: int | None = None) -> dict:
+def train_teacher(params: Params, task_name: str, root: str | Path = ".", seed: int | None = None,
+                  print_logs: bool = False) -> dict:
     """Fine-tune, evaluate and cache the teacher of one task and seed (default: the first of `teacher.seeds`)."""
-    return train_teachers(params, task_name, root, [params.teacher.seeds[0] if seed is None else seed])[0]
+    return train_teachers(params, task_name, root, [params.teacher.seeds[0] if seed is None else seed], print_logs)[0]
 
 
 def _check_teacher_writable(layout: Layout, task: str, seeds) -> None:
@@ -76,7 +78,7 @@ def _check_teacher_writable(layout: Layout, task: str, seeds) -> None:
 
 
 def _train_teacher(params: Params, task: Task, seed: int, root, tokenizer, dsets,
-                   student_dsets) -> tuple[dict, Path]:
+                   student_dsets, print_logs: bool = False) -> tuple[dict, Path]:
     layout, tp = Layout(Path(root)), params.teacher
     remove_stale_temporaries(layout.teacher_outputs(task.name, seed))  # what a kill during a save left
     set_seed(seed)
@@ -87,7 +89,7 @@ def _train_teacher(params: Params, task: Task, seed: int, root, tokenizer, dsets
     ckpt = layout.checkpoints(f"teacher-{task.name}-s{seed}-{key}")
     trainer = DistillTrainer(model=model, args=training_args(tp, params.runtime, ckpt, seed),
                              train_dataset=dsets["train"], data_collator=data.Collator(tokenizer),
-                             progress_label=f"teacher {task.name}  seed {seed}", label="teacher")
+                             progress_label=f"teacher {task.name}  seed {seed}", label="teacher", print_logs=print_logs)
     timing = train(trainer)
     scores = evaluate(trainer, task, dsets, preds := {})
     if not trainer.is_world_process_zero():

@@ -29,7 +29,6 @@ from .model_files import SafetensorsHeaderError, read_safetensors_header
 from .students import layer_states
 
 
-PRINT_LOGS = False  # the CLI turns the Trainer's printed logs on (to stderr); notebooks keep them out
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -64,9 +63,11 @@ class DistillTrainer(Trainer):
     """A Trainer whose training loss is `objective(model, inputs, trainer) -> (loss, terms, outputs)` (the teacher's:
     the task loss; a student's: its method's, `alpkd.methods.objective`); evaluation uses the task loss."""
 
-    def __init__(self, *args, objective=None, progress_label: str | None = None, label: str | None = None, **kwargs):
+    def __init__(self, *args, objective=None, progress_label: str | None = None, label: str | None = None,
+                 print_logs: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        if not PRINT_LOGS:  # the curves go to logs/<run>.csv, not as raw dicts into the executed notebooks
+        if not print_logs:  # the curves go to logs/<run>.csv, not as raw dicts into the executed notebooks (the CLI
+            # prints them, to stderr)
             self.remove_callback(PrinterCallback)
         if progress_label:  # a short line on the run's terminal (alpkd.progress), never in a notebook
             self.add_callback(ProgressCallback(progress_label, every_s=60))

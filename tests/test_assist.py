@@ -136,7 +136,6 @@ def test_stale_assistant_cache_is_refused(grid, tmp_path):
     folder = Layout(copy).assistant_cache(TASK, 2, "kd", 42)
     key = dict(cache.read_key(folder, "train"), max_length=params.data.max_length + 1)  # built for other inputs
     cache.write(folder, "train", key, np.load(folder / "train" / "logits.npy"), np.zeros((48, 0, 0), np.float16))
-    distill._CELLS.clear()
     with pytest.raises(cache.CacheError, match="stale.*max_length"):
         distill.distill_student(params, TASK, 1, "takd", 42, copy)
 
@@ -231,7 +230,7 @@ def test_a_group_tokenises_its_data_once(grid, monkeypatch):
     calls = []
     real = data.prepare
     monkeypatch.setattr(data, "prepare", lambda *a, **k: calls.append(a) or real(*a, **k))
-    distill._CELLS.clear()
-    cells = [distill.cached_cell(params, TASK, 1, "kd", root, t) for t in params.teacher.seeds]
+    group = distill.Group(params, TASK, 1, root)
+    cells = [group.cell("kd", t) for t in params.teacher.seeds]
     assert len(calls) == 1 and len(cells) == 2 and cells[0].dsets is cells[1].dsets
     assert cells[0].teacher_fingerprint != cells[1].teacher_fingerprint  # two teachers all the same
