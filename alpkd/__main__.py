@@ -368,6 +368,13 @@ def _check(args, params) -> int:
     except FileNotFoundError as err:
         _error(err)
         return 1
+    n = params.distill.transfer_samples
+    for name in glue if n else []:  # a transfer set fits each task's unused rows (custom tasks: below)
+        rows = preflight.train_rows(name, root)
+        problem = rows is not None and preflight.transfer_problem(name, n, params.data.max_train_samples, rows)
+        if problem:
+            _error(problem)
+            return 2
     custom = [name for name in params.data.tasks if name in params.custom_tasks]
     if custom:
         from . import data
@@ -375,7 +382,11 @@ def _check(args, params) -> int:
         try:
             with contextlib.redirect_stdout(sys.stderr):  # stdout: the verdict alone
                 for name in custom:
-                    data.load_task(params.task(name))
+                    rows = len(data.load_task(params.task(name))["train"])
+                    problem = n and preflight.transfer_problem(name, n, params.data.max_train_samples, rows)
+                    if problem:
+                        _error(problem)
+                        return 2
         except data.DataError as err:
             _error(err)
             return 1

@@ -190,6 +190,27 @@ class SplitCache:
         )
 
 
+class Extended:
+    """A split's cache followed by further rows held in memory (a transfer set's teacher outputs: `logits` float32,
+    `states` float16, as `teacher_outputs` gives them): row `len(base) + i` is the i-th further row."""
+
+    def __init__(self, base: SplitCache, logits: np.ndarray, states: np.ndarray):
+        self.base, self.more = base, SplitCache.__new__(SplitCache)
+        self.more.logits, self.more.states = logits, states
+
+    def __len__(self) -> int:
+        return len(self.base) + len(self.more)
+
+    def rows(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx, first = np.asarray(rows), len(self.base)
+        logits = torch.empty((len(idx), *self.more.logits.shape[1:]), dtype=torch.float32)
+        states = torch.empty((len(idx), *self.more.states.shape[1:]), dtype=torch.float32)
+        for part, cache, offset in ((idx < first, self.base, 0), (idx >= first, self.more, first)):
+            if part.any():
+                logits[torch.from_numpy(part)], states[torch.from_numpy(part)] = cache.rows(idx[part] - offset)
+        return logits, states
+
+
 def hint(task_dir: str | Path) -> str:
     """How to rebuild the cache at `<root>/cache/<task>/teacher/s<seed>` (one teacher's): that task's name, that seed
     and that output root, spelled out (a bare `python -m alpkd cache` would write under the default --out). A

@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError,
-                      ValidationInfo, field_validator, model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                      ValidationError, ValidationInfo, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
 from .params_file import ConfigError, path_problem, read_yaml, repo_root, yaml11_reading
@@ -149,6 +149,9 @@ class Distill(Training):
     methods: list[Method] = Field(min_length=1)
     # students train on a fixed subsample (seed 0) of the teacher's training set; None = all of it
     max_train_samples: PositiveInt | None = None
+    # a transfer set: this many further training sentences, after the teacher's in the same shuffle, their labels
+    # withheld: on them a student learns from the teacher alone (docs/transfer_study.md); NO-KD ignores them
+    transfer_samples: NonNegativeInt = 0
     seeds: list[Seed] = Field(min_length=1)
     temperature: PositiveFloat
     kd_alpha: float = Field(ge=0, le=1)  # weight of the soft KD term; the gold-label term gets 1 - kd_alpha
@@ -298,6 +301,17 @@ class Params(_Section):
             raise ValueError(f"distill.max_train_samples = {n}: more than the teacher's data.max_train_samples = {t}; "
                              f"the students learn from a part of the teacher's examples; allowed: 1..{t}, or null "
                              "(all of them)")
+        return self
+
+    @model_validator(mode="after")
+    def _transfer_set(self) -> "Params":
+        n = self.distill.transfer_samples
+        if not n:
+            return self
+        if self.data.max_train_samples is None:
+            raise ValueError(f"distill.transfer_samples = {n}: the teacher learns from every training row "
+                             "(data.max_train_samples: null), so no row is left for a transfer set; set "
+                             "data.max_train_samples, or transfer_samples: 0")
         return self
 
     @property

@@ -19,12 +19,14 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from .data_checks import DataError, causes, check_classes, check_split, load_files, warn_overlap
 from .paths import Layout, remove_stale_temporaries, replace_atomically
+from .preflight import transfer_problem, transfer_room
 from .tasks import Task
 
 GLUE_HUB = "nyu-mll/glue"
 GLUE_ENV = "ALPKD_GLUE_DIR"
 SUBSAMPLE_SEED = 0  # fixed, so every run (and the teacher cache) sees the same subsample
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+NO_LABEL = -100  # a transfer row's `labels` (its label is never read); regression: NaN, so a use would be loud
 TASK_FILE = "task.json"  # the task's declaration, beside its splits (`declaration`)
 
 
@@ -128,15 +130,18 @@ def subsample(ds: datasets.Dataset, n: int | None) -> datasets.Dataset:
     return ds.shuffle(seed=SUBSAMPLE_SEED).select(range(n)).flatten_indices()
 
 
-def tokenize(ds: datasets.Dataset, task: Task, tokenizer: PreTrainedTokenizerBase, max_length: int) -> datasets.Dataset:
-    """Token ids (unpadded: batches are padded dynamically), `labels`, `length` and `cache_row` (row number)."""
+def tokenize(ds: datasets.Dataset, task: Task, tokenizer: PreTrainedTokenizerBase, max_length: int,
+             first_row: int = 0) -> datasets.Dataset:
+    """Token ids (unpadded: batches are padded dynamically), `labels`, `length` and `cache_row` (row number, from
+    `first_row`). Rows without the label column (a transfer set's) get `NO_LABEL` (NaN for regression)."""
+    missing = float("nan") if task.is_regression else NO_LABEL
 
     def encode(batch, indices):
         texts = [batch[c] for c in task.text_columns]
         enc = tokenizer(*texts, truncation=True, max_length=max_length)
-        enc["labels"] = batch[task.label_column]
+        enc["labels"] = batch[task.label_column] if task.label_column in batch else [missing] * len(indices)
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
-        enc["cache_row"] = indices
+        enc["cache_row"] = [first_row + i for i in indices]
         return enc
 
     return ds.map(encode, batched=True, with_indices=True, remove_columns=ds.column_names,
@@ -283,6 +288,28 @@ def prepare_teacher(task: Task, tokenizer: PreTrainedTokenizerBase, data_params,
     return teacher, students
 
 
+def prepare_transfer(task: Task, tokenizer: PreTrainedTokenizerBase, data_params, root: str | Path, n: int,
+                     first_row: int) -> datasets.Dataset:
+    """The transfer set (`distill.transfer_samples`): `n` training sentences that only the teacher labels, the rows
+    of the fixed shuffle (`subsample`'s) right after the teacher's `data.max_train_samples`, so disjoint from every
+    labelled row of the teacher and its students. Only the text columns are read from the stored split: a transfer
+    row's label is never loaded (`labels` is `NO_LABEL`). `cache_row` counts on from `first_row` (the students'
+    labelled rows come first)."""
+    import pyarrow.parquet as pq
+
+    layout = Layout(Path(root))
+    if not _stored(task, layout):
+        read_task_data(task, root)  # writes the data stage's copy (or says why it cannot)
+    path = layout.data(task.name) / "train.parquet"
+    texts = datasets.Dataset(pq.read_table(path, columns=list(task.text_columns)))
+    problem = transfer_problem(task.name, n, data_params.max_train_samples, len(texts))
+    if problem:
+        raise DataError(problem)
+    first = transfer_room(data_params.max_train_samples, len(texts))[0]
+    rows = texts.shuffle(seed=SUBSAMPLE_SEED).select(range(first, first + n)).flatten_indices()
+    return tokenize(rows, task, tokenizer, data_params.max_length, first_row)
+
+
 def _drawn(n: int | None, rows: int) -> int | None:
     """How many rows of the fixed shuffle `subsample` takes for `n` of `rows`; None: the whole split, not shuffled."""
     return None if n is None or n >= rows else n
@@ -309,6 +336,8 @@ class Collator:
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         batch = self.pad([{k: f[k] for k in MODEL_INPUTS if k in f} for f in features])
         batch["labels"] = torch.tensor([f["labels"] for f in features])
+        if "labelled" in features[0]:  # a transfer set's rows mixed in: the task loss reads the labelled rows only
+            batch["labelled"] = torch.tensor([bool(f["labelled"]) for f in features])
         if "cache_row" in features[0] and (self.cache is not None or self.assistants):
             rows = [f["cache_row"] for f in features]
             if self.cache is not None:

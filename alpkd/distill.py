@@ -13,6 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, set_seed
@@ -75,6 +76,19 @@ class Cell:
             self.caches = {s: cache_lib.load(self.layout.cache(self.task.name, self.teacher_seed), s, k)
                            for s, k in self.keys.items()}
         self.train_ds = self.dsets["train"]
+        # a transfer set (`distill.transfer_samples`): the labelled rows, then rows the teacher alone labels, for
+        # the methods that learn from the teacher; its outputs on them computed once here, in the cache's format
+        self.transfer_ds, self.transfer_cache, self.transfer = None, None, None
+        if dp.transfer_samples:
+            transfer = shared.transfer if same else data.prepare_transfer(
+                self.task, self.tokenizer, params.data, root, dp.transfer_samples, len(self.train_ds))
+            self.transfer = transfer
+            labelled = self.train_ds.add_column("labelled", [True] * len(self.train_ds))
+            self.transfer_ds = datasets.concatenate_datasets(
+                [labelled, transfer.add_column("labelled", [False] * len(transfer)).cast(labelled.features)])
+            if self.use_cache:
+                self.transfer_cache = cache_lib.Extended(self.caches["train"], *cache_lib.teacher_outputs(
+                    self.teacher, transfer, data.Collator(self.tokenizer), params.runtime.eval_batch_size))
         # `pretrained`: students start from the checkpoint the teacher was fine-tuned from (loaded once per cell)
         self.start = self.teacher if params.student.init_from == "teacher" else \
             (shared.start if same and shared.teacher_seed == self.teacher_seed else
@@ -162,10 +176,12 @@ class Cell:
             probe = self.dsets[split].select(range(min(64, len(self.dsets[split]))))
             callbacks.append(AttentionHistory(dp.attention_snapshots,
                                               lambda: self.attention(trainer.model, probe, True)))
+        transfer = declared.teacher and self.transfer_ds is not None  # NO-KD has no teacher to label them
+        train_ds = self.transfer_ds if transfer else self.train_ds
+        cache = (self.transfer_cache if transfer else self.caches.get("train")) if declared.teacher else None
         trainer = DistillTrainer(
-            model=student, args=training_args(dp, params.runtime, ckpt, seed), train_dataset=self.train_ds,
-            data_collator=data.Collator(self.tokenizer, self.caches.get("train") if declared.teacher else None,
-                                        [a["cache"] for a in assistants]),
+            model=student, args=training_args(dp, params.runtime, ckpt, seed), train_dataset=train_ds,
+            data_collator=data.Collator(self.tokenizer, cache, [a["cache"] for a in assistants]),
             callbacks=callbacks, label=method, progress_label=f"distill {task.name}-{self.depth}  {method}  seed {seed}",
             print_logs=self.print_logs,
             objective=meth.objective(method, dp, None if (not declared.teacher or self.use_cache) else self.teacher,
@@ -211,7 +227,8 @@ class Cell:
                             init_layers=student.config.alpkd_init_layers, train_examples=len(self.train_ds),
                             teacher_cached=self.use_cache and declared.teacher, group_setup_time_s=self.setup_time_s,
                             assistants=[f"{a['depth']}-layer {a['method']} s{a['seed']}" for a in assistants] or None,
-                            constant_predictions=any(p["constant"] for p in preds.values()), **extra)
+                            constant_predictions=any(p["constant"] for p in preds.values()),
+                            **({"transfer_examples": len(train_ds) - len(self.train_ds)} if transfer else {}), **extra)
         write_json(layout.student_metrics(run), record)
         if not keep_checkpoint:
             shutil.rmtree(ckpt, ignore_errors=True)

@@ -47,6 +47,7 @@ class Batch:
     step: int = 0
     epochs: int = 1
     rows: torch.Tensor | None = None  # the examples' rows in the training set (the teacher cache's)
+    labelled: torch.Tensor | None = None  # (B,) bool where a transfer set is mixed in: the rows that have a label
     difficulty: object = None  # CES-KD: each training row's difficulty (`losses.example_difficulty`)
     memo: dict = field(default_factory=dict)  # what a term computes once per epoch (CES-KD's experts)
 
@@ -101,7 +102,15 @@ def _cls(states: torch.Tensor) -> torch.Tensor:
     return states[:, 0] if states.dim() == 4 else states
 
 
-CE = Term("ce", lambda b, p: task_loss(b.logits, b.labels), _not_a)
+def _ce(b, p):
+    """The task loss on the labelled rows alone: a transfer row's `labels` is no label (mean over the batch's labelled
+    rows; no term in a batch without one)."""
+    if b.labelled is None:
+        return task_loss(b.logits, b.labels)
+    return task_loss(b.logits[b.labelled], b.labels[b.labelled]) if bool(b.labelled.any()) else None
+
+
+CE = Term("ce", _ce, _not_a)
 KD = Term("kd", lambda b, p: kd_loss(b.logits, b.teacher_logits, p.temperature), _a)
 
 
@@ -372,7 +381,7 @@ def objective(name: str, p, teacher=None, states: str = "cls", difficulty=None):
     def compute(model, inputs, trainer):
         teacher_logits, teacher_states = inputs.pop("teacher_logits", None), inputs.pop("teacher_states", None)
         assistant_logits, rows = inputs.pop("assistant_logits", None), inputs.pop("cache_row", None)
-        labels = inputs.pop("labels")
+        labels, labelled = inputs.pop("labels"), inputs.pop("labelled", None)
         outputs = model(**inputs, output_hidden_states=method.states)
         if method.teacher and teacher_logits is None:
             if teacher is None:
@@ -392,7 +401,8 @@ def objective(name: str, p, teacher=None, states: str = "cls", difficulty=None):
             raise RuntimeError(f"method {name!r} needs the teacher assistants' logits (the collator's assistants)")
         batch = Batch(outputs.logits, labels, student_states, teacher_logits, teacher_states, mask, assistant_logits,
                       seed=trainer.args.seed, epoch=math.floor(trainer.state.epoch or 0), step=trainer.state.global_step,
-                      epochs=math.ceil(trainer.args.num_train_epochs), rows=rows, difficulty=difficulty, memo=memo)
+                      epochs=math.ceil(trainer.args.num_train_epochs), rows=rows, labelled=labelled,
+                      difficulty=difficulty, memo=memo)
         if method.draws:  # e.g. RAIL-KD's layers: a function of the run's seed and the epoch (resumes exactly)
             batch.pairs = method.mapping(batch.n, batch.m, p, batch.seed, batch.epoch)
         loss, terms = distillation_loss(name, p, batch)
@@ -494,6 +504,12 @@ def check(params):
         raise ConfigError(f"distill.assistant = {dp.assistant!r}: not in distill.methods {dp.methods}, so no "
                           f"assistant would be trained for {', '.join(needing)}; allowed: one of the methods "
                           "listed (add it) or remove the assisted methods")
+    if dp.transfer_samples:  # their assistants' caches and CES-KD's difficulties cover the labelled rows alone
+        bad = [n for n in dp.methods if get(n).assistants or get(n).difficulty]
+        if bad:
+            raise ConfigError(f"distill.transfer_samples = {dp.transfer_samples} with {', '.join(bad)}: a transfer "
+                              "set is for the methods that learn from the teacher alone; remove them from "
+                              "distill.methods or set transfer_samples: 0")
     return params
 
 

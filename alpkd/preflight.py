@@ -121,3 +121,30 @@ def _teacher_folder_usable(params: Params) -> None:
     problem = teacher_folder_problem(folder, labels)
     if problem:
         raise ValueError(f"teacher.model = {params.teacher.model!r}: {problem}")
+
+
+def transfer_room(teacher_samples: int | None, rows: int) -> tuple[int, int]:
+    """Where a transfer set starts in the fixed shuffle of a task's `rows` training rows (right after the teacher's
+    `data.max_train_samples`), and how many rows are left for it: none where the teacher has the whole split."""
+    return (teacher_samples, rows - teacher_samples) if teacher_samples is not None and teacher_samples < rows \
+        else (rows, 0)
+
+
+def transfer_problem(task: str, n: int, teacher_samples: int | None, rows: int) -> str | None:
+    """Why `distill.transfer_samples = n` does not fit a task of `rows` training rows, with the numbers; or None."""
+    unused = transfer_room(teacher_samples, rows)[1]
+    if n <= unused:
+        return None
+    return (f"distill.transfer_samples = {n}: {task!r} has {rows:,} training rows, {rows - unused:,} of them the "
+            f"teacher's (data.max_train_samples), so {unused:,} unused; allowed: 0..{unused}")
+
+
+def train_rows(task: str, root: Path) -> int | None:
+    """A GLUE task's training rows, from the parquet footers alone: the run's copy (root/data/<task>/) or the local
+    GLUE copy; None where neither is here (the hub: the distill step counts them)."""
+    import pyarrow.parquet as pq
+
+    files = [root / "data" / task / "train.parquet"]
+    if not files[0].is_file():
+        files = sorted((Path(os.environ.get(GLUE_ENV) or "/nonexistent") / task).glob("train-*.parquet"))
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files) if files and files[0].is_file() else None

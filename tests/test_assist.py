@@ -182,11 +182,16 @@ def test_plot_templates_colour_every_method_as_the_figures_do():
     METHOD_STYLES = {m: methods.get(m).style for m in METHODS}
 
     for name in ("methods.json", "methods_by_depth.json"):
-        color = json.loads((REPO / ".dvc" / "plots" / name).read_text())["encoding"]["color"]
-        assert color["scale"]["domain"] == list(METHODS)
-        assert color["scale"]["range"] == [to_hex(METHOD_STYLES[m]["color"]) for m in METHODS]
+        template = json.loads((REPO / ".dvc" / "plots" / name).read_text())
+        color = template["encoding"]["color"]
+        # no fixed domain: the legend lists the methods in the data; each one's colour computed from its name
+        assert "domain" not in color["scale"] and color["scale"]["range"] == {"field": "colour"}
+        [colour] = [t["calculate"] for t in template["transform"] if t.get("as") == "colour"]
         for m in METHODS:
+            assert f"datum.field == '{m}' ? '{to_hex(METHOD_STYLES[m]['color'])}'" in colour
             assert f"datum.label == '{m}' ? '{METHOD_LABELS[m]}'" in color["legend"]["labelExpr"]
+        # a title named from the file, not its path
+        assert "'<DVC_METRIC_TITLE>'" in template["title"]["text"]["expr"]
 
 
 # --- the pipeline: the assist stage in the DAG ------------------------------------------------------------------

@@ -177,9 +177,72 @@ def png_faults(path: Path) -> list[str]:
     return [] if np.all(border > 0.98) else [f"{path.name}: drawn to the edge of the image"]
 
 
+def _lab(rgb) -> np.ndarray:
+    """sRGB (0-1) to CIELAB (D65), for colour distances as the eye sees them."""
+    rgb = np.asarray(rgb, dtype=float)[..., :3]
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = lin @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    xyz = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+MIN_COLOUR_DISTANCE = 45.0  # CIE76 delta E between adjacent teacher layers: viridis at 6 layers has 28, 43, 42
+# (three pairs under it; the two greens of layers 4 and 5: 48), tab10's neighbours 52 or more
+MIN_CURVE_SHARE = 0.25  # each curve spans at least this share of its panel's y axis
+
+
+def data_faults(name: str, fig) -> list[str]:
+    """What hides the data in the report's figures: a score axis not fitted to the students' means ± std (or a
+    reference line drawn outside it), a training curve flattened by another's scale, adjacent teacher layers in
+    colours alike."""
+    from matplotlib.colors import to_rgb
+
+    from alpkd.plots import fitted_limits
+
+    faults = []
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    if name == "scores_vs_depth.png":
+        for ax in axes:
+            if ax.get_xlabel() != "student layers":
+                continue
+            low, high = [], []  # the error bars' ends (a point without a bar: the point)
+            for container in ax.containers:
+                y = np.asarray(container.lines[0].get_ydata(), dtype=float)
+                bars = container.lines[2]
+                if bars:
+                    segments = np.concatenate([s for s in bars[0].get_segments()])
+                    low.append(segments[:, 1].min()), high.append(segments[:, 1].max())
+                low.append(y.min()), high.append(y.max())
+            want = fitted_limits(low, high)
+            if not np.allclose(ax.get_ylim(), want, atol=1e-6):
+                faults.append(f"{ax.get_title()!r}: score axis {ax.get_ylim()} not fitted to the data {want}")
+            for line in ax.get_lines():
+                y = line.get_ydata()
+                if len(y) == 2 and y[0] == y[1] and not want[0] <= y[0] <= want[1]:
+                    faults.append(f"{ax.get_title()!r}: a reference line at {y[0]} outside the axis")
+    if name.startswith("curves_"):
+        for ax in axes:
+            low, high = ax.get_ylim()
+            for line in ax.get_lines():
+                y = np.asarray(line.get_ydata(), dtype=float)
+                if len(y) > 1 and (y.max() - y.min()) < MIN_CURVE_SHARE * (high - low):
+                    faults.append(f"{ax.get_title()!r}: {line.get_label()!r} spans {y.max() - y.min():.3g} of an "
+                                  f"axis {high - low:.3g} high")
+    if name.startswith("attention_history_"):
+        for ax in axes:
+            colours = [to_rgb(line.get_color()) for line in ax.get_lines()]
+            for j, (a, b) in enumerate(zip(colours, colours[1:])):
+                distance = float(np.linalg.norm(_lab(a) - _lab(b)))
+                if distance < MIN_COLOUR_DISTANCE:
+                    faults.append(f"{ax.get_title()!r}: teacher layers {j + 1} and {j + 2} in colours "
+                                  f"{distance:.0f} apart")
+    return faults
+
+
 def report_faults(params, root: Path, monkeypatch, panels: dict | None = None) -> dict[str, list[str]]:
-    """Write the report of `root`, checking every figure as it is saved; `panels` collects each figure's panel
-    titles."""
+    """Write the report of `root`, checking every figure as it is saved (legibility, and `data_faults`); `panels`
+    collects each figure's panel titles."""
     from alpkd import plots, report
 
     real_save, faults = plots.save, {}
@@ -187,7 +250,7 @@ def report_faults(params, root: Path, monkeypatch, panels: dict | None = None) -
     def checked_save(fig, path, *args, **kwargs):
         if panels is not None:
             panels[Path(path).name] = [ax.get_title() for ax in fig.axes if ax.get_visible()]
-        found = figure_faults(fig)
+        found = figure_faults(fig) + data_faults(Path(path).name, fig)
         out = real_save(fig, path, *args, **kwargs)
         faults[Path(path).name] = found + png_faults(out)
         return out
@@ -201,7 +264,8 @@ def test_default_shaped_report_figures_are_legible(smoke_raw, tmp_path, monkeypa
     panels = {}
     faults = report_faults(default_params(smoke_raw), default_shaped_root(tmp_path), monkeypatch, panels)
     assert {"scores_vs_depth.png", "attention_sst2.png", "attention_history_sst2.png", "curves_sst2.png"} <= set(faults)
-    assert panels["scores_vs_depth.png"] == ["sst2"]  # one task: an average panel would repeat it
+    # one task: an average panel would repeat it; then each method's gap to NO-KD with its interval
+    assert panels["scores_vs_depth.png"] == ["sst2", "gap to NO-KD"]
     assert not any(faults.values()), "\n".join(f"{name}: {f}" for name, found in faults.items() for f in found)
 
 
@@ -238,6 +302,37 @@ def test_smoke_report_figures_are_legible(teacher_root, smoke_params, tmp_path, 
     faults = report_faults(smoke_params, tmp_path, monkeypatch)
     assert {"scores_vs_depth.png", f"curves_{TASK}.png"} <= set(faults), faults
     assert not any(faults.values()), "\n".join(f"{name}: {f}" for name, found in faults.items() for f in found)
+
+
+def test_the_data_checks_see_a_fault():
+    """data_faults itself: a 50-85 score axis, a curve flattened by another's scale, viridis' adjacent layers."""
+    import matplotlib.pyplot as plt
+
+    from alpkd import plots
+
+    scores = pd.DataFrame({"task": "sst2", "depth": [3, 3, 1, 1], "method": ["kd", "nokd"] * 2,
+                           "mean": [80.5, 80.7, 78.5, 78.6], "std": [0.3, 0.8, 0.8, 0.8]})
+    fig = plots.score_vs_depth(scores, {"sst2": 85.7}, trivial={"sst2": 50.9})
+    assert data_faults("scores_vs_depth.png", fig) == []
+    assert [t.get_text() for t in fig.axes[0].texts] == ["teacher 85.7 above", "trivial predictor 50.9 below"]
+    fig.axes[0].set_ylim(50, 85)
+    assert any("not fitted" in f for f in data_faults("scores_vs_depth.png", fig))
+    plt.close(fig)
+    steps = np.arange(5, 380, 5)
+    logs = {"a": pd.DataFrame({"step": steps, "loss": 20 * np.exp(-steps / 100)}),
+            "b": pd.DataFrame({"step": steps, "loss": 0.7 - 0.0005 * steps})}
+    fig = plots.training_curves(logs, {"3 layer(s)": ["a", "b"]})
+    assert [f for f in data_faults("curves_sst2.png", fig) if "'b' spans" in f]
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    for j, colour in enumerate(plt.cm.viridis(np.linspace(0, 1, 6))):
+        ax.plot([0, 1], [j, j], color=colour)
+    assert any("teacher layers 1 and 2" in f for f in data_faults("attention_history_sst2.png", fig))
+    plt.close(fig)
+    history = [{"step": s, "weights": np.full((1, 12), 1 / 12).tolist()} for s in (0, 10)]
+    fig = plots.attention_history({(1, "alp"): history})
+    assert data_faults("attention_history_sst2.png", fig) == []  # a BERT-base teacher's 12 layers
+    plt.close(fig)
 
 
 def test_a_narrow_attention_figure_keeps_its_title():

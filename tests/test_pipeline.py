@@ -136,10 +136,37 @@ def test_a_changed_loss_reruns_no_teacher(repo, env, first_repro):
 
 
 def test_committed_notebooks_are_clean():
-    """Outputs only on `# NBVAL_CHECK_OUTPUT` cells, a `parameters` cell in each (scripts/notebooks.py check)."""
+    """Outputs only on `# NBVAL_CHECK_OUTPUT` cells (every output in 00_method, the executed companion), a
+    `parameters` cell in each (scripts/notebooks.py check)."""
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "notebooks.py"), "check"], capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_method_notebook_is_committed_with_its_outputs(tmp_path):
+    """A reader on the web sees 00_method's heat-maps and objectives: the committed notebook stores them, and the
+    check refuses it stripped (or with the heat-map cell's figure gone)."""
+    import copy
+    import importlib.util
+
+    import nbformat
+
+    spec = importlib.util.spec_from_file_location("notebooks_script", REPO / "scripts" / "notebooks.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    nb = nbformat.read(REPO / "notebooks" / "00_method.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    heatmap = [c for c in code if "attention_heatmap(" in c.source and not c.source.lstrip().startswith("import")]
+    assert heatmap and all(any("image/png" in o.get("data", {}) for o in c.outputs) for c in heatmap)
+    objectives = [c for c in code if c.source.startswith("p = config.load(params_file).distill")]
+    assert objectives and "ALP-NO  total =" in "".join(o.get("text", "") for o in objectives[0].outputs)
+    assert script.problems(nb, executed=True) == []
+    assert script.problems(script.strip(copy.deepcopy(nb)), executed=True)
+    nb_without_figure = copy.deepcopy(nb)
+    for cell in nb_without_figure.cells:
+        if cell.cell_type == "code" and "attention_heatmap(" in cell.source and "import" not in cell.source:
+            cell.outputs = []
+    assert any("stores no output" in p for p in script.problems(nb_without_figure, executed=True))
 
 
 def test_stage_params_exist_in_every_profile():

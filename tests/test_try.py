@@ -9,6 +9,7 @@ value under scripts/repro.sh or scripts/try.sh is one `error:` line and no stage
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -87,13 +88,20 @@ def test_try_leaves_the_committed_run_alone(clone):
     first = sh(["scripts/try.sh", "smoke"], repo, env, timeout=900)
     assert "Running stage 'teacher@rte'" in first.stdout + first.stderr
     assert (repo / "tries" / "smoke" / "report" / "summary.json").is_file()
-    again = sh(["scripts/try.sh", "smoke", "-S", "distill.temperature=2.0"], repo, env, timeout=900)
+    # two values at once, one of them a small transfer set (docs/transfer_study.md): the students' notebooks run it
+    again = sh(["scripts/try.sh", "smoke", "-S", "distill.temperature=2.0", "-S", "distill.transfer_samples=16"],
+               repo, env, timeout=900)
     ran = again.stdout + again.stderr
     assert "Running stage 'distill@rte-1'" in ran and "Running stage 'teacher@rte'" not in ran
-    # the comparison names the changed parameter, with both values, beside the metrics, within 100 columns
+    kd = json.loads((repo / "tries" / "smoke" / "metrics" / "students" / "rte-1" / "kd" / "s42.json").read_text())
+    nokd = json.loads((repo / "tries" / "smoke" / "metrics" / "students" / "rte-1" / "nokd" / "s42.json").read_text())
+    assert kd["transfer_examples"] == 16 and "transfer_examples" not in nokd
+    # the comparison names the changed parameters, with both values, beside the metrics, within 100 columns
     table = sh([str(repo / ".venv" / "bin" / "python"), "-m", "alpkd", "compare", "tries/smoke"], repo, env).stdout
     row = next(line for line in table.splitlines() if "distill.temperature" in line)
     assert row.split()[1:] == ["5", "2"], table
+    row = next(line for line in table.splitlines() if "distill.transfer_samples" in line)
+    assert row.split()[1:] == ["0", "16"], table
     assert "teacher.rte" in table and max(map(len, table.splitlines())) <= 100, table
     # nothing of the committed run changed, nothing new shows in git status
     assert sh(["git", "status", "--porcelain"], repo, env).stdout == ""

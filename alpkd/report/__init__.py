@@ -106,7 +106,7 @@ def write_report(params, root: str | Path = ".") -> dict:
     attention = attention_summary(records, maps)
     # the files
     headline = {t: records.loc[records["task"] == t, "headline"].iloc[0] for t in tasks if (records["task"] == t).any()}
-    figures = write_figures(params, records, summary, trivial, headline, maps, logs, out / "figures")
+    figures = write_figures(params, records, summary, trivial, headline, maps, logs, out / "figures", sig)
     headline = {c: collected.loc[collected["task"] == c, "headline"].iloc[0] for c in columns
                 if (collected["task"] == c).any()}
     intervals = cell_intervals(records)

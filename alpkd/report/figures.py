@@ -14,8 +14,10 @@ from .tables import AVERAGE
 
 
 def write_figures(params, records: pd.DataFrame, summary: pd.DataFrame, trivial: dict, headline: dict,
-                  maps: dict[Run, dict], logs: dict[str, pd.DataFrame], figures: Path) -> list[Path]:
-    """Score vs depth, attention maps (final, and during training) and training curves; stale PNGs removed."""
+                  maps: dict[Run, dict], logs: dict[str, pd.DataFrame], figures: Path,
+                  sig: pd.DataFrame | None = None) -> list[Path]:
+    """Score vs depth (with each method's gap to NO-KD and its interval, from `sig`, the significance table), attention
+    maps (final, and during training) and training curves; stale PNGs removed."""
     from .. import plots
 
     tasks, depths, methods = list(params.data.tasks), list(params.student.depths), list(params.distill.methods)
@@ -25,7 +27,9 @@ def write_figures(params, records: pd.DataFrame, summary: pd.DataFrame, trivial:
     if not student_summary.empty:
         # the average panel only where it averages something: with one task it repeats that task's
         panels = [t for t in [*tasks, *([AVERAGE] if len(tasks) > 1 else [])] if (student_summary["task"] == t).any()]
-        fig = plots.score_vs_depth(student_summary, teacher_scores, panels, headline, trivial, meth.looks(methods))
+        gaps = None if sig is None else sig[sig["baseline"] == "nokd"]
+        fig = plots.score_vs_depth(student_summary, teacher_scores, panels, headline, trivial, meth.looks(methods),
+                                   gaps, "gap to NO-KD" + ("" if len(tasks) == 1 else " (average over tasks)"))
         written.append(plots.save(fig, figures / "scores_vs_depth.png"))
     for task in tasks:
         written += _attention_figures(records, task, depths, [m for m in methods if meth.get(m).attention], maps,
@@ -64,9 +68,10 @@ def _attention_figures(records: pd.DataFrame, task: str, depths: list[int], alp_
 
 def _curves_figure(records: pd.DataFrame, task: str, depths: list[int], logs: dict[str, pd.DataFrame],
                    figures: Path, looks: dict) -> list[Path]:
-    """The task's training loss: a panel for the teachers (a line each), and per student depth one for the
-    paper's methods and one for the controls (a line per method, the mean over its seeds): the controls' layer term
-    (x pkd_beta) runs to hundreds, so they are drawn on axes of their own."""
+    """The task's training loss (`loss_ce`: cross-entropy, MSE for regression, the term every objective shares, so the
+    methods' curves compare; a total with PKD's layer term, x pkd_beta, would flatten the others): a panel for the
+    teachers (a line each), and per student depth one for the paper's methods and one for the controls (a line per
+    method, the mean over its seeds)."""
     from .. import plots
 
     task_runs = records[(records["role"] == "student") & (records["task"] == task)]
@@ -84,8 +89,8 @@ def _curves_figure(records: pd.DataFrame, task: str, depths: list[int], logs: di
             panel_runs[f"{d} layer(s): controls"] = list(at_depth.loc[control, "run"])
     method_of = dict(zip(task_runs["run"], task_runs["method"])) | dict(zip(teachers["run"], teachers["run"]))
     labels = {r: f"teacher s{int(s)}" for r, s in zip(teachers["run"], teachers["seed"])}
-    fig = plots.training_curves(logs, panel_runs, "loss", method_of, labels, looks)
-    plots.suptitle(fig, f"{task}: training loss (students: mean over seeds, band: lowest to highest seed)")
+    fig = plots.training_curves(logs, panel_runs, "loss_ce", method_of, labels, looks, "task loss")
+    plots.suptitle(fig, f"{task}: task loss during training (students: mean over seeds, band: lowest to highest seed)")
     return [plots.save(fig, figures / f"curves_{task}.png")]
 
 

@@ -241,9 +241,13 @@ def _examples(params) -> str:
     """How many training examples the teacher and the students learn from."""
     t, n = params.data.max_train_samples, params.student_train_samples
     teacher = "the whole training file" if t is None else f"{t:,} (a fixed subsample)"
-    if n == t:
-        return f"teacher and students {teacher}"
-    return f"teacher {teacher}, students the first {n:,} of the teacher's"
+    text = f"teacher and students {teacher}" if n == t else f"teacher {teacher}, students the first {n:,} of the teacher's"
+    k = params.distill.transfer_samples
+    if k:
+        text += (f"; a transfer set of {k:,} further sentences (the next of the same shuffle, labels withheld): every "
+                 "method with a teacher learns from its outputs on them too, NO-KD does not; the task loss is on "
+                 "the labelled rows alone (`transfer_examples` in each record)")
+    return text
 
 
 def results_markdown(params, records, skipped, table, headline, extra, dups, undef, sig, intervals, attention, missing,
