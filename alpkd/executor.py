@@ -155,9 +155,24 @@ def train_on_ray(group, units: list[tuple[str, int]], teachers: dict[int, int],
     return records
 
 
+class _Worker:
+    """What a Ray worker process has loaded: the last group it trained students of (Ray reuses a worker for
+    further tasks, so the students of one teacher after the first load nothing again, as in a local run)."""
+
+    group = None
+
+    @classmethod
+    def group_for(cls, group):
+        key = (group.params, group.task_name, group.depth, str(group.root))
+        if cls.group is None or (cls.group.params, cls.group.task_name, cls.group.depth, str(cls.group.root)) != key:
+            cls.group = group
+        return cls.group
+
+
 def _train_student(group, method: str, seed: int, teacher_seed: int, cwd: str) -> dict:
     """One student, in a Ray worker: what the local loop of `train` does for one unit."""
     os.chdir(cwd)  # custom tasks' files are relative to the repository root
+    group = _Worker.group_for(group)
     numerics.check(group.params.runtime)  # the variables came with the worker (runtime_env); the thread count is set here
     began = time.perf_counter()
     cell = group.cell(method, teacher_seed)
