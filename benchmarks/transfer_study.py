@@ -82,18 +82,19 @@ def run(args) -> None:
     for name, n in arms(args).items():
         link(out / name, troot, LINKED)
     link(out / f"n{args.transfer}", out / "n0", NOKD)
-    # the positive control first (NO-KD, KD with and without the transfer set), then the layer methods; one arm's
-    # units together, so each teacher's outputs on the transfer rows are computed once (`distill.cached_cell`)
+    # the positive control first (NO-KD, KD with and without the transfer set), then the layer methods
     x = f"n{args.transfer}"
     order = [("n0", "nokd"), ("n0", "kd"), (x, "kd"), (x, "pkd"), (x, "alp"), (x, "alp_scaled"),
              ("n0", "pkd"), ("n0", "alp"), ("n0", "alp_scaled")]
+    groups = {}  # one per arm: each teacher, its cache and its outputs on the transfer rows loaded once
     for name, method in order:
         p = arm_params(args, arms(args)[name])
+        group = groups.setdefault(name, distill.Group(p, TASK, DEPTH, out / name))
         for seed in p.distill.seeds:
             if record(out / name, method, seed).exists():
                 continue
             start = time.perf_counter()
-            distill.distill_group(p, TASK, DEPTH, out / name, methods=[method], seeds=[seed])
+            distill.distill_group(p, TASK, DEPTH, out / name, methods=[method], seeds=[seed], group=group)
             print(f"{name} {method} s{seed}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
 
 
