@@ -290,6 +290,11 @@ def declared(names=()) -> list[Method]:
     return [*BUILT_IN.values(), *(get(n) for n in names if n not in BUILT_IN)]
 
 
+def reference() -> str:
+    """The method the figures measure gaps from: the built-in one without a teacher (NO-KD)."""
+    return next(m.name for m in BUILT_IN.values() if not m.teacher)
+
+
 def label(name: str) -> str:
     try:
         return get(name).label

@@ -84,8 +84,8 @@ def run(args) -> None:
     link(out / f"n{args.transfer}", out / "n0", NOKD)
     # the positive control first (NO-KD, KD with and without the transfer set), then the layer methods
     x = f"n{args.transfer}"
-    order = [("n0", "nokd"), ("n0", "kd"), (x, "kd"), (x, "pkd"), (x, "alp"), (x, "alp_scaled"),
-             ("n0", "pkd"), ("n0", "alp"), ("n0", "alp_scaled")]
+    order = [("n0", "nokd"), ("n0", "kd"), (x, "kd"), (x, "pkd"), (x, "alp"), ("n0", "pkd"), ("n0", "alp"),
+             (x, "alp_scaled"), ("n0", "alp_scaled")]
     groups = {}  # one per arm: each teacher, its cache and its outputs on the transfer rows loaded once
     for name, method in order:
         p = arm_params(args, arms(args)[name])

@@ -248,7 +248,11 @@ def test_plots_one_task_and_depth_a_colour_per_method(repo, env, first_repro):
     for name in ("report/plots/scores/rte.csv", "report/plots/curves/rte-1.csv"):
         content = shown[name][0]["content"]
         color = content["encoding"]["color"]
-        assert color["field"] == "field" and color["scale"]["domain"][:3] == ["nokd", "kd", "pkd"]
+        # the colour computed from the method's name (the legend lists only the methods drawn)
+        assert color["field"] == "field" and color["scale"]["range"] == {"field": "colour"}
+        expr = next(t["calculate"] for t in content["transform"] if t.get("as") == "colour")
+        colours = dict(re.findall(r"datum\.field == '(\w+)' \? '(#[0-9a-f]{6})'", expr))
+        assert set(TRAINED) <= set(colours) and len({colours[m] for m in TRAINED}) == len(TRAINED), colours
         drawn = {v["field"] for v in content["data"]["values"] if v["dvc_inferred_y_value"] != ""}
         assert drawn == set(TRAINED), drawn  # PKD (= KD at one layer) has no line of its own
 

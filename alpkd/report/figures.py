@@ -27,9 +27,11 @@ def write_figures(params, records: pd.DataFrame, summary: pd.DataFrame, trivial:
     if not student_summary.empty:
         # the average panel only where it averages something: with one task it repeats that task's
         panels = [t for t in [*tasks, *([AVERAGE] if len(tasks) > 1 else [])] if (student_summary["task"] == t).any()]
-        gaps = None if sig is None else sig[sig["baseline"] == "nokd"]
+        reference = meth.reference()
+        gaps = None if sig is None else sig[sig["baseline"] == reference]
         fig = plots.score_vs_depth(student_summary, teacher_scores, panels, headline, trivial, meth.looks(methods),
-                                   gaps, "gap to NO-KD" + ("" if len(tasks) == 1 else " (average over tasks)"))
+                                   gaps, f"gap to {meth.label(reference)}" + ("" if len(tasks) == 1 else
+                                                                              " (average over tasks)"))
         written.append(plots.save(fig, figures / "scores_vs_depth.png"))
     for task in tasks:
         written += _attention_figures(records, task, depths, [m for m in methods if meth.get(m).attention], maps,
