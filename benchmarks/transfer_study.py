@@ -10,8 +10,8 @@ teacher), differing only in `distill.transfer_samples`:
             the fixed shuffle after the teacher's 6,000); 2 epochs over the 6,000 + N rows
 
 Methods NO-KD, KD, PKD, ALP, ALP-scaled. NO-KD has no teacher and ignores a transfer set: the n<N> arm links the n0
-arm's NO-KD students. Each arm is an output root linked to one teacher root, so the library's report (table,
-intervals of the crossed design) runs on each; `report` adds the comparisons across arms.
+arm's NO-KD students. Each arm is an output root linked to one teacher root; `report` computes the library's
+intervals of the crossed design (`alpkd.significance.crossed_comparison`) within each arm and across the two.
 
   python benchmarks/transfer_study.py run --out OUT [--teachers 42 43 44] [--transfer 18000]
   python benchmarks/transfer_study.py report --out OUT [--teachers ...] [--transfer ...] > table.md
@@ -110,7 +110,6 @@ def report(args) -> None:
     from alpkd import config, numerics
 
     numerics.pin(arm_params(args, 0).runtime)
-    from alpkd.report import write_report
     from alpkd.significance import adjust, crossed_comparison, gap_table, mean_squares
 
     out = Path(args.out)
@@ -119,15 +118,14 @@ def report(args) -> None:
     teachers = [json.loads((out / "teacher" / "metrics" / "teacher" / TASK / f"s{t}.json").read_text())
                 for t in args.teachers]
     teacher = 100 * np.mean([t["score"] for t in teachers])
+    # the cells whose students all finished (a study cut short reports what it has)
     recs = {(name, m): [json.loads(record(out / name, m, s).read_text()) for s in seeds]
-            for name in names for m in METHODS}
-    for name in names:
-        write_report(arm_params(args, arms(args)[name]), out / name)
+            for name in names for m in METHODS if all(record(out / name, m, s).exists() for s in seeds)}
 
     rows = []
     for name in names:
         nokd = 100 * np.mean([r["score"] for r in recs[(name, "nokd")]])
-        for m in METHODS:
+        for m in (m for m in METHODS if (name, m) in recs):
             scores = [100 * r["score"] for r in recs[(name, m)]]
             rows.append({"arm": name, "method": m, "mean": round(np.mean(scores), 2), "std": round(np.std(scores, ddof=1), 2),
                          "share of room": round((np.mean(scores) - nokd) / (teacher - nokd), 2) if m != "nokd" else None,
@@ -138,19 +136,21 @@ def report(args) -> None:
     wanted = [(arm, arm, a, b) for arm in names for a, b in within]
     wanted += [(names[1], names[0], m, m) for m in METHODS if m != "nokd"]  # what the transfer set adds
     gaps = []
-    for arm_a, arm_b, ma, mb in wanted:
+    for arm_a, arm_b, ma, mb in (w for w in wanted if (w[0], w[2]) in recs and (w[1], w[3]) in recs):
         labels, a = _preds(out / arm_a, ma, seeds)
         _, b = _preds(out / arm_b, mb, seeds)
         item = {"metric": "accuracy", "labels": labels, "a": a, "b": b, "teachers": list(args.teachers)}
         c = crossed_comparison([item])
         ms = mean_squares(gap_table(item))
         (mt, _), (mj, _), (mtj, _) = ms["teacher"], ms["sentence"], ms["teacher x sentence"]
-        total = mt + mj - mtj
+        # the variance of the mean gap from its components, each over the same T n N: teachers (with their one
+        # student each) mt - mtj, sentences mj - mtj, their interaction mtj; a negative estimate counts as 0
+        parts = [max(mt - mtj, 0.0), max(mj - mtj, 0.0), mtj]
+        total = sum(parts)
         gaps.append({"comparison": f"{ma}@{arm_a} - {mb}@{arm_b}", "gap": round(100 * c.gap, 2),
                      "low": round(100 * c.low, 2), "high": round(100 * c.high, 2), "p": c.p_value, "df": round(c.df, 1),
-                     "share teachers+students": round((mt - mtj) / total, 2) if total > 0 else None,
-                     "share sentences": round((mj - mtj) / total, 2) if total > 0 else None,
-                     "share teacher x sentence": round(mtj / total, 2) if total > 0 else None})
+                     **{f"from {k}": round(v / total, 2) if total > 0 else None for k, v in
+                        zip(("teachers", "sentences", "teacher x sentence"), parts)}})
     g = pd.DataFrame(gaps)
     g["p (BH)"] = adjust(g["p"].to_numpy()).round(3)
     g["p"] = g["p"].round(3)
